@@ -1,0 +1,348 @@
+// mlip::Engine implementation (the only translation unit that includes torch).
+#include "engine.h"
+
+#include <ATen/Parallel.h>
+#include <torch/csrc/jit/python/update_graph_executor_opt.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
+#include <torch/script.h>
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+
+namespace mlip {
+
+namespace {
+
+std::string trim(const std::string& s) {
+  const char* ws = " \t\r\n";
+  auto b = s.find_first_not_of(ws);
+  if (b == std::string::npos) return "";
+  auto e = s.find_last_not_of(ws);
+  return s.substr(b, e - b + 1);
+}
+
+std::string shorten(std::string s, size_t max_len = 400) {
+  if (s.size() > max_len) s = s.substr(0, max_len - 3) + "...";
+  return s;
+}
+
+std::vector<std::string> split_lines(const std::string& s) {
+  std::vector<std::string> lines;
+  std::istringstream in(s);
+  std::string line;
+  while (std::getline(in, line)) {
+    line = trim(line);
+    if (!line.empty()) lines.push_back(line);
+  }
+  return lines;
+}
+
+// A short, readable message from a (possibly huge) torch error text.
+// TorchScript interpreter errors put the real reason ("RuntimeError: ...") on
+// the last line after a TorchScript traceback; other errors on the first line.
+std::string torch_message(const std::string& what) {
+  auto lines = split_lines(what);
+  if (lines.empty()) return "unknown torch error";
+  if (what.find("TorchScript interpreter") != std::string::npos ||
+      what.find("Traceback of TorchScript") != std::string::npos) {
+    for (auto it = lines.rbegin(); it != lines.rend(); ++it) {
+      if (it->find("Error") != std::string::npos || it->find("error") != std::string::npos)
+        return shorten(*it);
+    }
+    return shorten(lines.back());
+  }
+  return shorten(lines.front());
+}
+
+std::string torch_message(const c10::Error& e) { return torch_message(e.what_without_backtrace()); }
+
+std::string quoted(const std::string& path) { return "'" + path + "'"; }
+
+void configure_jit_once() {
+  static std::once_flag flag;
+  std::call_once(flag, [] {
+    // The profiling executor re-specialises graphs during the first calls,
+    // which makes the first few MD steps very slow; the simple executor is
+    // as fast for these models after the first call.
+    torch::jit::getProfilingMode() = false;
+  });
+}
+
+bool env_flag(const char* name, bool dflt) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return dflt;
+  std::string s(v);
+  return !(s == "0" || s == "false" || s == "False" || s == "no" || s == "off");
+}
+
+}  // namespace
+
+int default_num_threads() {
+  const char* v = std::getenv("MLIP_NUM_THREADS");
+  if (v && *v) {
+    char* end = nullptr;
+    long n = std::strtol(v, &end, 10);
+    if (end && *end == '\0' && n > 0 && n < 100000) return static_cast<int>(n);
+  }
+  return 1;
+}
+
+struct Engine::Impl {
+  std::string path;
+  torch::jit::Module module;
+  std::vector<std::string> species;
+  double cutoff = 0.0;
+  double interaction_range = 0.0;
+  std::string family, units, dtype_name, mlip_version, metadata;
+  int64_t format_version = -1;
+  at::ScalarType dtype = at::kDouble;
+  int num_threads = 1;
+  bool optimize = false;
+  std::mutex mutex;
+
+  [[noreturn]] void not_export(const std::string& what) const {
+    throw ModelError(quoted(path) + " is not an mlip export (" + what + ")");
+  }
+
+  c10::IValue get_attr(const std::string& name) const {
+    if (!module.hasattr(name)) not_export("missing attribute '" + name + "'");
+    return module.attr(name);
+  }
+
+  double get_double(const std::string& name) const {
+    auto v = get_attr(name);
+    if (v.isDouble()) return v.toDouble();
+    if (v.isInt()) return static_cast<double>(v.toInt());
+    not_export("attribute '" + name + "' is " + v.tagKind() + ", expected float");
+  }
+
+  std::string get_string(const std::string& name) const {
+    auto v = get_attr(name);
+    if (!v.isString()) not_export("attribute '" + name + "' is " + v.tagKind() + ", expected str");
+    return v.toStringRef();
+  }
+};
+
+Engine::Engine(const std::string& path, int num_threads) : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.path = path;
+  m.num_threads = num_threads > 0 ? num_threads : default_num_threads();
+  m.optimize = env_flag("MLIP_JIT_OPTIMIZE", false);
+
+  // Check the file ourselves first: torch's messages for this are cryptic.
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    throw ModelError("cannot open model file " + quoted(path) + ": " + std::strerror(errno));
+  }
+  if (S_ISDIR(st.st_mode)) {
+    throw ModelError("cannot open model file " + quoted(path) + ": is a directory");
+  }
+  {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) throw ModelError("cannot open model file " + quoted(path) + ": " + std::strerror(errno));
+  }
+
+  configure_jit_once();
+  torch::jit::ExtraFilesMap extra{{"mlip_metadata.json", ""}};
+  try {
+    m.module = torch::jit::load(path, torch::Device(torch::kCPU), extra);
+  } catch (const c10::Error& e) {
+    throw ModelError(quoted(path) + " is not a valid TorchScript file (" + torch_message(e) + ")");
+  } catch (const std::exception& e) {
+    throw ModelError(quoted(path) + " is not a valid TorchScript file (" +
+                     torch_message(std::string(e.what())) + ")");
+  }
+
+  try {
+    m.module.eval();
+    // species: List[str]
+    auto sp = m.get_attr("species");
+    if (!sp.isList()) m.not_export("attribute 'species' is " + sp.tagKind() + ", expected List[str]");
+    for (const auto& s : sp.toListRef()) {
+      if (!s.isString()) m.not_export("attribute 'species' contains a non-string");
+      m.species.push_back(s.toStringRef());
+    }
+    if (m.species.empty()) m.not_export("attribute 'species' is empty");
+    m.cutoff = m.get_double("cutoff");
+    m.interaction_range = m.get_double("interaction_range");
+    m.family = m.get_string("family");
+    m.units = m.get_string("units");
+    m.dtype_name = m.get_string("dtype");
+    if (m.dtype_name == "float64") {
+      m.dtype = at::kDouble;
+    } else if (m.dtype_name == "float32") {
+      m.dtype = at::kFloat;
+    } else {
+      m.not_export("attribute 'dtype' is '" + m.dtype_name + "', expected 'float64' or 'float32'");
+    }
+    if (!(m.cutoff > 0.0) || !std::isfinite(m.cutoff)) m.not_export("cutoff must be positive");
+    if (m.module.hasattr("format_version")) {
+      auto v = m.module.attr("format_version");
+      if (v.isInt()) m.format_version = v.toInt();
+    }
+    if (m.module.hasattr("mlip_version")) {
+      auto v = m.module.attr("mlip_version");
+      if (v.isString()) m.mlip_version = v.toStringRef();
+    }
+    if (!m.module.find_method("forward")) m.not_export("no forward() method");
+  } catch (const c10::Error& e) {
+    throw ModelError(quoted(path) + ": cannot read the model attributes (" + torch_message(e) + ")");
+  }
+  m.metadata = extra["mlip_metadata.json"];
+  if (trim(m.metadata).empty()) m.metadata = "{}";
+  at::set_num_threads(m.num_threads);
+}
+
+Engine::~Engine() = default;
+
+const std::string& Engine::path() const { return impl_->path; }
+const std::vector<std::string>& Engine::species() const { return impl_->species; }
+double Engine::cutoff() const { return impl_->cutoff; }
+double Engine::interaction_range() const { return impl_->interaction_range; }
+const std::string& Engine::family() const { return impl_->family; }
+const std::string& Engine::units() const { return impl_->units; }
+const std::string& Engine::dtype() const { return impl_->dtype_name; }
+int64_t Engine::format_version() const { return impl_->format_version; }
+const std::string& Engine::mlip_version() const { return impl_->mlip_version; }
+const std::string& Engine::metadata_json() const { return impl_->metadata; }
+int Engine::num_threads() const { return impl_->num_threads; }
+
+namespace {
+
+void check_shape(const torch::Tensor& t, std::vector<int64_t> expected, const char* name) {
+  bool ok = t.dim() == static_cast<int64_t>(expected.size());
+  for (size_t k = 0; ok && k < expected.size(); ++k) ok = t.size(k) == expected[k];
+  if (!ok) {
+    std::ostringstream msg;
+    msg << "model returned " << name << " with shape " << t.sizes() << ", expected "
+        << c10::IntArrayRef(expected);
+    throw ModelError(msg.str());
+  }
+}
+
+void copy_out(const torch::Tensor& t, double* out) {
+  auto d = t.detach().to(torch::kCPU, torch::kDouble).contiguous();
+  std::memcpy(out, d.data_ptr<double>(), sizeof(double) * static_cast<size_t>(d.numel()));
+}
+
+}  // namespace
+
+void Engine::compute(int64_t n_atoms, int64_t n_local, const int64_t* species, int64_t n_edges,
+                     const int64_t* edge_i, const int64_t* edge_j, const double* edge_vec,
+                     double* energy, double* atom_energy, double* forces, double* virial,
+                     double* atom_virial) {
+  Impl& m = *impl_;
+  // ---- validate everything before torch sees it -----------------------------
+  if (n_atoms < 0) throw InputError("n_atoms must be >= 0, got " + std::to_string(n_atoms));
+  if (n_local < 0 || n_local > n_atoms) {
+    throw InputError("n_local must be in [0, n_atoms=" + std::to_string(n_atoms) + "], got " +
+                     std::to_string(n_local));
+  }
+  if (n_edges < 0) throw InputError("n_edges must be >= 0, got " + std::to_string(n_edges));
+  if (!energy) throw InputError("energy output pointer is NULL");
+  if (n_atoms > 0 && !species) throw InputError("species pointer is NULL");
+  if (n_edges > 0 && (!edge_i || !edge_j || !edge_vec)) throw InputError("edge pointer is NULL");
+  const int64_t ns = static_cast<int64_t>(m.species.size());
+  for (int64_t a = 0; a < n_atoms; ++a) {
+    if (species[a] < 0 || species[a] >= ns) {
+      throw InputError("atom " + std::to_string(a) + " has species index " +
+                       std::to_string(species[a]) + ", out of range [0, " + std::to_string(ns) +
+                       ") for a model of " + std::to_string(ns) + " species");
+    }
+  }
+  for (int64_t e = 0; e < n_edges; ++e) {
+    for (int side = 0; side < 2; ++side) {
+      const int64_t a = side == 0 ? edge_i[e] : edge_j[e];
+      if (a < 0 || a >= n_atoms) {
+        throw InputError("edge " + std::to_string(e) + " has atom index " + std::to_string(a) +
+                         " (" + (side == 0 ? "i" : "j") + "), out of range [0, " +
+                         std::to_string(n_atoms) + ")");
+      }
+    }
+    for (int c = 0; c < 3; ++c) {
+      if (!std::isfinite(edge_vec[3 * e + c])) {
+        throw InputError("edge " + std::to_string(e) + " (atoms " + std::to_string(edge_i[e]) +
+                         ", " + std::to_string(edge_j[e]) + ") has a non-finite edge vector");
+      }
+    }
+  }
+
+  if (n_atoms == 0) {
+    *energy = 0.0;
+    if (virial) std::fill(virial, virial + 9, 0.0);
+    return;
+  }
+
+  std::lock_guard<std::mutex> lock(m.mutex);
+  try {
+    if (at::get_num_threads() != m.num_threads) at::set_num_threads(m.num_threads);
+    c10::InferenceMode no_inference(false);
+    torch::AutoGradMode grad_on(true);  // forces come from autograd inside the model
+    torch::jit::GraphOptimizerEnabledGuard optimize(m.optimize);
+
+    const auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+    torch::Tensor t_species = torch::empty({n_atoms}, i64);
+    std::memcpy(t_species.data_ptr<int64_t>(), species, sizeof(int64_t) * n_atoms);
+    torch::Tensor t_edges = torch::empty({2, n_edges}, i64);
+    torch::Tensor t_vec = torch::empty({n_edges, 3}, torch::TensorOptions().dtype(torch::kDouble));
+    if (n_edges > 0) {
+      std::memcpy(t_edges.data_ptr<int64_t>(), edge_i, sizeof(int64_t) * n_edges);
+      std::memcpy(t_edges.data_ptr<int64_t>() + n_edges, edge_j, sizeof(int64_t) * n_edges);
+      std::memcpy(t_vec.data_ptr<double>(), edge_vec, sizeof(double) * 3 * n_edges);
+    }
+    if (m.dtype != at::kDouble) t_vec = t_vec.to(m.dtype);
+
+    const bool want_atom_virial = atom_virial != nullptr;
+    std::vector<c10::IValue> inputs{t_species, t_edges, t_vec, c10::IValue(n_local),
+                                    c10::IValue(want_atom_virial)};
+    c10::IValue out = m.module.forward(inputs);
+
+    if (!out.isTuple()) throw ModelError("model returned " + out.tagKind() + ", expected a tuple");
+    const auto& elems = out.toTupleRef().elements();
+    if (elems.size() != 4) {
+      throw ModelError("model returned a tuple of " + std::to_string(elems.size()) +
+                       " values, expected 4 (atom_energy, forces, virial, atom_virial)");
+    }
+    for (size_t k = 0; k < 4; ++k) {
+      if (!elems[k].isTensor()) throw ModelError("model output " + std::to_string(k) + " is not a tensor");
+    }
+    torch::Tensor t_ae = elems[0].toTensor();
+    torch::Tensor t_f = elems[1].toTensor();
+    torch::Tensor t_w = elems[2].toTensor();
+    check_shape(t_ae, {n_atoms}, "atom_energy");
+    check_shape(t_f, {n_atoms, 3}, "forces");
+    check_shape(t_w, {3, 3}, "virial");
+
+    auto ae = t_ae.detach().to(torch::kCPU, torch::kDouble).contiguous();
+    const double* pae = ae.data_ptr<double>();
+    double esum = 0.0;
+    for (int64_t a = 0; a < n_local; ++a) esum += pae[a];
+    *energy = esum;
+    if (atom_energy) std::memcpy(atom_energy, pae, sizeof(double) * n_atoms);
+    if (forces) copy_out(t_f, forces);
+    if (virial) copy_out(t_w, virial);
+    if (want_atom_virial) {
+      torch::Tensor t_av = elems[3].toTensor();
+      check_shape(t_av, {n_atoms, 9}, "atom_virial");
+      copy_out(t_av, atom_virial);
+    }
+  } catch (const c10::Error& e) {
+    throw ModelError("model evaluation failed: " + torch_message(e));
+  } catch (const ModelError&) {
+    throw;
+  } catch (const InputError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw ModelError(std::string("model evaluation failed: ") + torch_message(std::string(e.what())));
+  }
+}
+
+}  // namespace mlip

@@ -1,0 +1,68 @@
+// mlip::Engine: runs an mlip TorchScript export (see docs/CONTRACT.md).
+//
+// This header deliberately does not include any torch header (pimpl), so that
+// users (pybind11 module, C ABI) compile quickly and need no libtorch headers.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace mlip {
+
+// Bad input from the caller (shapes, indices, values): maps to ValueError.
+class InputError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+// Problem with the model file or inside the model: maps to RuntimeError.
+class ModelError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class Engine {
+ public:
+  // Loads `path`. num_threads <= 0: environment MLIP_NUM_THREADS, else 1.
+  // Throws ModelError with a short message on failure.
+  explicit Engine(const std::string& path, int num_threads = 1);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  const std::string& path() const;
+  const std::vector<std::string>& species() const;
+  double cutoff() const;
+  double interaction_range() const;
+  const std::string& family() const;
+  const std::string& units() const;
+  const std::string& dtype() const;          // "float64" | "float32"
+  int64_t format_version() const;            // -1 if absent
+  const std::string& mlip_version() const;   // "" if absent
+  const std::string& metadata_json() const;  // "{}" if the extra file is absent
+  int num_threads() const;
+
+  // n_atoms nodes (locals first), species[n_atoms] model indices,
+  // edges (edge_i[E], edge_j[E], edge_vec[3E]).
+  // Outputs (caller-allocated): energy (sum over the first n_local atoms),
+  // atom_energy[n_atoms], forces[3 n_atoms], virial[9] (row-major),
+  // atom_virial[9 n_atoms] or nullptr to skip. Any output pointer except
+  // `energy` may be nullptr to skip it.
+  // Throws InputError (bad input, checked before torch sees it) or ModelError.
+  void compute(int64_t n_atoms, int64_t n_local, const int64_t* species, int64_t n_edges,
+               const int64_t* edge_i, const int64_t* edge_j, const double* edge_vec,
+               double* energy, double* atom_energy, double* forces, double* virial,
+               double* atom_virial);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Number of threads used when num_threads <= 0 (MLIP_NUM_THREADS or 1).
+int default_num_threads();
+
+}  // namespace mlip

@@ -1,0 +1,47 @@
+/* C ABI of libmlip_engine.so (see docs/CONTRACT.md).
+ *
+ * Every function catches all exceptions; nothing throws across this ABI.
+ * Functions that can fail write a short message into err (if err != NULL and
+ * errlen > 0; always NUL-terminated, truncated to errlen). Meant to be loaded
+ * with dlopen(RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND) by the LAMMPS plugin.
+ */
+#ifndef MLIP_C_API_H
+#define MLIP_C_API_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MLIP_C_API_VERSION 1
+
+typedef struct mlip_engine mlip_engine;
+
+/* returns NULL on failure and writes a clear message into err (never throws across the ABI).
+   num_threads <= 0: environment MLIP_NUM_THREADS, else 1. */
+mlip_engine* mlip_engine_open(const char* path, int num_threads, char* err, int errlen);
+void mlip_engine_close(mlip_engine*);
+int mlip_engine_num_species(const mlip_engine*);
+/* NULL if k is out of range */
+const char* mlip_engine_species(const mlip_engine*, int k);
+double mlip_engine_cutoff(const mlip_engine*);
+double mlip_engine_interaction_range(const mlip_engine*);
+const char* mlip_engine_family(const mlip_engine*);
+const char* mlip_engine_units(const mlip_engine*);
+const char* mlip_engine_metadata_json(const mlip_engine*);
+/* n_atoms nodes (locals first), species[n_atoms] in model indices, edges (edge_i, edge_j, edge_vec[3E]).
+   Outputs (caller-allocated, double): energy (sum over locals), atom_energy[n_atoms],
+   forces[3*n_atoms], virial[9] (row-major 3x3), atom_virial[9*n_atoms] or NULL to skip.
+   Returns 0 on success, nonzero with message in err. */
+int mlip_engine_compute(mlip_engine*, int64_t n_atoms, int64_t n_local, const int64_t* species,
+                        int64_t n_edges, const int64_t* edge_i, const int64_t* edge_j,
+                        const double* edge_vec, double* energy, double* atom_energy,
+                        double* forces, double* virial, double* atom_virial,
+                        char* err, int errlen);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MLIP_C_API_H */
