@@ -145,17 +145,23 @@ def _elastic_pairs(frames: Sequence[Frame], max_strain: float = 0.03):
     """Pairs of strained copies of the same structure (Elastic group), as (frame1, frame2, D)."""
     el = [f for f in frames if f.info.get("group") == "Elastic" and f.energy is not None
           and "virial_stress_kbar" in f.info]
+    frac = {}
+    for f in el:
+        try:
+            frac[id(f)] = f.positions @ np.linalg.inv(f.cell)
+        except np.linalg.LinAlgError:
+            pass
+    el = [f for f in el if id(f) in frac]
     pairs = []
     for f1, f2 in itertools.combinations(el, 2):
-        if f1.symbols != f2.symbols:
+        if f1.n_atoms != f2.n_atoms or f1.symbols != f2.symbols:
             continue
         lm = 0.5 * (f1.cell + f2.cell)
         try:
             d = (f2.cell - f1.cell).T @ np.linalg.inv(lm.T)
-            fr1 = f1.positions @ np.linalg.inv(f1.cell)
-            fr2 = f2.positions @ np.linalg.inv(f2.cell)
         except np.linalg.LinAlgError:
             continue
+        fr1, fr2 = frac[id(f1)], frac[id(f2)]
         d = 0.5 * (d + d.T)
         if not (1e-6 < np.abs(d).max() <= max_strain):
             continue
@@ -166,13 +172,14 @@ def _elastic_pairs(frames: Sequence[Frame], max_strain: float = 0.03):
     return pairs
 
 
-def elastic_stress_check(frames: Sequence[Frame], voigt_order: str = VASP_ORDER) -> Dict[str, float]:
+def elastic_stress_check(frames: Sequence[Frame], voigt_order: str = VASP_ORDER, _pairs=None
+                         ) -> Dict[str, float]:
     """Fit E2 − E1 = c · V̄ s̄:D / 1602.18 over neighbouring Elastic pairs (see module docstring).
 
     Returns {"slope": c, "rms_residual": eV, "rms_dE": eV, "n_pairs", "max_shear_D"}. A correct
     reading of VASP-sign kbar stresses gives c ≈ −1 with a small residual.
     """
-    pairs = _elastic_pairs(frames)
+    pairs = _elastic_pairs(frames) if _pairs is None else _pairs
     if not pairs:
         return {"slope": float("nan"), "rms_residual": float("nan"), "rms_dE": float("nan"),
                 "n_pairs": 0, "max_shear_D": 0.0}
@@ -199,9 +206,10 @@ def _candidate_orders() -> List[str]:
 def detect_voigt_order(frames: Sequence[Frame]) -> Optional[str]:
     """The shear order whose energy test fits clearly best (residual < half the runner-up's and
     slope within 10 % of −1); None when the Elastic records cannot decide."""
+    pairs = _elastic_pairs(frames)
     scores = []
     for order in _candidate_orders():
-        r = elastic_stress_check(frames, order)
+        r = elastic_stress_check(frames, order, _pairs=pairs)
         if r["n_pairs"] == 0:
             return None
         scores.append((r["rms_residual"], order, r["slope"]))
