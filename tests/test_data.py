@@ -102,6 +102,21 @@ def test_from_atoms_virial_sign_against_finite_strain():
         assert -fr.virial[a, b] == pytest.approx(de, rel=1e-4, abs=1e-6)
 
 
+def test_from_atoms_live_calculator_is_evaluated():
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.calc = EMT()
+    atoms.rattle(0.05, seed=3)  # nothing computed yet
+    fr = Frame.from_atoms(atoms)
+    ref = atoms.copy()
+    ref.calc = EMT()
+    assert fr.energy == pytest.approx(ref.get_potential_energy())
+    np.testing.assert_allclose(fr.forces, ref.get_forces())
+    np.testing.assert_allclose(fr.virial, -ref.get_stress(voigt=False) * ref.get_volume())
+
+
 def test_from_atoms_free_energy_fallback():
     from ase import Atoms
     from ase.calculators.singlepoint import SinglePointCalculator

@@ -79,8 +79,9 @@ class Frame:
         """
         results: Dict[str, Any] = {}
         calc = getattr(atoms, "calc", None)
-        if calc is not None and getattr(calc, "results", None):
-            results = dict(calc.results)
+        if calc is not None:
+            _compute_labels(atoms, calc)
+            results = dict(getattr(calc, "results", None) or {})
 
         def lookup(key):
             if key in results and results[key] is not None:
@@ -176,6 +177,24 @@ class Frame:
         if results:
             atoms.calc = SinglePointCalculator(atoms, **results)
         return atoms
+
+
+def _compute_labels(atoms, calc) -> None:
+    """With a live calculator (not a SinglePointCalculator), make sure energy/forces/stress are
+    computed for the current positions (results may be stale or empty, e.g. after `rattle`)."""
+    from ase.calculators.calculator import PropertyNotImplementedError
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    if isinstance(calc, SinglePointCalculator) or not hasattr(calc, "get_property"):
+        return
+    implemented = set(getattr(calc, "implemented_properties", ()))
+    periodic = bool(np.all(atoms.get_pbc())) and abs(atoms.cell.volume) > 0
+    for prop in ("energy", "forces", "stress"):
+        if prop in implemented and (prop != "stress" or periodic):
+            try:
+                calc.get_property(prop, atoms)
+            except PropertyNotImplementedError:
+                pass
 
 
 def _as_float_array(x, where: str, what: str) -> np.ndarray:
