@@ -1,0 +1,49 @@
+"""`mlip train CONFIG.yaml`: fit a model, write checkpoints, metrics, plots and an export."""
+from __future__ import annotations
+
+import argparse
+import os
+
+import yaml
+
+
+def _parse_set(items):
+    """--set training.steps=200 → nested override dict (values parsed as YAML)."""
+    over = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects KEY=VALUE, got '{item}'")
+        key, val = item.split("=", 1)
+        node = over
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(val)
+    return over
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlip.export import export_model
+    from mlip.train.config import load_config
+    from mlip.train.trainer import Trainer, load_checkpoint_model
+
+    cfg = load_config(args.config, _parse_set(args.set))
+    if args.output:
+        cfg["output"] = args.output
+    trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
+    trainer.run()
+    model = load_checkpoint_model(os.path.join(cfg["output"], "checkpoints", "best.pt"))
+    out = os.path.join(cfg["output"], "model.pt")
+    export_model(model, out, dtype=cfg["export"]["dtype"] or cfg["dtype"])
+    print(f"exported {out}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model from a YAML configuration")
+    p.add_argument("config", nargs="?", help="YAML configuration (see training/)")
+    p.add_argument("-o", "--output", help="run directory (overrides 'output' in the config)")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt")
+    p.add_argument("--overwrite", action="store_true", help="start again in an existing run directory")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. training.steps=100")
+    p.set_defaults(func=run)

@@ -1,0 +1,191 @@
+"""Deep Potential, smooth edition with the two-body embedding descriptor `se_e2_a` (Zhang et al. 2018).
+
+Edge-list formulation: instead of padding every atom to `sel` neighbours, every quantity is computed
+per edge and summed per centre atom with `index_add_`. Two consequences worth knowing:
+
+* `sel` only sets the constant normalisation 1/Σsel of the descriptor sum (as in DeePMD-kit); it is no
+  longer a hard cap, so dense configurations never silently drop neighbours.
+* DeePMD-kit normalises the environment matrix with (R − avg)/std. With padding, a neighbour at the
+  cutoff and a padding slot give the same contribution, which keeps the model smooth. Without padding
+  we keep the shift only on the embedding-net input and scale (never shift) the environment-matrix rows,
+  so every edge's contribution vanishes with s(r) at rcut (C² through the switching polynomial).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mlip.models.base import AtomicModel
+
+
+def smooth_inverse(r: Tensor, rcut_smth: float, rcut: float) -> Tensor:
+    """s(r) = 1/r below rcut_smth, switched to 0 at rcut by u³(−6u² + 15u − 10) + 1 (C²)."""
+    u = ((r - rcut_smth) / (rcut - rcut_smth)).clamp(0.0, 1.0)
+    sw = u * u * u * (-6.0 * u * u + 15.0 * u - 10.0) + 1.0
+    return sw / r
+
+
+class ResLayer(nn.Module):
+    """One tanh layer with DeePMD's residual rule: y = x + h when widths match, y = [x, x] + h when the
+    width doubles, plain h otherwise; h = act(Wx+b), times a trainable time step with `resnet_dt`."""
+
+    def __init__(self, n_in: int, n_out: int, resnet_dt: bool) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_in, n_out)
+        nn.init.normal_(self.linear.weight, std=1.0 / (n_in + n_out) ** 0.5)
+        nn.init.normal_(self.linear.bias, std=1.0)
+        self.kind = 1 if n_in == n_out else (2 if n_out == 2 * n_in else 0)
+        self.use_dt = bool(resnet_dt and self.kind != 0)
+        self.dt = nn.Parameter(torch.full((n_out,), 0.1) + 0.001 * torch.randn(n_out), requires_grad=self.use_dt)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.tanh(self.linear(x))
+        if self.use_dt:
+            h = h * self.dt
+        if self.kind == 1:
+            return x + h
+        if self.kind == 2:
+            return torch.cat([x, x], dim=-1) + h
+        return h
+
+
+class ResMLP(nn.Module):
+    """Stack of `ResLayer`s with an optional linear output (the fitting net's energy head)."""
+
+    def __init__(self, n_in: int, widths: Sequence[int], n_out: int = 0, resnet_dt: bool = False) -> None:
+        super().__init__()
+        dims = [n_in] + list(widths)
+        self.layers = nn.ModuleList(ResLayer(a, b, resnet_dt) for a, b in zip(dims[:-1], dims[1:]))
+        self.has_out = n_out > 0
+        self.out = nn.Linear(dims[-1], max(n_out, 1))
+        nn.init.normal_(self.out.weight, std=1.0 / (dims[-1] + 1) ** 0.5)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        if self.has_out:
+            x = self.out(x)
+        return x
+
+
+
+
+class DeepPotSeA(AtomicModel):
+    """Deep Potential with the se_e2_a descriptor.
+
+    Parameters follow DeePMD-kit's names: `rcut`, `rcut_smth`, `sel` (per neighbour species),
+    `neuron` (embedding widths), `axis_neuron`, `fitting_neuron`, `type_one_side`, `resnet_dt`.
+    """
+
+    family = "deepmd"
+
+    def __init__(
+        self,
+        species: List[str],
+        rcut: float = 6.0,
+        rcut_smth: float = 0.5,
+        sel: Optional[List[int]] = None,
+        neuron: Sequence[int] = (25, 50, 100),
+        axis_neuron: int = 16,
+        fitting_neuron: Sequence[int] = (240, 240, 240),
+        type_one_side: bool = False,
+        resnet_dt: bool = True,
+        seed: Optional[int] = None,
+    ) -> None:
+        super().__init__(species, rcut)
+        if not 0 <= rcut_smth < rcut:
+            raise ValueError(f"need 0 <= rcut_smth < rcut, got rcut_smth={rcut_smth}, rcut={rcut}")
+        n = len(species)
+        sel = list(sel) if sel is not None else [50] * n
+        if len(sel) != n:
+            raise ValueError(f"sel has {len(sel)} entries but there are {n} species {species}")
+        if axis_neuron > neuron[-1]:
+            raise ValueError(f"axis_neuron ({axis_neuron}) must not exceed the last embedding width ({neuron[-1]})")
+        self._cfg: Dict[str, Any] = dict(
+            species=list(species), rcut=float(rcut), rcut_smth=float(rcut_smth), sel=sel,
+            neuron=list(neuron), axis_neuron=int(axis_neuron), fitting_neuron=list(fitting_neuron),
+            type_one_side=bool(type_one_side), resnet_dt=bool(resnet_dt), seed=seed,
+        )
+        if seed is not None:
+            torch.manual_seed(seed)
+        self.n_species = n
+        self.rcut = float(rcut)
+        self.rcut_smth = float(rcut_smth)
+        self.inv_nnei = 1.0 / float(sum(sel))
+        self.m1 = int(neuron[-1])
+        self.m2 = int(axis_neuron)
+        self.type_one_side = bool(type_one_side)
+        n_emb = n if type_one_side else n * n
+        self.embedding = nn.ModuleList(ResMLP(1, neuron) for _ in range(n_emb))
+        self.fitting = nn.ModuleList(
+            ResMLP(self.m1 * self.m2, fitting_neuron, n_out=1, resnet_dt=resnet_dt) for _ in range(n)
+        )
+        # environment statistics per centre species: shift/scale of s for the embedding input,
+        # scale of the (s, s x/r, s y/r, s z/r) rows; fitted by `fit_statistics`.
+        self.register_buffer("s_avg", torch.zeros(n))
+        self.register_buffer("s_std", torch.ones(n))
+        self.register_buffer("r_std", torch.ones(n, 4))
+        self.register_buffer("energy_bias", torch.zeros(n))
+
+    def config(self) -> Dict[str, Any]:
+        return dict(self._cfg)
+
+    def set_energy_bias(self, bias: Tensor) -> None:
+        self.energy_bias.copy_(bias.to(self.energy_bias))
+
+    @torch.jit.unused
+    def fit_statistics(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> None:
+        """Environment statistics per centre species from (a sample of) the training edges."""
+        with torch.no_grad():
+            r = edge_vec.pow(2).sum(1).sqrt()
+            s = smooth_inverse(r, self.rcut_smth, self.rcut)
+            rows = torch.cat([s[:, None], s[:, None] * edge_vec / r[:, None]], 1)
+            centre = species[edge_index[0]]
+            for t in range(self.n_species):
+                m = centre == t
+                if int(m.sum()) < 2:
+                    continue
+                st = s[m]
+                self.s_avg[t] = st.mean()
+                self.s_std[t] = st.std().clamp_min(1e-2)
+                self.r_std[t, 0] = st.pow(2).mean().sqrt().clamp_min(1e-2)
+                self.r_std[t, 1:] = rows[m, 1:].pow(2).mean().sqrt().clamp_min(1e-2)
+
+    def descriptor(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
+        """D_i = (T_i T_i[:M2]ᵀ) with T_i = (1/Σsel) Σ_j G(s̃_ij)ᵀ R̃_ij, flattened to M1·M2."""
+        n_atoms = species.shape[0]
+        ci = edge_index[0]
+        cj = edge_index[1]
+        ti = species[ci]
+        tj = species[cj]
+        r = edge_vec.pow(2).sum(1).sqrt()
+        s = smooth_inverse(r, self.rcut_smth, self.rcut)
+        s_in = ((s - self.s_avg[ti]) / self.s_std[ti]).unsqueeze(1)
+        rows = torch.cat([s.unsqueeze(1), s.unsqueeze(1) * edge_vec / r.unsqueeze(1)], 1) / self.r_std[ti]
+        if self.type_one_side:
+            net_id = tj
+        else:
+            net_id = ti * self.n_species + tj
+        g = torch.zeros((edge_vec.shape[0], self.m1), dtype=edge_vec.dtype, device=edge_vec.device)
+        for k, net in enumerate(self.embedding):
+            idx = torch.nonzero(net_id == k).squeeze(1)
+            if idx.numel() > 0:
+                g.index_copy_(0, idx, net(s_in.index_select(0, idx)))
+        outer = (g.unsqueeze(2) * rows.unsqueeze(1)).reshape(-1, self.m1 * 4)
+        t = torch.zeros((n_atoms, self.m1 * 4), dtype=edge_vec.dtype, device=edge_vec.device)
+        t.index_add_(0, ci, outer)
+        t = t.reshape(n_atoms, self.m1, 4) * self.inv_nnei
+        d = torch.bmm(t, t[:, : self.m2, :].transpose(1, 2))
+        return d.reshape(n_atoms, self.m1 * self.m2)
+
+    def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
+        d = self.descriptor(species, edge_index, edge_vec)
+        e = self.energy_bias[species].clone()
+        for k, net in enumerate(self.fitting):
+            idx = torch.nonzero(species == k).squeeze(1)
+            if idx.numel() > 0:
+                e.index_add_(0, idx, net(d.index_select(0, idx)).squeeze(1))
+        return e

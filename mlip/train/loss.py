@@ -1,0 +1,34 @@
+"""The loss p_e·(ΔE/N)² + p_f/(3N)·Σ|ΔF|² + p_v/9·‖ΔW‖² per frame, weighted by frame weights and
+averaged over the frames of a batch; frames missing a label simply drop that term."""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+from torch import Tensor
+
+from mlip.graph import Batch
+
+
+def loss_terms(pred: Dict[str, Tensor], batch: Batch, virial_per_atom: bool = False) -> Dict[str, Tensor]:
+    """Per-frame squared errors (before prefactors)."""
+    n = batch.n_atoms
+    de = (pred["energy"] - batch.energy) / n
+    e_term = de.pow(2) * batch.energy_mask
+    df = (pred["forces"] - batch.forces).pow(2).sum(1) * batch.force_mask
+    f_sum = torch.zeros_like(n).index_add_(0, batch.node_frame, df)
+    f_term = f_sum / (3.0 * n)
+    if "virial" in pred:
+        dv = pred["virial"] - batch.virial
+        if virial_per_atom:
+            dv = dv / n[:, None, None]
+        v_term = dv.pow(2).sum((1, 2)) / 9.0 * batch.virial_mask
+    else:
+        v_term = torch.zeros_like(n)
+    return {"energy": e_term, "forces": f_term, "virial": v_term}
+
+
+def total_loss(terms: Dict[str, Tensor], batch: Batch, pe: float, pf: float, pv: float) -> Tensor:
+    w = batch.weight
+    per_frame = pe * terms["energy"] + pf * terms["forces"] + pv * terms["virial"]
+    return (w * per_frame).sum() / w.sum().clamp_min(1e-30)

@@ -1,0 +1,333 @@
+"""The training loop shared by all families (Adam + LR schedule + EMA + clipping, mini-batches).
+
+Reproducibility contract: the batch drawn at step t, the learning rate and the loss prefactors are
+pure functions of (seed, t), and the checkpoint stores model, EMA, optimiser and elapsed time, so a run
+resumed from `last.pt` produces the same parameters as one that never stopped.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import yaml
+
+from mlip.graph import Graph, build_graphs, collate, fit_energy_bias, predict
+from mlip.metrics import ErrorAccumulator, format_summary
+from mlip.models import AtomicModel, build_model, model_class
+from mlip.train.loss import loss_terms, total_loss
+from mlip.train.schedules import LRSchedule, Prefactor
+
+CSV_FIELDS = ["step", "time", "lr", "loss", "pe", "pf", "pv", "val_energy_rmse", "val_force_rmse",
+              "val_virial_rmse_per_atom"]
+
+
+def _dtype(name: str) -> torch.dtype:
+    return torch.float64 if name == "float64" else torch.float32
+
+
+def load_frames(paths: Sequence[str], cfg_data: Dict[str, Any]) -> list:
+    from mlip.data import read_frames
+
+    frames = []
+    for p in paths:
+        frames.extend(read_frames(p, fmt=cfg_data.get("format"), type_map=cfg_data.get("type_map")))
+    return frames
+
+
+def prepare_data(cfg: Dict[str, Any]) -> tuple:
+    """(train_frames, val_frames) from files, or generated with an ASE calculator when asked."""
+    from mlip.data import split_frames
+
+    data = cfg["data"]
+    if data["train"]:
+        train = load_frames(data["train"], data)
+    elif data["generate"]:
+        from mlip.datagen import generate_frames
+
+        train = generate_frames(**data["generate"], seed=cfg["seed"])
+    else:
+        raise ValueError("data.train is empty: give training files (or data.generate for synthetic data)")
+    if data["validation"]:
+        val = load_frames(data["validation"], data)
+    elif data["val_fraction"] and len(train) > 1:
+        train, val = split_frames(train, data["val_fraction"], cfg["seed"])
+    else:
+        val = []
+    if not train:
+        raise ValueError("no training frames after the train/validation split")
+    return train, val
+
+
+class EMA:
+    """Exponential moving average of the parameters, evaluated and exported instead of the raw ones."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = float(decay)
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+            else:
+                self.shadow[k].copy_(v)
+
+    def copy_to(self, model: torch.nn.Module) -> torch.nn.Module:
+        m = copy.deepcopy(model)
+        m.load_state_dict(self.shadow)
+        return m
+
+
+def evaluate_graphs(model: AtomicModel, graphs: Sequence[Graph], batch_size: int = 8) -> Dict[str, float]:
+    acc = ErrorAccumulator(model.species)
+    for k in range(0, len(graphs), batch_size):
+        chunk = graphs[k: k + batch_size]
+        b = collate(chunk)
+        out = predict(model, b, create_graph=False)
+        f = out["forces"].detach().numpy()
+        off = 0
+        for n, g in enumerate(chunk):
+            sl = slice(off, off + g.n_atoms)
+            off += g.n_atoms
+            acc.add(g.species.numpy(), float(out["energy"][n]), f[sl],
+                    out["virial"][n].detach().numpy(), g.energy,
+                    None if g.forces is None else g.forces.numpy(),
+                    None if g.virial is None else g.virial.numpy(), None)
+    return acc.summary()
+
+
+class Trainer:
+    def __init__(self, cfg: Dict[str, Any], resume: bool = False, overwrite: bool = False) -> None:
+        self.cfg = cfg
+        self.out = cfg["output"]
+        self.ckpt_dir = os.path.join(self.out, "checkpoints")
+        last = os.path.join(self.ckpt_dir, "last.pt")
+        if os.path.exists(last) and not (resume or overwrite):
+            raise ValueError(f"'{self.out}' already holds a run (checkpoints/last.pt); "
+                             "use --resume to continue it or --overwrite to start again")
+        if resume and not os.path.exists(last):
+            raise FileNotFoundError(f"--resume: no checkpoint '{last}' to resume from")
+        self.resume = resume
+        os.makedirs(self.ckpt_dir, exist_ok=True)
+        self.dtype = _dtype(cfg["dtype"])
+        if cfg["threads"]:
+            torch.set_num_threads(int(cfg["threads"]))
+        torch.manual_seed(cfg["seed"])
+        self.tcfg = cfg["training"]
+
+        self.train_frames, self.val_frames = prepare_data(cfg)
+        ckpt = torch.load(last, map_location="cpu", weights_only=False) if resume else None
+        self.model = self._build_model(ckpt)
+        sp, rc = self.model.species, self.model.cutoff
+        self.train_graphs = build_graphs(self.train_frames, sp, rc, self.dtype)
+        self.val_graphs = build_graphs(self.val_frames, sp, rc, self.dtype)
+        if ckpt is None:
+            self._initialise_statistics()
+
+        ocfg = cfg["optimizer"]
+        if ocfg["name"] != "adam":
+            raise ValueError(f"optimizer.name '{ocfg['name']}' is not supported by this trainer (adam)")
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=ocfg["lr"]["start"],
+                                          weight_decay=float(ocfg.get("weight_decay") or 0.0))
+        self.lr = LRSchedule(ocfg["lr"], self.tcfg["steps"])
+        lcfg = cfg["loss"]
+        self.pref = {k: Prefactor(lcfg[k], k) for k in ("energy", "forces", "virial")}
+        self.ema = EMA(self.model, ocfg["ema"]) if ocfg["ema"] else None
+        self.step = 0
+        self.elapsed = 0.0
+        self.best = math.inf
+        if ckpt is not None:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if self.ema is not None:
+                self.ema.shadow = ckpt["ema"]
+            self.step, self.elapsed, self.best = ckpt["step"], ckpt["elapsed"], ckpt["best"]
+        self._write_config()
+
+    # ------------------------------------------------------------------ set-up
+    def _build_model(self, ckpt: Optional[Dict[str, Any]]) -> AtomicModel:
+        if ckpt is not None:
+            model = build_model(ckpt["family"], ckpt["model_config"])
+            model.to(self.dtype).load_state_dict(ckpt["model"])
+            return model
+        mcfg = dict(self.cfg["model"])
+        family = mcfg.pop("family")
+        if "species" not in mcfg or not mcfg["species"]:
+            seen = []
+            for f in self.train_frames:
+                for s in f.symbols:
+                    if s not in seen:
+                        seen.append(s)
+            mcfg["species"] = sorted(seen)
+        from_file = mcfg.pop("from_file", None)
+        if from_file is not None:
+            cls = model_class(family)
+            if not hasattr(cls, "from_file"):
+                raise ValueError(f"model.from_file is not supported by family '{family}'")
+            model = cls.from_file(from_file, **mcfg)
+        else:
+            model = build_model(family, mcfg)
+        return model.to(self.dtype)
+
+    def _initialise_statistics(self) -> None:
+        bias = fit_energy_bias(self.train_graphs, len(self.model.species))
+        self.model.set_energy_bias(bias.to(self.dtype))
+        if hasattr(self.model, "fit_statistics"):
+            rng = np.random.default_rng(self.cfg["seed"])
+            n = min(len(self.train_graphs), int(self.tcfg["stat_frames"]))
+            pick = sorted(rng.choice(len(self.train_graphs), n, replace=False))
+            b = collate([self.train_graphs[k] for k in pick])
+            self.model.fit_statistics(b.species, b.edge_index, b.edge_vec)
+
+    def _write_config(self) -> None:
+        with open(os.path.join(self.out, "config.yaml"), "w") as fh:
+            yaml.safe_dump(self.cfg, fh, sort_keys=False)
+
+    # ------------------------------------------------------------------ loop
+    def batch_indices(self, step: int) -> List[int]:
+        n = len(self.train_graphs)
+        bs = max(1, min(int(self.tcfg["batch_size"]), n))
+        per_epoch = math.ceil(n / bs)
+        epoch, pos = divmod(step, per_epoch)
+        perm = np.random.default_rng([int(self.cfg["seed"]), epoch]).permutation(n)
+        return [int(k) for k in perm[pos * bs: (pos + 1) * bs]]
+
+    def eval_model(self) -> AtomicModel:
+        return self.ema.copy_to(self.model) if self.ema is not None else self.model
+
+    def validate(self, limit: Optional[int] = None) -> Dict[str, float]:
+        graphs = self.val_graphs if self.val_graphs else self.train_graphs
+        if limit:
+            graphs = graphs[:limit]
+        return evaluate_graphs(self.eval_model(), graphs)
+
+    def save_checkpoint(self, name: str) -> str:
+        path = os.path.join(self.ckpt_dir, name)
+        state = {
+            "family": self.model.family, "model_config": self.model.config(),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.shadow if self.ema is not None else None,
+            "step": self.step, "elapsed": self.elapsed, "best": self.best, "config": self.cfg,
+            "eval_model": self.eval_model().state_dict(),
+        }
+        tmp = path + ".tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def run(self) -> Dict[str, Any]:
+        t = self.tcfg
+        steps = int(t["steps"])
+        max_time = float(t["max_time"]) if t["max_time"] else math.inf
+        need_virial = self.pref["virial"].active
+        lr0 = self.lr(0)
+        csv_path = os.path.join(self.out, "metrics.csv")
+        new_csv = not (self.resume and os.path.exists(csv_path))
+        csv_fh = open(csv_path, "w" if new_csv else "a", newline="")
+        writer = csv.DictWriter(csv_fh, fieldnames=CSV_FIELDS)
+        if new_csv:
+            writer.writeheader()
+        bar = None
+        if t["progress"]:
+            from tqdm import tqdm
+
+            bar = tqdm(total=steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        clip = self.cfg["optimizer"]["clip_grad"]
+        start = time.perf_counter() - self.elapsed
+        last_val: Dict[str, float] = {}
+        frames_seen = 0
+        t_loop = time.perf_counter()
+        try:
+            while self.step < steps and (time.perf_counter() - start) < max_time:
+                lr = self.lr(self.step)
+                for g in self.optimizer.param_groups:
+                    g["lr"] = lr
+                pe, pf, pv = (self.pref[k](lr, lr0) for k in ("energy", "forces", "virial"))
+                batch = collate([self.train_graphs[k] for k in self.batch_indices(self.step)])
+                frames_seen += batch.n_frames
+                self.model.train()
+                pred = predict(self.model, batch, create_graph=True, need_virial=need_virial)
+                terms = loss_terms(pred, batch, bool(self.cfg["loss"]["virial_per_atom"]))
+                loss = total_loss(terms, batch, pe, pf, pv)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {float(loss)} at step {self.step}; "
+                                             "lower optimizer.lr.start or enable optimizer.clip_grad")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
+                self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update(self.model)
+                self.step += 1
+                self.elapsed = time.perf_counter() - start
+                row = {"step": self.step, "time": f"{self.elapsed:.2f}", "lr": f"{lr:.3e}",
+                       "loss": f"{float(loss.detach()):.6e}", "pe": f"{pe:.4g}", "pf": f"{pf:.4g}", "pv": f"{pv:.4g}"}
+                if self.step % int(t["val_every"]) == 0 or self.step == steps:
+                    last_val = self.validate(t["val_frames"])
+                    row.update(val_energy_rmse=last_val.get("energy_rmse", ""),
+                               val_force_rmse=last_val.get("force_rmse", ""),
+                               val_virial_rmse_per_atom=last_val.get("virial_rmse_per_atom", ""))
+                    score = last_val.get("energy_rmse", 0.0) + last_val.get("force_rmse", 0.0)
+                    if score < self.best:
+                        self.best = score
+                        self.save_checkpoint("best.pt")
+                if self.step % int(t["log_every"]) == 0 or "val_energy_rmse" in row:
+                    writer.writerow(row)
+                    csv_fh.flush()
+                if self.step % int(t["checkpoint_every"]) == 0:
+                    self.save_checkpoint("last.pt")
+                if bar is not None:
+                    bar.update(1)
+                    post = {"loss": f"{float(loss.detach()):.3e}", "lr": f"{lr:.1e}"}
+                    if last_val:
+                        post["E"] = f"{last_val.get('energy_rmse', float('nan'))*1e3:.2f}meV"
+                        post["F"] = f"{last_val.get('force_rmse', float('nan')):.3f}"
+                    bar.set_postfix(post, refresh=False)
+        finally:
+            if bar is not None:
+                bar.close()
+            csv_fh.close()
+            self.save_checkpoint("last.pt")
+        wall = time.perf_counter() - t_loop
+        if not os.path.exists(os.path.join(self.ckpt_dir, "best.pt")):
+            self.save_checkpoint("best.pt")
+        final = self.validate()
+        summary = {"steps": self.step, "elapsed_s": self.elapsed, "validation": final,
+                   "frames_per_s": frames_seen / wall if wall > 0 else None}
+        with open(os.path.join(self.out, "summary.json"), "w") as fh:
+            json.dump(summary, fh, indent=1)
+        try:
+            from mlip.train.plots import learning_curve, parity_plot
+
+            learning_curve(csv_path, os.path.join(self.out, "learning_curve.png"))
+            parity_plot(self.eval_model(), self.val_graphs or self.train_graphs[:50],
+                        os.path.join(self.out, "parity.png"))
+        except Exception as exc:  # plots are a convenience: never lose a finished run over them
+            print(f"warning: plots not written: {exc}")
+        print(format_summary(final))
+        return summary
+
+
+def load_checkpoint_model(path: str, which: str = "eval_model") -> AtomicModel:
+    """Rebuild the (EMA) model from a checkpoint written by `Trainer`."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ValueError(f"'{path}' is not a readable mlip checkpoint: {str(exc).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or "model_config" not in ckpt:
+        raise ValueError(f"'{path}' is not an mlip checkpoint")
+    model = build_model(ckpt["family"], ckpt["model_config"])
+    state = ckpt[which] if ckpt.get(which) is not None else ckpt["model"]
+    dtype = next(iter(v for v in state.values() if v.dtype.is_floating_point)).dtype
+    model.to(dtype).load_state_dict(state)
+    return model.eval()
