@@ -1,0 +1,113 @@
+"""Shared fixtures and numerical checks used by the model-family tests."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Tuple
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MLIP_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_path(*parts: str) -> Path:
+    """A file under ../shared/data, or skip the test naming what is missing."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"reference data not present: {p} (set MLIP_SHARED_DATA or place ../shared/data)")
+    return p
+
+
+def random_structure(seed: int, n: int, species=("H", "O"), cell_scale: float = 5.0, pbc=(True, True, True),
+                     min_dist: float = 0.9):
+    """Random triclinic structure with no two atoms closer than min_dist (through images too)."""
+    from ase import Atoms
+
+    rng = np.random.default_rng(seed)
+    # rows = cell vectors: a diagonal part plus random shear, i.e. a genuinely triclinic cell
+    cell = np.diag(rng.uniform(0.8, 1.2, 3) * cell_scale) + np.triu(rng.uniform(-0.25, 0.25, (3, 3)) * cell_scale, 1)
+    atoms = Atoms(cell=cell, pbc=pbc)
+    tries = 0
+    while len(atoms) < n:
+        tries += 1
+        if tries > 20000:
+            raise RuntimeError("could not place atoms")
+        cand = Atoms([species[len(atoms) % len(species)]], positions=[rng.random(3) @ cell], cell=cell, pbc=pbc)
+        trial = atoms + cand
+        if len(trial) > 1:
+            d = trial.get_distances(len(trial) - 1, list(range(len(trial) - 1)), mic=any(pbc))
+            if d.min() < min_dist:
+                continue
+        atoms = trial
+    return atoms
+
+
+def model_efv(model, atoms) -> Tuple[float, np.ndarray, np.ndarray]:
+    """Energy, forces and virial of an eager model on an ASE structure (training code path)."""
+    from mlip.graph import Graph, collate, predict
+    from mlip.neighbors import neighbor_list
+
+    idx = model.species_index(atoms.get_chemical_symbols())
+    ei, _, ev = neighbor_list(atoms.get_positions(), atoms.cell[:], atoms.pbc, model.cutoff)
+    dtype = next(model.parameters()).dtype
+    g = Graph(idx, torch.from_numpy(ei), torch.from_numpy(ev).to(dtype), None, None, None, 1.0, "")
+    out = predict(model, collate([g]))
+    return float(out["energy"][0]), out["forces"].detach().numpy(), out["virial"][0].detach().numpy()
+
+
+def fd_forces(model, atoms, h: float = 1e-5) -> np.ndarray:
+    pos0 = atoms.get_positions()
+    fd = np.zeros_like(pos0)
+    for a in range(len(atoms)):
+        for c in range(3):
+            for sgn in (1, -1):
+                p = pos0.copy()
+                p[a, c] += sgn * h
+                atoms.set_positions(p)
+                fd[a, c] -= sgn * model_efv(model, atoms)[0] / (2 * h)
+    atoms.set_positions(pos0)
+    return fd
+
+
+def fd_virial(model, atoms, h: float = 1e-5) -> np.ndarray:
+    """W = −∂E/∂ε by central differences of a homogeneous (symmetric) strain."""
+    cell0, pos0 = atoms.cell[:].copy(), atoms.get_positions()
+    w = np.zeros((3, 3))
+    for a in range(3):
+        for b in range(3):
+            e = []
+            for sgn in (1, -1):
+                eps = np.zeros((3, 3))
+                eps[a, b] += 0.5 * sgn * h
+                eps[b, a] += 0.5 * sgn * h
+                atoms.set_cell(cell0 @ (np.eye(3) + eps), scale_atoms=False)
+                atoms.set_positions(pos0 @ (np.eye(3) + eps))
+                e.append(model_efv(model, atoms)[0])
+            w[a, b] = -(e[0] - e[1]) / (2 * h)
+    atoms.set_cell(cell0)
+    atoms.set_positions(pos0)
+    return w
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(b)), 1e-12))
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    torch.set_num_threads(int(os.environ.get("MLIP_TEST_THREADS", "2")))
+    yield
+
+
+def run_python(code: str, timeout: int = 300) -> str:
+    """Run code in a fresh interpreter (e.g. to load an export without the training code)."""
+    import subprocess
+
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    if res.returncode != 0:
+        raise AssertionError(f"subprocess failed:\n{res.stdout}\n{res.stderr}")
+    return res.stdout

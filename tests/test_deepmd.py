@@ -1,0 +1,137 @@
+"""Deep Potential se_e2_a: derivatives against finite differences, invariances, smooth cutoff, export."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import fd_forces, fd_virial, model_efv, random_structure, rel_err, run_python
+from mlip.models.deepmd import DeepPotSeA
+
+
+def small_dp(species=("H", "O"), rcut=3.5, seed=0, type_one_side=False, dtype=torch.float64):
+    m = DeepPotSeA(list(species), rcut=rcut, rcut_smth=1.0, sel=[20] * len(species), neuron=[6, 12],
+                   axis_neuron=4, fitting_neuron=[16, 16], type_one_side=type_one_side, seed=seed).to(dtype)
+    # non-trivial statistics so that the normalisation code is exercised
+    m.s_avg.fill_(0.3)
+    m.s_std.fill_(0.2)
+    m.r_std.fill_(0.4)
+    m.set_energy_bias(torch.tensor([-1.5, -3.0][: len(species)], dtype=dtype))
+    return m
+
+
+@pytest.mark.parametrize("case", ["two_species", "small_cell", "type_one_side", "slab"])
+def test_forces_and_virial_match_finite_differences(case):
+    if case == "small_cell":  # cell shorter than the cutoff: many images of each atom
+        atoms = random_structure(1, 3, cell_scale=2.2, min_dist=0.8)
+    elif case == "slab":
+        atoms = random_structure(2, 8, pbc=(True, True, False))
+    else:
+        atoms = random_structure(3, 10)
+    model = small_dp(type_one_side=(case == "type_one_side"))
+    e, f, w = model_efv(model, atoms)
+    assert np.isfinite(e)
+    assert rel_err(f, fd_forces(model, atoms)) < 1e-6
+    if atoms.pbc.all():
+        assert rel_err(w, fd_virial(model, atoms)) < 1e-6
+        assert np.allclose(w, w.T, atol=1e-10)
+
+
+def test_invariances():
+    atoms = random_structure(4, 10)
+    model = small_dp()
+    e0, f0, w0 = model_efv(model, atoms)
+    # translation (and wrapping: choice of periodic image)
+    t = atoms.copy()
+    t.translate([0.37, -1.2, 2.9])
+    e, f, _ = model_efv(model, t)
+    assert abs(e - e0) < 1e-10 * abs(e0) and rel_err(f, f0) < 1e-10
+    t.wrap()
+    e, f, _ = model_efv(model, t)
+    assert abs(e - e0) < 1e-10 * abs(e0) and rel_err(f, f0) < 1e-10
+    img = atoms.copy()
+    img.positions[3] += img.cell[0] - 2 * img.cell[2]
+    e, f, _ = model_efv(model, img)
+    assert abs(e - e0) < 1e-10 * abs(e0) and rel_err(f, f0) < 1e-10
+    # rotation of positions and cell together
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    r = atoms.copy()
+    r.set_cell(atoms.cell[:] @ q.T, scale_atoms=False)
+    r.set_positions(atoms.get_positions() @ q.T)
+    e, f, w = model_efv(model, r)
+    assert abs(e - e0) < 1e-10 * abs(e0)
+    assert rel_err(f, f0 @ q.T) < 1e-9
+    assert rel_err(w, q @ w0 @ q.T) < 1e-9
+    # permutation
+    perm = rng.permutation(len(atoms))
+    p = atoms[perm]
+    e, f, _ = model_efv(model, p)
+    assert abs(e - e0) < 1e-10 * abs(e0) and rel_err(f, f0[perm]) < 1e-10
+
+
+def test_energy_and_force_vanish_smoothly_at_cutoff():
+    from ase import Atoms
+
+    model = small_dp(rcut=3.5)
+    iso = model_efv(model, Atoms("HO", positions=[[0, 0, 0], [10, 0, 0]]))[0]
+    rs = np.linspace(3.3, 3.5 + 1e-9, 41)
+    de, fr = [], []
+    for r in rs:
+        e, f, _ = model_efv(model, Atoms("HO", positions=[[0, 0, 0], [r, 0, 0]]))
+        de.append(e - iso)
+        fr.append(f[1, 0])
+    de, fr = np.abs(de), np.abs(fr)
+    assert de[-1] < 1e-12 and fr[-1] < 1e-12
+    assert de[-2] < 1e-7 and fr[-2] < 1e-5  # 5 mÅ inside: (Δr)^3-small, no step
+    assert np.all(np.diff(de[-10:]) <= 1e-12)  # monotone approach, no wiggle
+
+
+def test_isolated_atom_energy_is_species_bias():
+    from ase import Atoms
+
+    model = small_dp()
+    e, f, w = model_efv(model, Atoms("O", positions=[[0, 0, 0]], cell=[8, 8, 8], pbc=True))
+    assert e == pytest.approx(-3.0, abs=1e-12) and np.all(f == 0)
+
+
+def test_export_in_fresh_process_equals_eager(tmp_path):
+    from mlip.export import export_model, read_metadata
+    from mlip.neighbors import neighbor_list
+
+    atoms = random_structure(5, 12)
+    model = small_dp()
+    e, f, w = model_efv(model, atoms)
+    path = tmp_path / "dp.pt"
+    export_model(model, str(path), dtype="float64")
+    meta = read_metadata(str(path))
+    assert meta["family"] == "deepmd" and meta["species"] == ["H", "O"] and meta["cutoff"] == 3.5
+    ei, _, ev = neighbor_list(atoms.get_positions(), atoms.cell[:], atoms.pbc, 3.5)
+    np.savez(tmp_path / "g.npz", sp=model.species_index(atoms.get_chemical_symbols()).numpy(), ei=ei, ev=ev)
+    out = run_python(f"""
+import numpy as np, torch
+d = np.load(r'{tmp_path / "g.npz"}')
+m = torch.jit.load(r'{path}')
+ae, f, w, av = m(torch.from_numpy(d['sp']), torch.from_numpy(d['ei']), torch.from_numpy(d['ev']), {len(atoms)}, True)
+np.savez(r'{tmp_path / "o.npz"}', e=ae.sum().item(), f=f.numpy(), w=w.numpy(), av=av.numpy())
+print(m.family, m.cutoff, list(m.species))
+""")
+    assert "deepmd 3.5 ['H', 'O']" in out
+    o = np.load(tmp_path / "o.npz")
+    assert abs(float(o["e"]) - e) <= 1e-10 * abs(e)
+    assert rel_err(o["f"], f) <= 1e-10
+    assert rel_err(o["w"], w) <= 1e-10
+    assert rel_err(o["av"].sum(0).reshape(3, 3), w) <= 1e-10
+
+
+def test_float32_export_close_to_float64(tmp_path):
+    from mlip.calculator import MLIPCalculator
+    from mlip.export import export_model
+
+    atoms = random_structure(6, 10)
+    model = small_dp()
+    e, f, _ = model_efv(model, atoms)
+    export_model(model, str(tmp_path / "f32.pt"), dtype="float32")
+    atoms.calc = MLIPCalculator(str(tmp_path / "f32.pt"))
+    assert abs(atoms.get_potential_energy() - e) < 1e-4 * abs(e)
+    assert rel_err(atoms.get_forces(), f) < 1e-3
