@@ -1,0 +1,1 @@
+"""Readers and writers of other codes' potential files (MLIP-2 `.mtp`: `mlip.io.mtp_file`)."""

@@ -1,0 +1,453 @@
+"""Moment Tensor Potential (Shapeev 2016; MLIP-2, Novikov et al. 2021) behind the common contract.
+
+Per atom i with type t_i and neighbours j (r_ij = x_j − x_i, 0 < r < r_cut):
+
+    Q_k(r)   = scaling · T_k(ξ) · (r_cut − r)²,  ξ = (2r − (r_min + r_cut)) / (r_cut − r_min),  k < n_rb
+    f_μ(r)   = Σ_k c[t_i, t_j, μ, k] Q_k(r)                       (radial functions, trainable)
+    M_{μ,ν}  = Σ_j f_μ(r_ij) r̂_ij^{⊗ν}                            (moments, lev = 2 + 4μ + ν)
+    B_α      = full contractions of ≤ 4 moments, level ≤ L       (see `mlip.models.mtp_basis`)
+    E_i      = species_coeffs[t_i] + Σ_α moment_coeffs[α] B_α(i)
+
+exactly MLIP-2's `.mtp` semantics (nothing is clamped below r_min; T_k is evaluated at |ξ| > 1 there),
+so an MLIP-2 potential read with `MTP.from_mtp_file` reproduces MLIP-2's numbers. Everything is
+vectorised over edges: per-edge basic moments are summed with one `index_add`, and the contractions
+(`alpha_index_times`) run as a few "generations" of gather-multiply-`index_add` over precomputed
+index buffers (TorchScript-compatible; float64 and float32).
+
+Construction
+    MTP(species, level=16, cutoff=5.0, min_dist=None, radial_basis_size=8, ...)
+    MTP.from_mtp_file(path, species=None)   # MLIP-2 `.mtp`, trained or untrained template
+    MTP.from_file(path, species=None)       # `.mtp` or an mlip export of an MTP (`.pt`)
+    MTP.from_export(path)                   # an mlip export of an MTP (metadata JSON)
+    model.to_mtp_file(path)                 # write MLIP-2 `.mtp` (`mlip convert` uses this)
+`min_dist=None` / `scaling=None` are set by `fit_statistics(frames)` (min_dist = 0.95 × the shortest
+training distance, rounded down; scaling so that Σ_j scaling·(r_cut − r)² averages 1 per atom).
+
+Extrapolation grade (MaxVol; machinery in `mlip.active.maxvol`, model-level tools in
+`mlip.active.grade`). A feature row is b = [onehot(t_i), B(i)] per neighbourhood (`nbh`) and
+b = [species counts, Σ_i B(i)] per configuration (`cfg`) — the derivatives of E_i / E with respect
+to the linear parameters (species_coeffs, moment_coeffs). The active set is stored as buffers
+`active_nbh`, `active_cfg` of shape [n_features, r]: G = V A⁻¹ (V spans the training rows, A the
+r×r MaxVol submatrix), so γ = max_k |(b G)_k|; an empty buffer ([n_features, 0]) = no active set.
+Scripted methods (callable from C++ as `module.attr("model").toModule().get_method(...)` on an
+export, and from Python as `scripted.model.grade(...)`):
+
+    grade(species, edge_index, edge_vec, n_local) -> γ per local atom  [n_local]     (nbh)
+    grade_cfg(species, edge_index, edge_vec, n_local) -> γ of the configuration [1] (cfg)
+    grade_features(species, edge_index, edge_vec) -> per-atom rows b [N, n_features]
+    grade_from_features(rows, mode) -> γ per row   (mode "nbh" | "cfg"; for MPI: sum cfg rows
+                                                     of the local atoms over ranks first)
+    has_active_set(mode) -> bool
+    basis_functions(species, edge_index, edge_vec) -> B [N, n_alpha]
+
+ASE calculator contract (wired by `mlip.calculator`): `results['atom_gamma']` = `grade(...)` (nbh
+active set; absent without one), `results['gamma']` = max of atom_gamma if an nbh active set exists,
+else `grade_cfg(...)`. γ ≤ 1 interpolation, γ > 1 extrapolation (MLIP-2 habit: > 2 select, > 10 stop).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mlip.models.base import AtomicModel
+from mlip.models.mtp_basis import BasisScheme, level_scheme, times_generations
+
+
+class MTP(AtomicModel):
+    family = "mtp"
+
+    def __init__(
+        self,
+        species: List[str],
+        level: int = 16,
+        cutoff: float = 5.0,
+        min_dist: Optional[float] = None,
+        radial_basis_size: int = 8,
+        max_moments: int = 4,
+        scaling: Optional[float] = None,
+        basis: Optional[Dict[str, Any]] = None,
+        seed: int = 0,
+        init_noise: float = 0.1,
+        potential_name: str = "MTP1m",
+    ) -> None:
+        super().__init__(species, cutoff)
+        if radial_basis_size < 2:
+            raise ValueError(f"radial_basis_size must be >= 2, got {radial_basis_size}")
+        if min_dist is not None and not 0.0 <= float(min_dist) < float(cutoff):
+            raise ValueError(f"min_dist must be in [0, cutoff={cutoff}), got {min_dist}")
+        scheme = BasisScheme.from_dict(basis) if basis is not None else level_scheme(int(level), int(max_moments))
+        self._scheme = scheme
+        self._basis_given = basis is not None
+        self.level: int = int(level)
+        self.max_moments: int = int(max_moments)
+        self.radial_basis_size: int = int(radial_basis_size)
+        self.potential_name: str = str(potential_name) or "MTP1m"
+        self.seed: int = int(seed)
+        self.init_noise: float = float(init_noise)
+        self._min_dist_set = min_dist is not None
+        self._scaling_set = scaling is not None
+        S = len(self.species)
+        self.n_species: int = S
+        n_mu = scheme.radial_funcs_count
+        self.n_mu: int = n_mu
+        self.n_alpha: int = len(scheme.alpha_moment_mapping)
+        self.n_moments: int = scheme.alpha_moments_count
+        self.n_basic: int = len(scheme.alpha_index_basic)
+        self.n_features: int = S + self.n_alpha
+
+        # radial basis constants (buffers: travel with state_dict and .to(dtype))
+        self.register_buffer("rb_min", torch.tensor(float(min_dist) if min_dist is not None else 0.5 * cutoff,
+                                                    dtype=torch.float64))
+        self.register_buffer("rb_scaling", torch.tensor(float(scaling) if scaling is not None else 1.0,
+                                                        dtype=torch.float64))
+
+        # parameters
+        g = torch.Generator().manual_seed(self.seed)
+        eye = torch.zeros(n_mu, radial_basis_size, dtype=torch.float64)
+        for m in range(n_mu):
+            eye[m, min(m, radial_basis_size - 1)] = 1.0
+        rc = eye.expand(S, S, n_mu, radial_basis_size).clone()
+        rc = rc + self.init_noise * torch.randn(rc.shape, generator=g, dtype=torch.float64)
+        self.radial_coeffs = nn.Parameter(rc)
+        self.species_coeffs = nn.Parameter(torch.zeros(S, dtype=torch.float64))
+        self.moment_coeffs = nn.Parameter(
+            1e-2 * torch.randn(self.n_alpha, generator=g, dtype=torch.float64) / math.sqrt(self.n_alpha))
+
+        # basic moments: monomials x^a y^b z^c / r^(a+b+c) and their radial function index
+        monos: List[tuple] = []
+        mono_of: Dict[tuple, int] = {}
+        basic_mu, basic_mono = [], []
+        for mu, a, b, c in scheme.alpha_index_basic:
+            if mu >= n_mu:
+                raise ValueError(f"basic moment uses radial function {mu} >= {n_mu}")
+            key = (a, b, c)
+            if key not in mono_of:
+                mono_of[key] = len(monos)
+                monos.append(key)
+            basic_mu.append(mu)
+            basic_mono.append(mono_of[key])
+        self.max_nu: int = max(sum(k) for k in monos)
+        self.register_buffer("mono_pow", torch.tensor(monos, dtype=torch.long).reshape(-1, 3))
+        self.register_buffer("basic_mu", torch.tensor(basic_mu, dtype=torch.long))
+        self.register_buffer("basic_mono", torch.tensor(basic_mono, dtype=torch.long))
+
+        # contractions in generations
+        gens = times_generations(self.n_basic, scheme.alpha_index_times)
+        rows = [r for gen in gens for r in gen]
+        offsets = [0]
+        for gen in gens:
+            offsets.append(offsets[-1] + len(gen))
+        t = scheme.alpha_index_times
+        self.register_buffer("times_a", torch.tensor([t[r][0] for r in rows], dtype=torch.long))
+        self.register_buffer("times_b", torch.tensor([t[r][1] for r in rows], dtype=torch.long))
+        self.register_buffer("times_c", torch.tensor([t[r][3] for r in rows], dtype=torch.long))
+        self.register_buffer("times_m", torch.tensor([float(t[r][2]) for r in rows], dtype=torch.float64))
+        self.gen_offsets: List[int] = offsets
+        self.register_buffer("mapping", torch.tensor(scheme.alpha_moment_mapping, dtype=torch.long))
+
+        # active sets (MaxVol); [n_features, 0] = none
+        self.register_buffer("active_nbh", torch.zeros(self.n_features, 0, dtype=torch.float64))
+        self.register_buffer("active_cfg", torch.zeros(self.n_features, 0, dtype=torch.float64))
+        self._active_meta: Dict[str, Any] = {}
+
+    # ------------------------------------------------------------------------------------ evaluation
+    def moments(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
+        """All moments (basic and contracted) per atom, [N, alpha_moments_count]."""
+        n_atoms = species.shape[0]
+        dtype = edge_vec.dtype
+        i = edge_index[0]
+        r = torch.linalg.norm(edge_vec, dim=1)
+        inside = (r < self.cutoff).to(dtype)
+        rmin = self.rb_min.to(dtype)
+        rmax = self.cutoff
+        ksi = (2.0 * r - (rmin + rmax)) / (rmax - rmin)
+        env = self.rb_scaling.to(dtype) * (rmax - r) * (rmax - r) * inside
+        cheb: List[Tensor] = [torch.ones_like(r), ksi]
+        for k in range(2, self.radial_basis_size):
+            cheb.append(2.0 * ksi * cheb[k - 1] - cheb[k - 2])
+        q = torch.stack(cheb[: self.radial_basis_size], dim=1) * env.unsqueeze(1)  # [E, n_rb]
+        if self.n_species == 1:
+            f = q @ self.radial_coeffs[0, 0].transpose(0, 1)  # [E, n_mu]
+        else:
+            pair = species[i] * self.n_species + species[edge_index[1]]
+            c = self.radial_coeffs.reshape(self.n_species * self.n_species, self.n_mu, self.radial_basis_size)
+            f = (c[pair] * q.unsqueeze(1)).sum(2)
+        u = edge_vec / r.unsqueeze(1)
+        pows: List[Tensor] = [torch.ones_like(u), u]
+        for k in range(2, self.max_nu + 1):
+            pows.append(pows[k - 1] * u)
+        pw = torch.stack(pows[: self.max_nu + 1], dim=1)  # [E, max_nu+1, 3]
+        mono = pw[:, self.mono_pow[:, 0], 0] * pw[:, self.mono_pow[:, 1], 1] * pw[:, self.mono_pow[:, 2], 2]
+        basic = f[:, self.basic_mu] * mono[:, self.basic_mono]  # [E, n_basic]
+        mb = torch.zeros((n_atoms, self.n_basic), dtype=dtype, device=edge_vec.device).index_add(0, i, basic)
+        m = torch.cat([mb, torch.zeros((n_atoms, self.n_moments - self.n_basic), dtype=dtype,
+                                       device=edge_vec.device)], dim=1)
+        tm = self.times_m.to(dtype)
+        for g in range(len(self.gen_offsets) - 1):
+            s = self.gen_offsets[g]
+            e = self.gen_offsets[g + 1]
+            a = self.times_a[s:e]
+            b = self.times_b[s:e]
+            prod = tm[s:e] * m[:, a] * m[:, b]
+            m = m.index_add(1, self.times_c[s:e], prod)
+        return m
+
+    @torch.jit.export
+    def basis_functions(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
+        """B_α(i), [N, n_alpha] (the moments listed in alpha_moment_mapping)."""
+        return self.moments(species, edge_index, edge_vec)[:, self.mapping]
+
+    def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
+        b = self.basis_functions(species, edge_index, edge_vec)
+        return self.species_coeffs[species] + b @ self.moment_coeffs
+
+    # ------------------------------------------------------------------------------------ grade
+    @torch.jit.export
+    def grade_features(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
+        """Per-atom MaxVol rows [onehot(species), B], [N, n_species + n_alpha]."""
+        b = self.basis_functions(species, edge_index, edge_vec)
+        onehot = torch.nn.functional.one_hot(species, self.n_species).to(b.dtype)
+        return torch.cat([onehot, b], dim=1)
+
+    @torch.jit.export
+    def has_active_set(self, mode: str) -> bool:
+        if mode == "nbh":
+            return self.active_nbh.shape[1] > 0
+        if mode == "cfg":
+            return self.active_cfg.shape[1] > 0
+        raise ValueError("grade mode must be 'nbh' or 'cfg'")
+
+    @torch.jit.export
+    def grade_from_features(self, rows: Tensor, mode: str) -> Tensor:
+        """γ = max_k |(b G)_k| for each row b (nbh: per-atom rows; cfg: summed rows)."""
+        if mode == "nbh":
+            g = self.active_nbh
+        elif mode == "cfg":
+            g = self.active_cfg
+        else:
+            raise ValueError("grade mode must be 'nbh' or 'cfg'")
+        if g.shape[1] == 0:
+            raise RuntimeError("this MTP has no '" + mode + "' active set (build one with `mlip select`)")
+        return (rows.to(g.dtype) @ g).abs().max(dim=1).values
+
+    @torch.jit.export
+    def grade(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_local: int) -> Tensor:
+        """Per-atom extrapolation grade (nbh active set) of the first n_local atoms, [n_local]."""
+        rows = self.grade_features(species, edge_index, edge_vec)[:n_local]
+        return self.grade_from_features(rows, "nbh")
+
+    @torch.jit.export
+    def grade_cfg(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_local: int) -> Tensor:
+        """Configuration extrapolation grade (cfg active set; row = Σ over the first n_local atoms), [1]."""
+        rows = self.grade_features(species, edge_index, edge_vec)[:n_local].sum(0, keepdim=True)
+        return self.grade_from_features(rows, "cfg")
+
+    def set_active_set(self, mode: str, grade_matrix: Optional[Tensor], meta: Optional[Dict[str, Any]] = None
+                       ) -> None:
+        """Install G ([n_features, r]) for `mode` ('nbh'|'cfg'); None removes it. `meta` (JSON) goes to the
+        export metadata under active_set[mode] (rows, projection, sources … see mlip.active.grade)."""
+        if mode not in ("nbh", "cfg"):
+            raise ValueError(f"grade mode must be 'nbh' or 'cfg', got {mode!r}")
+        ref = self.radial_coeffs
+        if grade_matrix is None:
+            gm = torch.zeros(self.n_features, 0, dtype=ref.dtype)
+            self._active_meta.pop(mode, None)
+        else:
+            gm = torch.as_tensor(grade_matrix).to(dtype=ref.dtype, device=ref.device)
+            if gm.dim() != 2 or gm.shape[0] != self.n_features:
+                raise ValueError(f"grade matrix must be [{self.n_features}, r], got {list(gm.shape)}")
+            self._active_meta[mode] = dict(meta or {})
+        setattr(self, f"active_{mode}", gm.contiguous())
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        for mode in ("nbh", "cfg"):
+            key = prefix + f"active_{mode}"
+            if key in state_dict and state_dict[key].shape != getattr(self, f"active_{mode}").shape:
+                setattr(self, f"active_{mode}", torch.zeros_like(state_dict[key]))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    # ------------------------------------------------------------------------------------ contract
+    def config(self) -> Dict[str, Any]:
+        return {
+            "species": list(self.species),
+            "level": self.level,
+            "cutoff": self.cutoff,
+            "min_dist": float(self.rb_min) if self._min_dist_set else None,
+            "radial_basis_size": self.radial_basis_size,
+            "max_moments": self.max_moments,
+            "scaling": float(self.rb_scaling) if self._scaling_set else None,
+            "basis": self._scheme.to_dict() if self._basis_given else None,
+            "seed": self.seed,
+            "init_noise": self.init_noise,
+            "potential_name": self.potential_name,
+        }
+
+    def set_energy_bias(self, bias: Tensor) -> None:
+        b = torch.as_tensor(bias, dtype=self.species_coeffs.dtype).reshape(-1)
+        if b.shape[0] != self.n_species:
+            raise ValueError(f"energy bias needs {self.n_species} values, got {b.shape[0]}")
+        with torch.no_grad():
+            self.species_coeffs.copy_(b)
+
+    def fit_statistics(self, frames: Sequence[Any]) -> Dict[str, float]:
+        """Set min_dist (if not given) to 0.95 × the shortest distance in `frames` (rounded down to
+        0.05 Å, at most 0.9·cutoff) and scaling (if not given) so that Σ_j scaling·(r_cut − r)² = 1 on
+        average per atom; both are then fixed (reported by config())."""
+        from mlip.active.graph import neighbor_edges
+
+        rmin = math.inf
+        acc, n = 0.0, 0
+        for fr in list(frames)[:2000]:
+            ei, vec = neighbor_edges(fr.positions, fr.cell, fr.pbc, self.cutoff)
+            n += len(fr.symbols)
+            if vec.shape[0]:
+                r = np.linalg.norm(vec, axis=1)
+                rmin = min(rmin, float(r.min()))
+                acc += float(((self.cutoff - r) ** 2).sum())
+        out: Dict[str, float] = {}
+        if not self._min_dist_set:
+            md = 0.5 * self.cutoff if not math.isfinite(rmin) else math.floor(0.95 * rmin / 0.05) * 0.05
+            md = min(max(md, 0.0), 0.9 * self.cutoff)
+            with torch.no_grad():
+                self.rb_min.fill_(md)
+            self._min_dist_set = True
+            out["min_dist"] = md
+        if not self._scaling_set:
+            sc = n / acc if acc > 0 else 1.0
+            with torch.no_grad():
+                self.rb_scaling.fill_(sc)
+            self._scaling_set = True
+            out["scaling"] = sc
+        return out
+
+    def extra_metadata(self) -> Dict[str, Any]:
+        meta: Dict[str, Any] = {"mtp": self.mtp_dict()}
+        if self._active_meta:
+            meta["active_set"] = {k: dict(v) for k, v in self._active_meta.items()}
+        return meta
+
+    # ------------------------------------------------------------------------------------ .mtp I/O
+    def mtp_dict(self) -> Dict[str, Any]:
+        """Everything an MLIP-2 `.mtp` file holds (plus species names), JSON-serialisable."""
+        return {
+            "potential_name": self.potential_name,
+            "species": list(self.species),
+            "species_count": self.n_species,
+            "scaling": float(self.rb_scaling),
+            "min_dist": float(self.rb_min),
+            "max_dist": float(self.cutoff),
+            "radial_basis_size": self.radial_basis_size,
+            "radial_funcs_count": self.n_mu,
+            "radial_coeffs": self.radial_coeffs.detach().double().tolist(),
+            "species_coeffs": self.species_coeffs.detach().double().tolist(),
+            "moment_coeffs": self.moment_coeffs.detach().double().tolist(),
+            "level": self.level,
+            **self._scheme.to_dict(),
+        }
+
+    @classmethod
+    def from_mtp_dict(cls, d: Dict[str, Any], species: Optional[Sequence[str]] = None,
+                      **overrides: Any) -> "MTP":
+        names = list(species) if species is not None else d.get("species")
+        n_sp = int(d.get("species_count", len(names) if names else 1))
+        if not names:
+            raise ValueError(f"the potential has {n_sp} species but no element names: pass species=[...] "
+                             f"(`--species` on the command line) in type order 0..{n_sp - 1}")
+        if len(names) != n_sp:
+            raise ValueError(f"the potential has species_count = {n_sp} but {len(names)} species names were "
+                             f"given: {names}")
+        scheme = BasisScheme.from_dict(d)
+        levels = d.get("level")
+        kw: Dict[str, Any] = dict(
+            species=names,
+            level=int(levels) if levels else _scheme_level(scheme),
+            cutoff=float(d["max_dist"]),
+            min_dist=float(d["min_dist"]),
+            radial_basis_size=int(d["radial_basis_size"]),
+            scaling=float(d.get("scaling", 1.0)),
+            basis=scheme.to_dict(),
+            potential_name=str(d.get("potential_name", "MTP1m")),
+        )
+        kw.update(overrides)
+        model = cls(**kw)
+        rfc = int(d.get("radial_funcs_count", model.n_mu))
+        if rfc != model.n_mu:
+            raise ValueError(f"radial_funcs_count = {rfc} but the basic moments use {model.n_mu} radial functions")
+        with torch.no_grad():
+            if d.get("radial_coeffs") is not None:
+                model.radial_coeffs.copy_(torch.tensor(d["radial_coeffs"], dtype=torch.float64))
+            if d.get("species_coeffs") is not None:
+                model.species_coeffs.copy_(torch.tensor(d["species_coeffs"], dtype=torch.float64))
+            if d.get("moment_coeffs") is not None:
+                model.moment_coeffs.copy_(torch.tensor(d["moment_coeffs"], dtype=torch.float64))
+        return model
+
+    @classmethod
+    def from_mtp_file(cls, path: str, species: Optional[Sequence[str]] = None, **overrides: Any) -> "MTP":
+        """Read an MLIP-2 `.mtp` (trained, or an untrained template: missing coefficients are
+        initialised like `MTP(...)`: radial ≈ identity + noise (seed), moment coefficients small random,
+        species energies 0). `species` = element names in type order (needed unless the file's
+        `potential_tag` carries them, as files written by mlip do); `overrides` replace constructor
+        arguments (e.g. min_dist, seed)."""
+        from mlip.io.mtp_file import read_mtp
+
+        return cls.from_mtp_dict(read_mtp(path), species=species, **overrides)
+
+    def to_mtp_file(self, path: str) -> None:
+        from mlip.io.mtp_file import write_mtp
+
+        write_mtp(path, self.mtp_dict())
+
+    @classmethod
+    def from_export(cls, path: str) -> "MTP":
+        """Rebuild the Python model (parameters and active sets) from an MTP export's metadata."""
+        from mlip.export import read_metadata
+
+        return cls.from_metadata(read_metadata(path), source=path)
+
+    @classmethod
+    def from_metadata(cls, meta: Dict[str, Any], source: str = "metadata") -> "MTP":
+        if meta.get("family") != "mtp" or "mtp" not in meta:
+            raise ValueError(f"'{source}' is not an MTP export (family {meta.get('family')!r})")
+        cfg = dict(meta.get("config", {}))
+        d = dict(meta["mtp"])
+        model = cls.from_mtp_dict(d, species=meta.get("species") or d.get("species"))
+        # keep the original constructor settings that are not part of the .mtp
+        model.level = int(cfg.get("level", model.level))
+        model.max_moments = int(cfg.get("max_moments", model.max_moments))
+        model.seed = int(cfg.get("seed", model.seed))
+        if cfg.get("basis") is None and cfg.get("level") is not None:
+            ref = level_scheme(int(cfg["level"]), int(cfg.get("max_moments", 4)))
+            if ref.to_dict() == model._scheme.to_dict():
+                model._basis_given = False
+        for mode, am in (meta.get("active_set") or {}).items():
+            if "grade_matrix" in am:
+                model.set_active_set(mode, torch.tensor(am["grade_matrix"], dtype=torch.float64), am)
+        return model
+
+    @classmethod
+    def from_file(cls, path: str, species: Optional[Sequence[str]] = None, **overrides: Any) -> "MTP":
+        """`.mtp` (MLIP-2, trained or untrained) or an mlip export of an MTP. The trainer's
+        `model: {family: mtp, from_file: X.mtp, species: [...]}` calls this."""
+        if str(path).endswith(".mtp"):
+            return cls.from_mtp_file(path, species=species, **overrides)
+        model = cls.from_export(path)
+        if species is not None and list(species) != model.species:
+            raise ValueError(f"'{path}' has species {model.species}, not {list(species)}")
+        return model
+
+
+def _scheme_level(scheme: BasisScheme) -> int:
+    """Level of the highest basis function of a scheme (levels of moments propagate through times)."""
+    lev: Dict[int, int] = {}
+    for k, (mu, a, b, c) in enumerate(scheme.alpha_index_basic):
+        lev[k] = 2 + 4 * mu + a + b + c
+    for a, b, m, c in scheme.alpha_index_times:
+        lev[c] = max(lev.get(c, 0), lev[a] + lev[b])
+    return max(lev[s] for s in scheme.alpha_moment_mapping)
