@@ -59,7 +59,13 @@ std::string torch_message(const std::string& what) {
     }
     return shorten(lines.back());
   }
-  return shorten(lines.front());
+  std::string first = lines.front();
+  // drop torch's generic advice after the actual reason
+  for (const char* tail : {" This is an internal miniz error", " If you are seeing this error"}) {
+    auto pos = first.find(tail);
+    if (pos != std::string::npos) first = first.substr(0, pos);
+  }
+  return shorten(first);
 }
 
 std::string torch_message(const c10::Error& e) { return torch_message(e.what_without_backtrace()); }
@@ -155,7 +161,12 @@ Engine::Engine(const std::string& path, int num_threads) : impl_(std::make_uniqu
   try {
     m.module = torch::jit::load(path, torch::Device(torch::kCPU), extra);
   } catch (const c10::Error& e) {
-    throw ModelError(quoted(path) + " is not a valid TorchScript file (" + torch_message(e) + ")");
+    std::string msg = torch_message(e);
+    if (msg.find("constants.pkl") != std::string::npos) {
+      msg = "a zip archive without TorchScript code: a torch.save() checkpoint? export it with "
+            "'mlip export'";
+    }
+    throw ModelError(quoted(path) + " is not a valid TorchScript file (" + msg + ")");
   } catch (const std::exception& e) {
     throw ModelError(quoted(path) + " is not a valid TorchScript file (" +
                      torch_message(std::string(e.what())) + ")");
