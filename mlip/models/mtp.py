@@ -427,8 +427,10 @@ class MTP(AtomicModel):
             if ref.to_dict() == model._scheme.to_dict():
                 model._basis_given = False
         for mode, am in (meta.get("active_set") or {}).items():
-            if "grade_matrix" in am:
-                model.set_active_set(mode, torch.tensor(am["grade_matrix"], dtype=torch.float64), am)
+            from mlip.active.maxvol import ActiveSet
+
+            aset = ActiveSet.from_dict(am)
+            model.set_active_set(mode, torch.from_numpy(aset.G), am)
         return model
 
     @classmethod
