@@ -405,6 +405,12 @@ void PairMLIP::coeff(int narg, char **arg)
     type2species[t] = found;
   }
 
+  bool any_null = false;
+  for (int t = 1; t <= ntypes; t++) any_null = any_null || type2species[t] < 0;
+  if (any_null && force->pair == this)
+    error->all(FLERR, "pair_coeff for pair_style mlip: NULL (atom types not handled by mlip) is "
+                      "only allowed under pair_style hybrid or hybrid/overlay");
+
   int count = 0;
   for (int i = 1; i <= ntypes; i++)
     for (int j = i; j <= ntypes; j++) {

