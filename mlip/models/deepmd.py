@@ -174,10 +174,23 @@ class DeepPotSeA(AtomicModel):
             idx = torch.nonzero(net_id == k).squeeze(1)
             if idx.numel() > 0:
                 g.index_copy_(0, idx, net(s_in.index_select(0, idx)))
-        outer = (g.unsqueeze(2) * rows.unsqueeze(1)).reshape(-1, self.m1 * 4)
-        t = torch.zeros((n_atoms, self.m1 * 4), dtype=edge_vec.dtype, device=edge_vec.device)
-        t.index_add_(0, ci, outer)
-        t = t.reshape(n_atoms, self.m1, 4) * self.inv_nnei
+        # T_i = Σ_j G_ijᵀ R̃_ij as one batched matmul over a per-atom padded layout (padding only for
+        # the contraction; the pad width is this graph's largest neighbour count, never a cap).
+        n_edges = edge_vec.shape[0]
+        if n_edges > 1 and bool((ci[1:] < ci[:-1]).any()):
+            order = torch.argsort(ci, stable=True)
+            ci = ci.index_select(0, order)
+            g = g.index_select(0, order)
+            rows = rows.index_select(0, order)
+        counts = torch.bincount(ci, minlength=n_atoms)
+        width = int(counts.max()) if n_edges > 0 else 1
+        start = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(n_edges, device=ci.device) - start.index_select(0, ci)
+        flat = ci * width + slot
+        g_pad = torch.zeros((n_atoms * width, self.m1), dtype=g.dtype, device=g.device).index_copy(0, flat, g)
+        r_pad = torch.zeros((n_atoms * width, 4), dtype=g.dtype, device=g.device).index_copy(0, flat, rows)
+        t = torch.bmm(g_pad.reshape(n_atoms, width, self.m1).transpose(1, 2), r_pad.reshape(n_atoms, width, 4))
+        t = t * self.inv_nnei
         d = torch.bmm(t, t[:, : self.m2, :].transpose(1, 2))
         return d.reshape(n_atoms, self.m1 * self.m2)
 
