@@ -59,7 +59,12 @@ class MLIPCalculator(Calculator):
         if num_threads is None:
             num_threads = int(os.environ.get("MLIP_NUM_THREADS", "0") or 0) or (os.cpu_count() or 1)
         self.model_path = str(model)
-        self.engine = Engine(self.model_path, int(num_threads))
+        if not os.path.isfile(self.model_path):
+            raise FileNotFoundError(f"model file '{self.model_path}' does not exist")
+        try:
+            self.engine = Engine(self.model_path, int(num_threads))
+        except RuntimeError as exc:  # the engine's message already names the file and the problem
+            raise ValueError(str(exc)) from None
         self.species: List[str] = list(self.engine.species)
         self.cutoff = float(self.engine.cutoff)
 

@@ -56,7 +56,7 @@ def model_efv(model, atoms) -> Tuple[float, np.ndarray, np.ndarray]:
     dtype = next(model.parameters()).dtype
     g = Graph(idx, torch.from_numpy(ei), torch.from_numpy(ev).to(dtype), None, None, None, 1.0, "")
     out = predict(model, collate([g]))
-    return float(out["energy"][0]), out["forces"].detach().numpy(), out["virial"][0].detach().numpy()
+    return float(out["energy"][0].detach()), out["forces"].detach().numpy(), out["virial"][0].detach().numpy()
 
 
 def fd_forces(model, atoms, h: float = 1e-5) -> np.ndarray:

@@ -197,8 +197,11 @@ class DeepPotSeA(AtomicModel):
     def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
         d = self.descriptor(species, edge_index, edge_vec)
         e = self.energy_bias[species].clone()
+        # the fitting net is shifted by its value at D = 0, so an atom without neighbours has exactly
+        # its species' energy bias (and the bias keeps its meaning as the isolated-atom reference)
+        zero = torch.zeros((1, d.shape[1]), dtype=d.dtype, device=d.device)
         for k, net in enumerate(self.fitting):
             idx = torch.nonzero(species == k).squeeze(1)
             if idx.numel() > 0:
-                e.index_add_(0, idx, net(d.index_select(0, idx)).squeeze(1))
+                e.index_add_(0, idx, (net(d.index_select(0, idx)) - net(zero)).squeeze(1))
         return e
