@@ -115,6 +115,15 @@ def test_tiny_cells_many_images(seed):
     assert np.abs(s).max() >= 3
 
 
+@pytest.mark.parametrize("pbc", [True, (True, False, True)])
+def test_strongly_sheared_cell(pbc):
+    """Perpendicular heights much smaller than the cell vector lengths."""
+    cell = np.array([[2.0, 0.0, 0.0], [7.3, 1.7, 0.0], [-4.1, 5.9, 1.9]])
+    rng = np.random.default_rng(5)
+    pos = rng.uniform(0, 1, (4, 3)) @ cell
+    check_against_reference(pos, cell, pbc, 3.3)
+
+
 def test_single_atom_own_images():
     cell = np.eye(3) * 2.0
     ei, s, v = check_against_reference([[0.3, 0.1, 0.2]], cell, True, 2.5)
@@ -198,6 +207,22 @@ def test_against_ase_primitive_neighbor_list():
         np.testing.assert_array_equal(ei, np.stack([i[order], j[order]]))
         np.testing.assert_array_equal(s, S[order])
         np.testing.assert_allclose(v, D[order], atol=1e-10)
+
+
+def test_large_system_against_ase():
+    """> 2000 atoms: the search runs in two threads; result must still equal ASE's."""
+    from ase.neighborlist import primitive_neighbor_list
+
+    rng = np.random.default_rng(12)
+    cell = random_cell(rng, 30.0, skew=0.2)
+    pos = rng.uniform(-0.1, 1.1, (2600, 3)) @ cell
+    pbc = (True, True, False)
+    i, j, S, D = primitive_neighbor_list("ijSD", pbc, cell, pos, 3.5, self_interaction=False)
+    order = np.lexsort((S[:, 2], S[:, 1], S[:, 0], j, i))
+    ei, s, v = neighbor_list(pos, cell, pbc, 3.5)
+    np.testing.assert_array_equal(ei, np.stack([i[order], j[order]]))
+    np.testing.assert_array_equal(s, S[order])
+    np.testing.assert_allclose(v, D[order], atol=1e-9)
 
 
 def test_ase_atoms_wrapper():
