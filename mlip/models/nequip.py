@@ -18,8 +18,9 @@ Message passing: `interaction_range = num_layers * cutoff` (LAMMPS builds ghosts
 Everything scripts with TorchScript (e3nn 0.6 modules script directly; the gate and MLP are ours).
 """
 
+import functools
 import math
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from mlip.models.base import AtomicModel
 # --------------------------------------------------------------------------------------------------
 # small building blocks
 # --------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
 def _second_moment_constant(name: str) -> float:
     """1/sqrt(E[f(z)^2]) for z ~ N(0,1) (Gauss-Hermite quadrature: deterministic, so a model rebuilt
     from its config is bit-identical)."""
@@ -450,47 +452,26 @@ class NequIP(AtomicModel):
         self._config["avg_num_neighbors"] = float(avg)
 
     @torch.jit.unused
-    def fit_statistics(self, frames_edges: Iterable[Any]) -> Dict[str, float]:
-        """Set `avg_num_neighbors` (edges within the cutoff per atom) and, if the items carry forces,
-        the per-species energy scale to the RMS force (NequIP's default).
-
-        Items may be dicts (`species`, `edge_index`, `edge_vec`, optional `forces`), objects with those
-        attributes, or tuples `(species, edge_index, edge_vec[, ...])`.
-        """
-        n_atoms = 0
-        n_edges = 0
-        f2 = 0.0
-        nf = 0
-        for item in frames_edges:
-            forces = None
-            if isinstance(item, dict):
-                species, edge_vec, forces = item["species"], item.get("edge_vec"), item.get("forces")
-                edge_index = item["edge_index"]
-            elif isinstance(item, (tuple, list)):
-                species, edge_index, edge_vec = item[0], item[1], item[2]
-            else:
-                species, edge_index = item.species, item.edge_index
-                edge_vec, forces = getattr(item, "edge_vec", None), getattr(item, "forces", None)
-            n_atoms += len(species)
-            if edge_vec is not None:
-                r = torch.as_tensor(edge_vec, dtype=torch.float64).norm(dim=-1)
-                n_edges += int((r < self.cutoff).sum())
-            else:
-                n_edges += int(torch.as_tensor(edge_index).shape[1])
-            if forces is not None:
-                f = torch.as_tensor(forces, dtype=torch.float64)
-                f2 += float((f * f).sum())
-                nf += f.numel()
+    def fit_statistics(
+        self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, forces: Optional[Tensor] = None
+    ) -> Dict[str, float]:
+        """From a (batched) sample of training graphs: `avg_num_neighbors` = edges within the cutoff
+        per atom; with `forces`, the per-species energy scale = their RMS (NequIP's default).
+        The fitted values go into `config()`, so a model rebuilt from it is identical."""
         out: Dict[str, float] = {}
-        if n_atoms > 0 and n_edges > 0:
-            self.set_avg_num_neighbors(n_edges / n_atoms)
-            out["avg_num_neighbors"] = n_edges / n_atoms
-        if nf > 0 and f2 > 0:
-            rms = math.sqrt(f2 / nf)
-            with torch.no_grad():
-                self.energy_scale.fill_(rms)
-            self._config["energy_scale"] = rms
-            out["energy_scale"] = rms
+        with torch.no_grad():
+            n_atoms = int(species.shape[0])
+            r = torch.linalg.norm(edge_vec.to(torch.float64), dim=-1)
+            n_edges = int((r < self.cutoff).sum())
+            if n_atoms > 0 and n_edges > 0:
+                self.set_avg_num_neighbors(n_edges / n_atoms)
+                out["avg_num_neighbors"] = n_edges / n_atoms
+            if forces is not None and forces.numel() > 0:
+                rms = float(forces.to(torch.float64).pow(2).mean().sqrt())
+                if rms > 0:
+                    self.energy_scale.fill_(rms)
+                    self._config["energy_scale"] = rms
+                    out["energy_scale"] = rms
         return out
 
     # ---- computation ------------------------------------------------------------------------------

@@ -1,0 +1,288 @@
+"""NequIP-style model: derivatives, symmetries, ghost-atom semantics, smooth cutoff, TorchScript export."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import fd_forces, fd_virial, model_efv, random_structure, rel_err, run_python
+
+pytest.importorskip("e3nn")
+
+from mlip.export import export_model, forces_virials_from_edges  # noqa: E402
+from mlip.models import build_model  # noqa: E402
+from mlip.models.nequip import NequIP  # noqa: E402
+from mlip.neighbors import neighbor_list  # noqa: E402
+
+SPECIES = ["H", "O"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny graphs: one thread is faster (and much faster on a loaded machine) than several."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def small_model(seed: int = 0, cutoff: float = 3.0, dtype=torch.float64, **kw) -> NequIP:
+    torch.manual_seed(seed)
+    cfg = dict(cutoff=cutoff, l_max=2, num_features=8, num_layers=2, num_basis=6, radial_hidden=16,
+               head_hidden=8, avg_num_neighbors=6.0)
+    cfg.update(kw)
+    m = NequIP(SPECIES, **cfg).to(dtype)
+    with torch.no_grad():  # non-trivial scale/shift and basis frequencies
+        m.energy_scale.copy_(torch.tensor([0.7, 1.3], dtype=dtype))
+        m.energy_shift.copy_(torch.tensor([-1.5, 2.0], dtype=dtype))
+    return m
+
+
+def graph(atoms, cutoff):
+    ei, _, ev = neighbor_list(atoms.get_positions(), atoms.cell[:], atoms.pbc, cutoff)
+    return torch.from_numpy(ei), torch.from_numpy(ev)
+
+
+def efv(model, species, ei, ev, n_local=None):
+    """Energy (sum of the first n_local atoms), forces and virial, derived as the export does."""
+    vec = ev.detach().clone().requires_grad_(True)
+    ae = model(species, ei, vec)
+    n_local = species.shape[0] if n_local is None else n_local
+    e = ae[:n_local].sum()
+    (g,) = torch.autograd.grad(e, vec)
+    f, ew = forces_virials_from_edges(g, ei, vec.detach(), species.shape[0])
+    return e.detach(), f.detach(), ew.sum(0).detach(), ae.detach()
+
+
+# ------------------------------------------------------------------------------------------------ derivatives
+@pytest.mark.parametrize("seed,n,cell_scale,cutoff", [(1, 7, 5.0, 3.0), (2, 3, 2.6, 3.5)])
+def test_finite_difference_forces_and_virial(seed, n, cell_scale, cutoff):
+    """Random triclinic two-species cells, the second smaller than the cutoff (many images)."""
+    atoms = random_structure(seed, n, species=SPECIES, cell_scale=cell_scale)
+    model = small_model(seed, cutoff=cutoff)
+    e, f, w = model_efv(model, atoms)
+    assert rel_err(f, fd_forces(model, atoms)) < 1e-6
+    assert rel_err(w, fd_virial(model, atoms)) < 1e-6
+    assert np.abs(f).max() > 1e-3 and np.abs(w).max() > 1e-3  # not trivially zero
+
+
+def test_smooth_at_cutoff():
+    model = small_model(3, cutoff=3.0)
+    sp = torch.tensor([0, 1])
+    ei = torch.tensor([[0, 1], [1, 0]])
+
+    def dimer(r):
+        ev = torch.tensor([[r, 0.0, 0.0], [-r, 0.0, 0.0]], dtype=torch.float64)
+        e, f, _, _ = efv(model, sp, ei, ev)
+        return float(e), f.numpy()
+
+    e_iso = float(model(sp, torch.zeros((2, 0), dtype=torch.long), torch.zeros((0, 3), dtype=torch.float64)).sum().detach())
+    e_mid, f_mid = dimer(2.0)
+    scale = max(abs(e_mid - e_iso), 1e-3)
+    for d in (1e-2, 1e-3):
+        e_in, f_in = dimer(3.0 - d)
+        assert abs(e_in - e_iso) < 50 * scale * d**3  # envelope p=6: zero with two derivatives at rc
+        assert np.abs(f_in).max() < 50 * np.abs(f_mid).max() * d**2
+    for r in (3.0, 3.0 + 1e-9, 3.5):  # edges at/beyond the cutoff contribute exactly nothing
+        e_out, f_out = dimer(r)
+        assert e_out == pytest.approx(e_iso, abs=1e-14) and np.abs(f_out).max() == 0.0
+
+
+# ------------------------------------------------------------------------------------------------ symmetries
+def _rotation(seed):
+    from scipy.spatial.transform import Rotation
+
+    return torch.tensor(Rotation.random(random_state=seed).as_matrix())
+
+
+def wigner_D(irreps, R):
+    """e3nn's D(R) in full float64 precision (its angle conversion follows the default dtype)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        return irreps.D_from_matrix(R)
+    finally:
+        torch.set_default_dtype(old)
+
+
+@pytest.mark.parametrize("l_max,parity", [(1, True), (2, True), (3, True), (2, False), (0, True)])
+def test_equivariance_of_features_and_invariance_of_energy(l_max, parity):
+    from e3nn import o3
+
+    atoms = random_structure(4, 6, species=SPECIES, cell_scale=4.5)
+    model = small_model(4, l_max=l_max, parity=parity, num_layers=3)
+    sp = model.species_index(atoms.get_chemical_symbols())
+    ei, ev = graph(atoms, model.cutoff)
+    feats = model.node_features(sp, ei, ev)
+    e0 = model(sp, ei, ev)
+    rots = [_rotation(7)]
+    if parity:
+        rots.append(-_rotation(8))  # improper: rotation × inversion
+    checked_vectors = False
+    for R in rots:
+        feats_r = model.node_features(sp, ei, ev @ R.T)
+        for irreps_str, f, fr in zip(model.irreps_layers, feats, feats_r):
+            irreps = o3.Irreps(irreps_str)
+            D = wigner_D(irreps, R)
+            assert torch.allclose(fr, f @ D.T, atol=1e-10 * max(1.0, float(f.detach().abs().max())))
+            if any(ir.l == 1 for _, ir in irreps):
+                checked_vectors = True
+                # the l=1 blocks rotate like (pseudo)vectors: e3nn 0.6 orders l=1 components x, y, z
+                start = 0
+                for mul, ir in irreps:
+                    if ir.l == 1:
+                        v = f[:, start : start + mul * 3].reshape(-1, mul, 3)
+                        vr = fr[:, start : start + mul * 3].reshape(-1, mul, 3)
+                        Rv = R * (torch.det(R) if ir.p == 1 else 1.0)
+                        assert torch.allclose(vr, v @ Rv.T, atol=1e-10 * max(1.0, float(v.detach().abs().max())))
+                    start += mul * ir.dim
+        assert torch.allclose(model(sp, ei, ev @ R.T), e0, rtol=0, atol=1e-11)
+    assert checked_vectors == (l_max >= 1)
+    if not parity:  # SO(3) only: a mirror image is a different structure
+        assert float((model(sp, ei, -ev) - e0).detach().abs().max()) > 1e-9
+
+
+def test_permutation_and_translation_invariance():
+    atoms = random_structure(5, 8, species=SPECIES, cell_scale=5.0)
+    model = small_model(5)
+    sp = model.species_index(atoms.get_chemical_symbols())
+    ei, ev = graph(atoms, model.cutoff)
+    e, f, w, ae = efv(model, sp, ei, ev)
+    perm = np.random.default_rng(0).permutation(len(atoms))
+    a2 = atoms[perm]
+    sp2 = model.species_index(a2.get_chemical_symbols())
+    ei2, ev2 = graph(a2, model.cutoff)
+    e2, f2, w2, ae2 = efv(model, sp2, ei2, ev2)
+    assert torch.allclose(ae2, ae[perm], atol=1e-12)
+    assert torch.allclose(f2, f[perm], atol=1e-12)
+    assert torch.allclose(w2, w, atol=1e-12)
+    a3 = atoms.copy()
+    a3.translate([0.37, -1.21, 2.9])  # positions leave the cell: the neighbour list wraps them
+    ei3, ev3 = graph(a3, model.cutoff)
+    e3, f3, w3, _ = efv(model, sp, ei3, ev3)
+    assert abs(float(e3 - e)) < 1e-11 and torch.allclose(f3, f, atol=1e-11) and torch.allclose(w3, w, atol=1e-11)
+
+
+# ------------------------------------------------------------------------------------------------ ghosts
+def test_ghost_atoms_replicated_supercell_equals_periodic():
+    """What LAMMPS (several ranks) relies on: local atoms + every ghost within interaction_range,
+    summed energies of the locals, ghost forces folded back = the periodic result."""
+    from ase.neighborlist import primitive_neighbor_list
+
+    model = small_model(6, cutoff=2.2, num_layers=2, avg_num_neighbors=3.0)
+    rng_ = model.interaction_range
+    atoms = random_structure(6, 7, species=SPECIES, cell_scale=5.2)
+    cell = atoms.cell[:]
+    widths = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+    assert widths.min() > rng_  # 3x3x3 holds every atom within interaction_range of the centre
+    n = len(atoms)
+    sp = model.species_index(atoms.get_chemical_symbols())
+    ei, ev = graph(atoms, model.cutoff)
+    e_p, f_p, w_p, _ = efv(model, sp, ei, ev)
+
+    pos = atoms.get_positions()
+    shifts = [(0, 0, 0)] + [(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) != (0, 0, 0)]
+    all_pos, orig = [], []
+    for s in shifts:
+        p = pos + np.array(s) @ cell
+        if s != (0, 0, 0):  # ghosts: within interaction_range (+ a margin, like a LAMMPS ghost cutoff)
+            d = np.linalg.norm(p[:, None, :] - pos[None, :, :], axis=-1).min(1)
+            keep = d < rng_ + 0.5
+            p = p[keep]
+            idx = np.arange(n)[keep]
+        else:
+            idx = np.arange(n)
+        all_pos.append(p)
+        orig.append(idx)
+    all_pos = np.concatenate(all_pos)
+    orig = np.concatenate(orig)
+    assert len(all_pos) > 3 * n
+    i, j, d = primitive_neighbor_list("ijD", [False] * 3, np.eye(3) * 100, all_pos, model.cutoff, self_interaction=False)
+    g_ei = torch.from_numpy(np.stack([i, j]).astype(np.int64))
+    g_ev = torch.from_numpy(d)
+    g_sp = sp[torch.from_numpy(orig)]
+    e_g, f_g, w_g, _ = efv(model, g_sp, g_ei, g_ev, n_local=n)
+    f_fold = torch.zeros((n, 3), dtype=torch.float64).index_add_(0, torch.from_numpy(orig), f_g)
+    assert abs(float(e_g - e_p)) < 1e-10 * max(1.0, abs(float(e_p)))
+    assert rel_err(f_fold.numpy(), f_p.numpy()) < 1e-10
+    assert rel_err(w_g.numpy(), w_p.numpy()) < 1e-10
+
+
+# ------------------------------------------------------------------------------------------------ export
+def test_export_fresh_process_float64_and_float32(tmp_path):
+    """Both exports loaded in a fresh interpreter that imports neither mlip nor e3nn."""
+    model = small_model(9, l_max=2, num_layers=3)
+    atoms = random_structure(9, 9, species=SPECIES, cell_scale=5.0)
+    sp = model.species_index(atoms.get_chemical_symbols())
+    ei, ev = graph(atoms, model.cutoff)
+    e, f, w, ae = efv(model, sp, ei, ev)
+    n_local = len(atoms) - 2  # the last two atoms act as ghosts: their energies are not summed
+    e_l, f_l, w_l, _ = efv(model, sp, ei, ev, n_local=n_local)
+    np.savez(tmp_path / "in.npz", sp=sp.numpy(), ei=ei.numpy(), ev=ev.numpy())
+    tols = {"float64": 1e-10, "float32": 2e-4}
+    for dtype in tols:
+        meta = export_model(model, str(tmp_path / f"m_{dtype}.pt"), dtype)
+        assert meta["family"] == "nequip" and meta["interaction_range"] == 3 * model.cutoff
+    code = f"""
+import json, sys, numpy as np, torch
+d = np.load({str(tmp_path / 'in.npz')!r})
+info = {{}}
+for dtype in ("float64", "float32"):
+    files = {{"mlip_metadata.json": ""}}
+    m = torch.jit.load({str(tmp_path)!r} + f"/m_{{dtype}}.pt", _extra_files=files)
+    ev = torch.from_numpy(d["ev"]).to(getattr(torch, dtype))
+    sp, ei = torch.from_numpy(d["sp"]), torch.from_numpy(d["ei"])
+    ae, f, w, av = m(sp, ei, ev, len(d["sp"]), True)
+    ae2, f2, w2, av2 = m(sp, ei, ev, {n_local}, False)
+    np.savez({str(tmp_path)!r} + f"/out_{{dtype}}.npz", ae=ae.double().numpy(), f=f.double().numpy(),
+             w=w.double().numpy(), av=av.double().numpy(), f2=f2.double().numpy(), w2=w2.double().numpy(),
+             av2_shape=np.array(av2.shape))
+    info[dtype] = dict(family=m.family, dtype=m.dtype, cutoff=m.cutoff, rng=m.interaction_range,
+                       species=list(m.species), config=json.loads(files["mlip_metadata.json"])["config"])
+assert "mlip" not in sys.modules and "e3nn" not in sys.modules
+print(json.dumps(info))
+"""
+    info = json.loads(run_python(code).strip().splitlines()[-1])
+    for dtype, tol in tols.items():
+        i = info[dtype]
+        assert i["family"] == "nequip" and i["dtype"] == dtype and i["species"] == SPECIES
+        assert i["rng"] == pytest.approx(3 * model.cutoff) and i["config"] == model.config()
+        out = np.load(tmp_path / f"out_{dtype}.npz")
+        assert rel_err(out["ae"], ae.numpy()) < tol
+        assert abs(out["ae"].sum() - float(e)) < tol * abs(float(e))
+        assert rel_err(out["f"], f.numpy()) < tol
+        assert rel_err(out["w"], w.numpy()) < tol
+        assert rel_err(out["av"].sum(0).reshape(3, 3), w.numpy()) < tol
+        assert rel_err(out["f2"], f_l.numpy()) < tol and rel_err(out["w2"], w_l.numpy()) < tol
+        assert list(out["av2_shape"]) == [0, 9]
+
+
+# ------------------------------------------------------------------------------------------------ API
+def test_config_roundtrip_statistics_and_invariant_features():
+    model = small_model(10, cutoff=3.0)
+    atoms = random_structure(10, 8, species=SPECIES, cell_scale=5.0)
+    sp = model.species_index(atoms.get_chemical_symbols())
+    ei, ev = graph(atoms, model.cutoff)
+    # the trainer's call: a batch of graphs (edges a little beyond the cutoff are not counted)
+    far = torch.tensor([[0], [1]]), torch.tensor([[0.0, 0.0, 3.2]], dtype=torch.float64)
+    stats = model.fit_statistics(sp, torch.cat([ei, far[0]], 1), torch.cat([ev, far[1]]))
+    assert stats["avg_num_neighbors"] == pytest.approx(ei.shape[1] / len(atoms))
+    model.set_energy_bias(torch.tensor([0.25, -3.0]))
+    clone = build_model("nequip", json.loads(json.dumps(model.config()))).to(torch.float64)
+    clone.load_state_dict(model.state_dict())
+    assert torch.equal(clone(sp, ei, ev), model(sp, ei, ev))
+    # E_i = scale_s (φ_i · w) + shift_s: linear in the invariant features
+    phi = model.invariant_features(sp, ei, ev)
+    assert phi.shape == (len(atoms), model.config()["head_hidden"])
+    eps = phi @ (model.head_w2 * model.head_s2).squeeze(-1)
+    assert torch.allclose(eps * model.energy_scale[sp] + model.energy_shift[sp], model(sp, ei, ev), atol=1e-12)
+    assert model.scalar_features(sp, ei, ev).shape == (len(atoms), 8)
+    # isolated atoms and a species that is absent: just the per-species terms of the embedding
+    e_iso = model(torch.tensor([1, 1]), torch.zeros((2, 0), dtype=torch.long), torch.zeros((0, 3), dtype=torch.float64))
+    assert torch.isfinite(e_iso).all() and torch.allclose(e_iso[0], e_iso[1])
+    with pytest.raises(ValueError):
+        NequIP(SPECIES, l_max=4)
+    with pytest.raises(ValueError):
+        model.set_energy_bias(torch.zeros(3))
