@@ -2,9 +2,14 @@
 #include "engine.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/core/GradMode.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/python/update_graph_executor_opt.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
-#include <torch/script.h>
+#include <torch/csrc/jit/serialization/import.h>
 
 #include <sys/stat.h>
 
@@ -159,7 +164,7 @@ Engine::Engine(const std::string& path, int num_threads) : impl_(std::make_uniqu
   configure_jit_once();
   torch::jit::ExtraFilesMap extra{{"mlip_metadata.json", ""}};
   try {
-    m.module = torch::jit::load(path, torch::Device(torch::kCPU), extra);
+    m.module = torch::jit::load(path, c10::Device(c10::kCPU), extra);
   } catch (const c10::Error& e) {
     std::string msg = torch_message(e);
     if (msg.find("constants.pkl") != std::string::npos) {
@@ -228,7 +233,7 @@ int Engine::num_threads() const { return impl_->num_threads; }
 
 namespace {
 
-void check_shape(const torch::Tensor& t, std::vector<int64_t> expected, const char* name) {
+void check_shape(const at::Tensor& t, std::vector<int64_t> expected, const char* name) {
   bool ok = t.dim() == static_cast<int64_t>(expected.size());
   for (size_t k = 0; ok && k < expected.size(); ++k) ok = t.size(k) == expected[k];
   if (!ok) {
@@ -239,8 +244,8 @@ void check_shape(const torch::Tensor& t, std::vector<int64_t> expected, const ch
   }
 }
 
-void copy_out(const torch::Tensor& t, double* out) {
-  auto d = t.detach().to(torch::kCPU, torch::kDouble).contiguous();
+void copy_out(const at::Tensor& t, double* out) {
+  auto d = t.detach().to(c10::kCPU, at::kDouble).contiguous();
   std::memcpy(out, d.data_ptr<double>(), sizeof(double) * static_cast<size_t>(d.numel()));
 }
 
@@ -296,14 +301,14 @@ void Engine::compute(int64_t n_atoms, int64_t n_local, const int64_t* species, i
   try {
     if (at::get_num_threads() != m.num_threads) at::set_num_threads(m.num_threads);
     c10::InferenceMode no_inference(false);
-    torch::AutoGradMode grad_on(true);  // forces come from autograd inside the model
+    c10::AutoGradMode grad_on(true);  // forces come from autograd inside the model
     torch::jit::GraphOptimizerEnabledGuard optimize(m.optimize);
 
-    const auto i64 = torch::TensorOptions().dtype(torch::kInt64);
-    torch::Tensor t_species = torch::empty({n_atoms}, i64);
+    const auto i64 = at::TensorOptions().dtype(at::kLong);
+    at::Tensor t_species = at::empty({n_atoms}, i64);
     std::memcpy(t_species.data_ptr<int64_t>(), species, sizeof(int64_t) * n_atoms);
-    torch::Tensor t_edges = torch::empty({2, n_edges}, i64);
-    torch::Tensor t_vec = torch::empty({n_edges, 3}, torch::TensorOptions().dtype(torch::kDouble));
+    at::Tensor t_edges = at::empty({2, n_edges}, i64);
+    at::Tensor t_vec = at::empty({n_edges, 3}, at::TensorOptions().dtype(at::kDouble));
     if (n_edges > 0) {
       std::memcpy(t_edges.data_ptr<int64_t>(), edge_i, sizeof(int64_t) * n_edges);
       std::memcpy(t_edges.data_ptr<int64_t>() + n_edges, edge_j, sizeof(int64_t) * n_edges);
@@ -325,14 +330,14 @@ void Engine::compute(int64_t n_atoms, int64_t n_local, const int64_t* species, i
     for (size_t k = 0; k < 4; ++k) {
       if (!elems[k].isTensor()) throw ModelError("model output " + std::to_string(k) + " is not a tensor");
     }
-    torch::Tensor t_ae = elems[0].toTensor();
-    torch::Tensor t_f = elems[1].toTensor();
-    torch::Tensor t_w = elems[2].toTensor();
+    at::Tensor t_ae = elems[0].toTensor();
+    at::Tensor t_f = elems[1].toTensor();
+    at::Tensor t_w = elems[2].toTensor();
     check_shape(t_ae, {n_atoms}, "atom_energy");
     check_shape(t_f, {n_atoms, 3}, "forces");
     check_shape(t_w, {3, 3}, "virial");
 
-    auto ae = t_ae.detach().to(torch::kCPU, torch::kDouble).contiguous();
+    auto ae = t_ae.detach().to(c10::kCPU, at::kDouble).contiguous();
     const double* pae = ae.data_ptr<double>();
     double esum = 0.0;
     for (int64_t a = 0; a < n_local; ++a) esum += pae[a];
@@ -341,7 +346,7 @@ void Engine::compute(int64_t n_atoms, int64_t n_local, const int64_t* species, i
     if (forces) copy_out(t_f, forces);
     if (virial) copy_out(t_w, virial);
     if (want_atom_virial) {
-      torch::Tensor t_av = elems[3].toTensor();
+      at::Tensor t_av = elems[3].toTensor();
       check_shape(t_av, {n_atoms, 9}, "atom_virial");
       copy_out(t_av, atom_virial);
     }
