@@ -42,8 +42,8 @@ def run_md(atoms, calc, steps: int = 1000, timestep_fs: float = 1.0, temperature
     log_fh = open(log, "w") if log else None
     if log_fh:
         log_fh.write("# step time_fs epot_eV ekin_eV etot_eV temperature_K drift_eV_per_atom\n")
-    if trajectory:
-        write(trajectory, atoms, format="extxyz")
+    if trajectory:  # truncate; frames are appended by the observer (step 0 included)
+        open(trajectory, "w").close()
     bar = None
     if progress:
         from tqdm import tqdm
@@ -55,7 +55,8 @@ def run_md(atoms, calc, steps: int = 1000, timestep_fs: float = 1.0, temperature
         epot = atoms.get_potential_energy()
         ekin = atoms.get_kinetic_energy()
         et = epot + ekin
-        etot.append(et)
+        if step > 0:  # ASE also calls observers before the first step
+            etot.append(et)
         if step % every == 0:
             temp = atoms.get_temperature()
             if log_fh:
@@ -65,7 +66,7 @@ def run_md(atoms, calc, steps: int = 1000, timestep_fs: float = 1.0, temperature
                 write(trajectory, atoms, format="extxyz", append=True)
             if bar is not None:
                 bar.set_postfix({"T": f"{temp:.0f}K", "drift": f"{(et-e0)/n:.1e}"}, refresh=False)
-        if bar is not None:
+        if bar is not None and step > 0:
             bar.update(1)
 
     dyn.attach(observe, interval=1)

@@ -16,7 +16,9 @@ CU_MODEL = {"family": "deepmd", "rcut": 4.0, "rcut_smth": 2.0, "sel": [50], "neu
 
 
 def cu_config(tmp_path, steps=30, **training):
-    return {
+    from mlip.train.config import load_config
+
+    return load_config(None, {
         "seed": 5, "output": str(tmp_path / "run"),
         "data": {"generate": {"n_frames": 12, "size": 2, "md_steps": 5}, "val_fraction": 0.25},
         "model": dict(CU_MODEL),
@@ -24,7 +26,7 @@ def cu_config(tmp_path, steps=30, **training):
         "optimizer": {"lr": {"start": 0.003, "stop": 1e-4, "decay_steps": 10}, "ema": 0.9, "clip_grad": 50.0},
         "training": {"steps": steps, "batch_size": 2, "val_every": 10, "checkpoint_every": 5,
                      "progress": False, **training},
-    }
+    })
 
 
 def test_schedules():
@@ -67,8 +69,7 @@ def test_training_reduces_error_and_resumes_exactly(tmp_path):
     # interrupted run: 15 steps, then resume to 30
     cfg_b = cu_config(tmp_path / "b", steps=30)
     tr = Trainer(cfg_b)
-    tr.tcfg["steps"] = 15
-    tr.run()
+    tr.run(stop_at=15)
     tr2 = Trainer(cfg_b, resume=True)
     assert tr2.step == 15
     tr2.run()
@@ -101,7 +102,10 @@ def test_cli_train_export_test_md(tmp_path):
     write(str(tmp_path / "cu.xyz"), bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2))
     assert main(["md", str(tmp_path / "m.pt"), str(tmp_path / "cu.xyz"), "--steps", "20", "--quiet",
                  "--trajectory", str(tmp_path / "t.xyz"), "--log", str(tmp_path / "md.log")]) == 0
-    assert len(open(tmp_path / "md.log").readlines()) == 3
+    assert len(open(tmp_path / "md.log").readlines()) == 4  # header + steps 0, 10, 20
+    from ase.io import read
+
+    assert len(read(str(tmp_path / "t.xyz"), ":")) == 3
     # user errors: one line, exit code 2
     assert main(["test", str(tmp_path / "nope.pt"), str(tmp_path / "test.xyz")]) == 2
     assert main(["md", str(tmp_path / "m.pt"), str(tmp_path / "nope.xyz")]) == 2

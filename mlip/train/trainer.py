@@ -223,9 +223,11 @@ class Trainer:
         os.replace(tmp, path)
         return path
 
-    def run(self) -> Dict[str, Any]:
+    def run(self, stop_at: Optional[int] = None) -> Dict[str, Any]:
+        """Train to `training.steps` (or only up to step `stop_at`, as if interrupted there)."""
         t = self.tcfg
         steps = int(t["steps"])
+        last_step = min(steps, stop_at) if stop_at is not None else steps
         max_time = float(t["max_time"]) if t["max_time"] else math.inf
         need_virial = self.pref["virial"].active
         lr0 = self.lr(0)
@@ -246,7 +248,7 @@ class Trainer:
         frames_seen = 0
         t_loop = time.perf_counter()
         try:
-            while self.step < steps and (time.perf_counter() - start) < max_time:
+            while self.step < last_step and (time.perf_counter() - start) < max_time:
                 lr = self.lr(self.step)
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
