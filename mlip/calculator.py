@@ -57,7 +57,9 @@ class MLIPCalculator(Calculator):
         import os
 
         if num_threads is None:
-            num_threads = int(os.environ.get("MLIP_NUM_THREADS", "0") or 0) or (os.cpu_count() or 1)
+            # one intra-op thread unless asked: small systems run fastest that way and nothing
+            # oversubscribes when several calculators or MPI ranks share the cores
+            num_threads = int(os.environ.get("MLIP_NUM_THREADS", "0") or 0) or 1
         self.model_path = str(model)
         if not os.path.isfile(self.model_path):
             raise FileNotFoundError(f"model file '{self.model_path}' does not exist")

@@ -99,7 +99,7 @@ def rel_err(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(autouse=True)
 def _torch_threads():
-    torch.set_num_threads(int(os.environ.get("MLIP_TEST_THREADS", "2")))
+    torch.set_num_threads(int(os.environ.get("MLIP_TEST_THREADS", "1")))
     yield
 
 
