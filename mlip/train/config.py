@@ -40,6 +40,7 @@ DEFAULTS: Dict[str, Any] = {
         "val_every": 100,
         "val_frames": None,
         "max_time": None,
+        "schedule_by_time": False,
         "log_every": 10,
         "checkpoint_every": 100,
         "progress": True,

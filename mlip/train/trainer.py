@@ -249,7 +249,12 @@ class Trainer:
         t_loop = time.perf_counter()
         try:
             while self.step < last_step and (time.perf_counter() - start) < max_time:
-                lr = self.lr(self.step)
+                # with a wall-clock budget the schedule may follow the clock instead of the step count,
+                # so that it completes inside the budget whatever the machine's speed
+                sched_step = self.step
+                if t["schedule_by_time"] and math.isfinite(max_time):
+                    sched_step = int(steps * (time.perf_counter() - start) / max_time)
+                lr = self.lr(sched_step)
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
                 pe, pf, pv = (self.pref[k](lr, lr0) for k in ("energy", "forces", "virial"))

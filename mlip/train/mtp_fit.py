@@ -1,0 +1,478 @@
+"""MTP fitting the MLIP way: full-batch (L-)BFGS on the whole training set, with the linear
+coefficients (species energies, moment coefficients) solved exactly by least squares for the current
+radial coefficients.
+
+Loss (the common one, `mlip.train.loss`): mean over frames (frame weights w) of
+    p_e (ΔE/N)² + p_f/(3N) Σ_i |ΔF_i|² + p_v/9 ‖ΔW‖²       (W: virial in eV, LAMMPS sign)
+with MLIP-2's default weights available as `weights="mlip"` (p_e = 1, p_f = 0.01, p_v = 0.001).
+
+Given the radial coefficients the model is linear in ξ = (species_coeffs, moment_coeffs), so the loss
+is a linear least-squares problem in ξ. `solve_linear` builds its rows (energy: [n_s, Σ_i B(i)];
+forces: −∂Σ_i B/∂x through the edge gradients; virial: −Σ_e r_e ⊗ ∂ΣB/∂r_e) and solves them with an
+incremental QR (never the normal equations: the MTP basis is very ill-conditioned). `fit` then runs
+cycles of [linear solve → L-BFGS (strong Wolfe) on all parameters] until the loss stops improving, the
+iteration budget or `max_time` is used up. Adam (`optimizer="adam"`) is available for comparison.
+
+Command line (a recipe is a YAML file, see training/mtp_*.yaml):
+    python -m mlip.train.mtp_fit training/mtp_mo.yaml [--out DIR] [--max-iter N] [--max-time S]
+writes DIR/model.pt (float64 export), DIR/model.mtp (MLIP-2), DIR/metrics.json and a log.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mlip.active.graph import frame_graph
+from mlip.export import forces_virials_from_edges
+
+MLIP_WEIGHTS = {"energy": 1.0, "forces": 0.01, "virial": 0.001}
+
+
+@dataclass
+class Chunk:
+    """Several frames as one disjoint graph, with labels and per-frame loss factors."""
+
+    species: Tensor
+    edge_index: Tensor
+    edge_vec: Tensor
+    node_frame: Tensor
+    edge_frame: Tensor
+    n_atoms: Tensor  # [B]
+    energy: Tensor  # [B]
+    e_mask: Tensor
+    forces: Tensor  # [N, 3]
+    f_mask: Tensor  # [N]
+    virial: Tensor  # [B, 3, 3]
+    v_mask: Tensor
+    weight: Tensor  # [B]
+    frames: List[int]
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.n_atoms.shape[0])
+
+
+def make_chunks(frames: Sequence[Any], species: Sequence[str], cutoff: float, max_edges: int = 20000,
+                dtype: torch.dtype = torch.float64) -> List[Chunk]:
+    chunks: List[Chunk] = []
+    cur: List[Tuple[int, Any, Tuple[Tensor, Tensor, Tensor]]] = []
+    n_edges = 0
+
+    def flush():
+        nonlocal cur, n_edges
+        if not cur:
+            return
+        sp, ei, ev, nf, ef = [], [], [], [], []
+        off = 0
+        for b, (_, fr, (s, e, v)) in enumerate(cur):
+            sp.append(s)
+            ei.append(e + off)
+            ev.append(v)
+            nf.append(torch.full((len(s),), b, dtype=torch.long))
+            ef.append(torch.full((e.shape[1],), b, dtype=torch.long))
+            off += len(s)
+        frs = [fr for _, fr, _ in cur]
+        nat = torch.tensor([len(f.symbols) for f in frs], dtype=dtype)
+        en = torch.tensor([f.energy if f.energy is not None else 0.0 for f in frs], dtype=dtype)
+        em = torch.tensor([f.energy is not None for f in frs])
+        fo = torch.cat([torch.as_tensor(f.forces, dtype=dtype) if f.forces is not None
+                        else torch.zeros(len(f.symbols), 3, dtype=dtype) for f in frs])
+        fm = torch.cat([torch.full((len(f.symbols),), f.forces is not None) for f in frs])
+        vi = torch.stack([torch.as_tensor(np.asarray(f.virial).reshape(3, 3), dtype=dtype) if f.virial is not None
+                          else torch.zeros(3, 3, dtype=dtype) for f in frs])
+        vm = torch.tensor([f.virial is not None for f in frs])
+        w = torch.tensor([float(getattr(f, "weight", 1.0)) for f in frs], dtype=dtype)
+        chunks.append(Chunk(torch.cat(sp), torch.cat(ei, 1), torch.cat(ev), torch.cat(nf), torch.cat(ef), nat, en,
+                            em, fo, fm, vi, vm, w, [k for k, _, _ in cur]))
+        cur, n_edges = [], 0
+
+    for k, fr in enumerate(frames):
+        g = frame_graph(fr, species, cutoff, dtype)
+        ne = int(g[1].shape[1])
+        if cur and n_edges + ne > max_edges:
+            flush()
+        cur.append((k, fr, g))
+        n_edges += ne
+    flush()
+    return chunks
+
+
+def predict_chunk(model, c: Chunk, create_graph: bool, need_virial: bool = True
+                  ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    vec = c.edge_vec.detach().requires_grad_(True)
+    ae = model(c.species, c.edge_index, vec)
+    energy = torch.zeros(c.n_frames, dtype=ae.dtype).index_add(0, c.node_frame, ae)
+    (g,) = torch.autograd.grad(energy.sum(), vec, create_graph=create_graph)
+    forces, ev = forces_virials_from_edges(g, c.edge_index, vec, int(c.species.shape[0]))
+    vir = None
+    if need_virial:
+        vir = torch.zeros(c.n_frames, 9, dtype=ae.dtype).index_add(0, c.edge_frame, ev.reshape(-1, 9)).reshape(-1, 3, 3)
+    return energy, forces, vir
+
+
+def chunk_loss(model, c: Chunk, w: Dict[str, float], create_graph: bool = True) -> Tensor:
+    """Σ_frames w_c × per-frame loss (not yet divided by Σ w)."""
+    need_v = w["virial"] > 0 and bool(c.v_mask.any())
+    e, f, v = predict_chunk(model, c, create_graph, need_v)
+    n = c.n_atoms
+    per = w["energy"] * ((e - c.energy) / n).pow(2) * c.e_mask
+    df = (f - c.forces).pow(2).sum(1) * c.f_mask
+    per = per + w["forces"] * torch.zeros_like(n).index_add(0, c.node_frame, df) / (3.0 * n)
+    if need_v and v is not None:
+        per = per + w["virial"] * (v - c.virial).pow(2).sum((1, 2)) / 9.0 * c.v_mask
+    return (c.weight * per).sum()
+
+
+def loss_and_grad(model, chunks: Sequence[Chunk], w: Dict[str, float], params: Sequence[Tensor]
+                  ) -> Tuple[float, List[Tensor]]:
+    wsum = float(sum(float(c.weight.sum()) for c in chunks))
+    grads = [torch.zeros_like(p) for p in params]
+    total = 0.0
+    for c in chunks:
+        loss = chunk_loss(model, c, w) / wsum
+        gs = torch.autograd.grad(loss, params, allow_unused=True)
+        for acc, g in zip(grads, gs):
+            if g is not None:
+                acc += g
+        total += float(loss)
+    return total, grads
+
+
+# ------------------------------------------------------------------------------------- linear solve
+class _IncrementalQR:
+    """R and Qᵀy of a tall least-squares problem fed by row blocks."""
+
+    def __init__(self, n: int) -> None:
+        self.R = np.zeros((0, n))
+        self.qty = np.zeros(0)
+
+    def add(self, rows: np.ndarray, rhs: np.ndarray) -> None:
+        a = np.vstack([self.R, rows])
+        b = np.concatenate([self.qty, rhs])
+        q, r = np.linalg.qr(a, mode="reduced")
+        self.R = r
+        self.qty = q.T @ b
+
+    def solve(self, rcond: float = 1e-13) -> np.ndarray:
+        n = self.R.shape[1]
+        scale = np.linalg.norm(self.R, axis=0)
+        scale[scale == 0] = 1.0
+        u, s, vt = np.linalg.svd(self.R / scale, full_matrices=False)
+        keep = s > rcond * s[0]
+        x = vt[keep].T @ ((u[:, keep].T @ self.qty) / s[keep])
+        return x / scale
+
+    def residual2(self, x: np.ndarray) -> float:
+        return float(np.sum((self.R @ x - self.qty) ** 2))
+
+
+def linear_rows(model, c: Chunk, w: Dict[str, float]) -> Tuple[np.ndarray, np.ndarray]:
+    """Weighted least-squares rows (energy, force, virial) of one chunk for ξ = (species, moment) coeffs."""
+    S = model.n_species
+    vec = c.edge_vec.detach().requires_grad_(True)
+    B = model.basis_functions(c.species, c.edge_index, vec)  # [N, A]
+    A = B.shape[1]
+    Bsum = B.sum(0)
+    eye = torch.eye(A, dtype=B.dtype)
+    E = int(vec.shape[0])
+    group = max(1, min(A, int(2e7 // max(1, E * (model.n_basic + 16)))))  # bound the vmapped backward
+    parts = []
+    for a0 in range(0, A, group):
+        (g,) = torch.autograd.grad(Bsum, vec, grad_outputs=eye[a0:a0 + group], is_grads_batched=True,
+                                   retain_graph=a0 + group < A)
+        parts.append(g)
+    gb = torch.cat(parts, 0)  # [A, E, 3]
+    N = int(c.species.shape[0])
+    nf = c.n_frames
+    n = c.n_atoms.numpy()
+    wt = c.weight.numpy()
+    rows, rhs = [], []
+    # energy rows
+    with torch.no_grad():
+        Ef = torch.zeros(nf, A, dtype=B.dtype).index_add(0, c.node_frame, B).numpy()
+    counts = np.zeros((nf, S))
+    np.add.at(counts, (c.node_frame.numpy(), c.species.numpy()), 1.0)
+    em = c.e_mask.numpy()
+    if w["energy"] > 0 and em.any():
+        sw = np.sqrt(w["energy"] * wt) / n
+        rows.append((np.hstack([counts, Ef]) * sw[:, None])[em])
+        rhs.append((c.energy.numpy() * sw)[em])
+    if w["forces"] > 0 and bool(c.f_mask.any()):
+        F = torch.zeros(A, N, 3, dtype=B.dtype)
+        F.index_add_(1, c.edge_index[0], gb)
+        F.index_add_(1, c.edge_index[1], -gb)
+        F = F.permute(1, 2, 0).reshape(N * 3, A).numpy()  # rows (atom, xyz)
+        fr_of = np.repeat(c.node_frame.numpy(), 3)
+        sw = np.sqrt(w["forces"] * wt[fr_of] / (3.0 * n[fr_of]))
+        fm = np.repeat(c.f_mask.numpy(), 3)
+        rows.append((np.hstack([np.zeros((N * 3, S)), F]) * sw[:, None])[fm])
+        rhs.append((c.forces.numpy().reshape(-1) * sw)[fm])
+    vm = c.v_mask.numpy()
+    if w["virial"] > 0 and vm.any():
+        ev = -(c.edge_vec.unsqueeze(0).unsqueeze(3) * gb.unsqueeze(2))  # [A, E, 3, 3]
+        V = torch.zeros(A, nf, 9, dtype=B.dtype).index_add(1, c.edge_frame, ev.reshape(A, -1, 9))
+        V = V.permute(1, 2, 0).reshape(nf * 9, A).numpy()
+        fr_of = np.repeat(np.arange(nf), 9)
+        sw = np.sqrt(w["virial"] * wt[fr_of] / 9.0)
+        m9 = np.repeat(vm, 9)
+        rows.append((np.hstack([np.zeros((nf * 9, S)), V]) * sw[:, None])[m9])
+        rhs.append((c.virial.numpy().reshape(-1) * sw)[m9])
+    if not rows:
+        return np.zeros((0, S + A)), np.zeros(0)
+    return np.vstack(rows), np.concatenate(rhs)
+
+
+def _split(c: Chunk, max_edges: int) -> List[Chunk]:
+    """Split a chunk into frame-aligned sub-chunks of at most ~max_edges edges."""
+    if int(c.edge_index.shape[1]) <= max_edges or c.n_frames == 1:
+        return [c]
+    ne = torch.bincount(c.edge_frame, minlength=c.n_frames).tolist()
+    groups, cur, acc = [], [], 0
+    for b in range(c.n_frames):
+        if cur and acc + ne[b] > max_edges:
+            groups.append(cur)
+            cur, acc = [], 0
+        cur.append(b)
+        acc += ne[b]
+    groups.append(cur)
+    out = []
+    for g in groups:
+        fsel = torch.tensor(g)
+        nmask = torch.isin(c.node_frame, fsel)
+        emask = torch.isin(c.edge_frame, fsel)
+        new_idx = torch.cumsum(nmask.long(), 0) - 1
+        remap = torch.full((c.n_frames,), -1, dtype=torch.long)
+        remap[fsel] = torch.arange(len(g))
+        out.append(Chunk(c.species[nmask], new_idx[c.edge_index[:, emask]], c.edge_vec[emask],
+                         remap[c.node_frame[nmask]], remap[c.edge_frame[emask]], c.n_atoms[fsel], c.energy[fsel],
+                         c.e_mask[fsel], c.forces[nmask], c.f_mask[nmask], c.virial[fsel], c.v_mask[fsel],
+                         c.weight[fsel], [c.frames[b] for b in g]))
+    return out
+
+
+def solve_linear(model, chunks: Sequence[Chunk], w: Dict[str, float], rcond: float = 1e-13) -> float:
+    """Set species_coeffs and moment_coeffs to the exact least-squares optimum; returns the loss."""
+    S, A = model.n_species, model.n_alpha
+    qr = _IncrementalQR(S + A)
+    wsum = float(sum(float(c.weight.sum()) for c in chunks))
+    for c in chunks:
+        for sub in _split(c, 12000):
+            r, y = linear_rows(model, sub, w)
+            if len(r):
+                qr.add(r / math.sqrt(wsum), y / math.sqrt(wsum))
+    x = qr.solve(rcond)
+    with torch.no_grad():
+        model.species_coeffs.copy_(torch.from_numpy(x[:S]))
+        model.moment_coeffs.copy_(torch.from_numpy(x[S:]))
+    return qr.residual2(x)
+
+
+# ------------------------------------------------------------------------------------- fitting
+def resolve_weights(weights: Any) -> Dict[str, float]:
+    if weights is None or weights == "mlip":
+        return dict(MLIP_WEIGHTS)
+    w = {"energy": 1.0, "forces": 0.01, "virial": 0.0}
+    for k, v in dict(weights).items():
+        k = {"stress": "virial", "force": "forces", "e": "energy", "f": "forces", "v": "virial"}.get(k, k)
+        if k not in w:
+            raise ValueError(f"unknown loss weight {k!r} (energy, forces, virial)")
+        w[k] = float(v)
+    return w
+
+
+def fit(model, frames: Sequence[Any], weights: Any = "mlip", max_iter: int = 2000, cycle_iter: int = 400,
+        history: int = 100, optimizer: str = "lbfgs", lr: float = 1e-2, max_time: Optional[float] = None,
+        max_edges: int = 20000, init_linear: bool = True, log: Callable[[str], None] = print,
+        callback: Optional[Callable[[int, float], None]] = None, min_rel_improvement: float = 1e-7
+        ) -> Dict[str, Any]:
+    """Fit `model` (an MTP) on all `frames` (full batch). Returns a history dictionary."""
+    w = resolve_weights(weights)
+    t0 = time.time()
+    chunks = make_chunks(frames, model.species, model.cutoff, max_edges, model.radial_coeffs.dtype)
+    log(f"mtp_fit: {len(frames)} frames, {sum(int(c.species.shape[0]) for c in chunks)} atoms, "
+        f"{sum(int(c.edge_index.shape[1]) for c in chunks)} edges in {len(chunks)} chunks; weights {w}; "
+        f"{model.n_alpha} basis functions, {sum(p.numel() for p in model.parameters())} parameters")
+    hist: Dict[str, Any] = {"loss": [], "time": [], "iter": []}
+    it = 0
+    if init_linear:
+        l0 = solve_linear(model, chunks, w)
+        log(f"  linear least squares: loss {l0:.6e} ({time.time() - t0:.0f} s)")
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def out_of_time() -> bool:
+        return max_time is not None and time.time() - t0 > max_time
+
+    if optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=lr)
+        while it < max_iter and not out_of_time():
+            opt.zero_grad()
+            loss, grads = loss_and_grad(model, chunks, w, params)
+            for p, g in zip(params, grads):
+                p.grad = g
+            opt.step()
+            it += 1
+            hist["loss"].append(loss)
+            hist["time"].append(time.time() - t0)
+            hist["iter"].append(it)
+            if it % 20 == 0:
+                log(f"  adam {it}: loss {loss:.6e} ({time.time() - t0:.0f} s)")
+        return hist
+    if optimizer != "lbfgs":
+        raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
+    best = math.inf
+    while it < max_iter and not out_of_time():
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=cycle_iter, max_eval=int(cycle_iter * 1.25),
+                                history_size=history, tolerance_grad=0.0, tolerance_change=0.0,
+                                line_search_fn="strong_wolfe")
+        state = {"n": 0, "loss": math.inf}
+
+        def closure():
+            if out_of_time():
+                raise _OutOfTime()
+            opt.zero_grad()
+            loss, grads = loss_and_grad(model, chunks, w, params)
+            for p, g in zip(params, grads):
+                p.grad = g
+            state["n"] += 1
+            state["loss"] = loss
+            if state["n"] % 25 == 0:
+                log(f"  lbfgs eval {it + state['n']}: loss {loss:.6e} ({time.time() - t0:.0f} s)")
+            if callback is not None:
+                callback(it + state["n"], loss)
+            return torch.tensor(loss, dtype=torch.float64)
+
+        snapshot = [p.detach().clone() for p in params]
+        try:
+            opt.step(closure)
+        except _OutOfTime:
+            pass
+        it += max(state["n"], 1)
+        loss = state["loss"]
+        if not math.isfinite(loss):
+            with torch.no_grad():
+                for p, s in zip(params, snapshot):
+                    p.copy_(s)
+            log("  non-finite loss: restored the previous parameters and stopped")
+            break
+        # exact linear part for the new radial functions (never worse for the loss)
+        ll = solve_linear(model, chunks, w)
+        hist["loss"].append(ll)
+        hist["time"].append(time.time() - t0)
+        hist["iter"].append(it)
+        log(f"  cycle end at {it} evaluations: L-BFGS loss {loss:.6e}, after linear solve {ll:.6e} "
+            f"({time.time() - t0:.0f} s)")
+        if ll > best * (1.0 - min_rel_improvement):
+            break
+        best = ll
+    return hist
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+# ------------------------------------------------------------------------------------- evaluation
+def evaluate(model, frames: Sequence[Any], max_edges: int = 20000) -> Dict[str, float]:
+    """MAE / RMSE of energy per atom (meV/atom), forces (eV/Å, per component) and virial per atom (meV)."""
+    chunks = make_chunks(frames, model.species, model.cutoff, max_edges, model.radial_coeffs.dtype)
+    de, df, dv = [], [], []
+    for c in chunks:
+        e, f, v = predict_chunk(model, c, create_graph=False, need_virial=True)
+        n = c.n_atoms
+        m = c.e_mask
+        de.append(((e.detach() - c.energy) / n)[m])
+        df.append((f.detach() - c.forces)[c.f_mask].reshape(-1))
+        if v is not None and bool(c.v_mask.any()):
+            dv.append(((v.detach() - c.virial) / n[:, None, None])[c.v_mask].reshape(-1))
+    out: Dict[str, float] = {}
+    for name, arr, unit in (("energy", de, 1000.0), ("forces", df, 1.0), ("virial", dv, 1000.0)):
+        if arr:
+            x = torch.cat(arr).double()
+            if x.numel():
+                out[f"{name}_mae"] = float(x.abs().mean()) * unit
+                out[f"{name}_rmse"] = float(x.pow(2).mean().sqrt()) * unit
+    return out
+
+
+# ------------------------------------------------------------------------------------- recipe CLI
+def _read(path: str):
+    from mlip.data import read_frames
+
+    return read_frames(path)
+
+
+def run_recipe(cfg: Dict[str, Any], out_dir: str, log: Callable[[str], None] = print) -> Dict[str, Any]:
+    from mlip.export import export_model
+    from mlip.models.mtp import MTP
+
+    os.makedirs(out_dir, exist_ok=True)
+    torch.set_num_threads(int(cfg.get("threads", 1)))
+    data = cfg["data"]
+    train = _read(data["train"])
+    test = _read(data["test"]) if data.get("test") else []
+    mcfg = dict(cfg["model"])
+    mcfg.pop("family", None)
+    if not mcfg.get("species"):
+        mcfg["species"] = sorted({s for f in train for s in f.symbols})
+    from_file = mcfg.pop("from_file", None)
+    model = MTP.from_file(from_file, **mcfg) if from_file else MTP(**mcfg)
+    model = model.double()
+    stats = model.fit_statistics(train)
+    log(f"model: level {model.level}, cutoff {model.cutoff}, min_dist {float(model.rb_min):.3f}, "
+        f"scaling {float(model.rb_scaling):.5g} ({stats}), {model.n_alpha} basis functions")
+    fcfg = dict(cfg.get("fit", {}))
+    weights = resolve_weights(cfg.get("loss", "mlip"))
+    t0 = time.time()
+    best_path = os.path.join(out_dir, "model.pt")
+
+    hist = fit(model, train, weights=weights, log=log, **fcfg)
+    train_time = time.time() - t0
+    export_model(model, best_path, dtype="float64")
+    model.to_mtp_file(os.path.join(out_dir, "model.mtp"))
+    metrics = {"train": evaluate(model, train), "test": evaluate(model, test) if test else {},
+               "train_time_s": train_time, "level": model.level, "n_basis": model.n_alpha,
+               "n_params": int(sum(p.numel() for p in model.parameters())), "cutoff": model.cutoff,
+               "weights": weights, "final_loss": hist["loss"][-1] if hist["loss"] else None}
+    with open(os.path.join(out_dir, "metrics.json"), "w") as fh:
+        json.dump(metrics, fh, indent=1)
+    log(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    import yaml
+
+    ap = argparse.ArgumentParser(prog="python -m mlip.train.mtp_fit", description=__doc__.split("\n")[0])
+    ap.add_argument("recipe")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--max-iter", type=int, default=None)
+    ap.add_argument("--max-time", type=float, default=None)
+    args = ap.parse_args(argv)
+    with open(args.recipe) as fh:
+        cfg = yaml.safe_load(fh)
+    fit_cfg = cfg.setdefault("fit", {})
+    if args.max_iter is not None:
+        fit_cfg["max_iter"] = args.max_iter
+    if args.max_time is not None:
+        fit_cfg["max_time"] = args.max_time
+    out = args.out or cfg.get("output", {}).get("dir") or "runs/" + os.path.splitext(os.path.basename(args.recipe))[0]
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    run_recipe(cfg, out, log)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
