@@ -28,6 +28,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -141,6 +142,11 @@ const MLIPEngineAPI *load_engine_api(std::string &err)
   std::string tried;
   void *handle = nullptr;
   std::string found;
+  // MLIP_ENGINE_DEEPBIND=0 is a diagnostic switch only (benchmarks/bench_lammps.py uses it to
+  // show what the BLAS clash costs); RTLD_DEEPBIND is the default.
+  int flags = RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND;
+  const char *deep = getenv("MLIP_ENGINE_DEEPBIND");
+  if (deep && strcmp(deep, "0") == 0) flags = RTLD_NOW | RTLD_LOCAL;
   for (const auto &cand : engine_candidates()) {
     if (!file_exists(cand)) {
       tried += "\n    " + cand + " (not found)";
@@ -149,7 +155,7 @@ const MLIPEngineAPI *load_engine_api(std::string &err)
     dlerror();
     // RTLD_DEEPBIND: libtorch (a dependency of the engine) resolves its BLAS
     // symbols inside its own scope first, not in liblammps' reference BLAS.
-    handle = dlopen(cand.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    handle = dlopen(cand.c_str(), flags);
     if (handle) {
       found = cand;
       break;
@@ -160,7 +166,7 @@ const MLIPEngineAPI *load_engine_api(std::string &err)
   if (!handle) {
     // last resort: the dynamic loader's search path (LD_LIBRARY_PATH)
     dlerror();
-    handle = dlopen("libmlip_engine.so", RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    handle = dlopen("libmlip_engine.so", flags);
     if (handle) {
       found = "libmlip_engine.so";
     } else {
@@ -500,6 +506,26 @@ void PairMLIP::compute(int eflag, int vflag)
   for (int ii = inum; ii < inum + gnum; ii++) {
     int i = ilist[ii];
     if (type2species[type[i]] >= 0 && node_of[i] < 0) add_node(i);
+  }
+
+  // Local models: a ghost that is a periodic image of an atom owned by this rank becomes that
+  // atom's node (edge_vec still uses the ghost's coordinates, so the image shift is exact). Its
+  // force and virial then land on the owner directly, which is what the reverse communication
+  // would have done, and the model evaluates fewer nodes (on one rank: only the local atoms).
+  // Not for message-passing models: their ghost centres carry their own (duplicate) edges.
+  const bool fold_images = !message_passing && atom->tag_enable;
+  if (fold_images) {
+    tagint *tag = atom->tag;
+    tagint maxtag = 0;
+    for (int64_t k = 0; k < n_local; k++) maxtag = std::max(maxtag, tag[atom_of[k]]);
+    // node_of_tag is all -1 between calls (entries are reset below): no O(max tag) fill per step
+    if ((tagint) node_of_tag.size() < maxtag + 1) node_of_tag.resize(maxtag + 1, -1);
+    for (int64_t k = 0; k < n_local; k++) node_of_tag[tag[atom_of[k]]] = (int) k;
+    for (int a = nlocal; a < nall; a++) {
+      tagint t = tag[a];
+      if (t > 0 && t <= maxtag && node_of_tag[t] >= 0) node_of[a] = node_of_tag[t];
+    }
+    for (int64_t k = 0; k < n_local; k++) node_of_tag[tag[atom_of[k]]] = -1;
   }
 
   for (int ii = 0; ii < inum + gnum; ii++) {

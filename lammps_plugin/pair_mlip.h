@@ -61,6 +61,7 @@ class PairMLIP : public Pair {
   // per-step work arrays, kept between steps to avoid reallocation
   std::vector<int> node_of;         // LAMMPS atom index -> graph node (-1: not a node)
   std::vector<int> atom_of;         // graph node -> LAMMPS atom index
+  std::vector<int> node_of_tag;     // atom tag -> node of the owned atom with that tag (-1: none)
   std::vector<int64_t> species, edge_i, edge_j;
   std::vector<double> edge_vec, atom_energy, forces, atom_virial;
 };

@@ -1,0 +1,233 @@
+"""pair_style mlip speed: microseconds per atom-step in LAMMPS and with the ASE calculator.
+
+    python benchmarks/bench_lammps.py                      # DP model (DeepPotSeA defaults), float64
+    python benchmarks/bench_lammps.py --model my.pt --elements Cu
+    python benchmarks/bench_lammps.py --sizes 1000 --ranks 1 --quick
+
+Reports, for an exported Deep Potential model (random weights unless --model is given; speed does
+not depend on the weights):
+  1. LAMMPS (`lmp`, fix nve, fcc Cu) at ~1k, ~10k, ~50k atoms on 1 and 2 MPI ranks (1 libtorch
+     thread per rank): loop time per atom-step, and the Pair time per step;
+  2. the ASE calculator (`mlip.MLIPCalculator`, neighbour list + engine) at ~1k atoms, 1 and 2
+     threads;
+  3. the BLAS-clash check: the engine's time per call inside `lmp` (Pair time) against the same
+     engine on the same graph (local atoms + ghost atoms as LAMMPS builds it) in Python. Inside lmp
+     libtorch would bind its float64 BLAS calls to liblammps' reference BLAS unless the plugin
+     dlopens the engine with RTLD_DEEPBIND; the run with MLIP_ENGINE_DEEPBIND=0 shows that cost.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from mlip import lammps_support as ls
+
+A0_CU = 3.615
+
+
+def fcc_reps(n_target: int):
+    """Replications (nx, ny, nz) of the 4-atom fcc cell with about n_target atoms."""
+    best = None
+    for nx in range(1, 60):
+        for ny in (nx, nx + 1):
+            for nz in (nx, nx + 1):
+                n = 4 * nx * ny * nz
+                if best is None or abs(n - n_target) < abs(best[0] - n_target):
+                    best = (n, (nx, ny, nz))
+    return best[1]
+
+
+def fcc_atoms(n_target: int, element: str, seed: int = 0):
+    from ase.build import bulk
+
+    atoms = bulk(element, "fcc", a=A0_CU, cubic=True).repeat(fcc_reps(n_target))
+    rng = np.random.default_rng(seed)
+    atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
+    atoms.wrap()
+    return atoms
+
+
+def write_data(atoms, path: str, elements: Sequence[str]) -> None:
+    c = atoms.cell[:].tolist()
+    lines = ["bench", "", f"{len(atoms)} atoms", f"{len(elements)} atom types", "",
+             f"0 {c[0][0]!r} xlo xhi", f"0 {c[1][1]!r} ylo yhi", f"0 {c[2][2]!r} zlo zhi", "",
+             "Masses", ""] + [f"{k + 1} 63.546" for k in range(len(elements))] + ["", "Atoms # atomic", ""]
+    types = [elements.index(s) + 1 for s in atoms.get_chemical_symbols()]
+    lines += [f"{k + 1} {t} {p[0]!r} {p[1]!r} {p[2]!r}" for k, (t, p) in enumerate(zip(types, atoms.positions.tolist()))]
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def make_dp_model(path: str, elements: Sequence[str], dtype: str) -> str:
+    from mlip.export import export_model
+    from mlip.models.deepmd import DeepPotSeA
+
+    export_model(DeepPotSeA(list(elements), seed=0), path, dtype)
+    return path
+
+
+def lammps_run(model: str, data: str, elements: Sequence[str], steps: int, ranks: int, workdir: str,
+               env_extra: Optional[Dict[str, str]] = None) -> Dict[str, float]:
+    script = f"""
+units metal
+atom_style atomic
+read_data {data}
+pair_style mlip {model} threads 1
+pair_coeff * * {' '.join(elements)}
+velocity all create 300 4928459 loop geom
+timestep 0.001
+fix 1 all nve
+thermo {max(steps, 1)}
+run 1
+run {steps}
+"""
+    out = ls.run_lmp(script, workdir, nprocs=ranks, env=ls.lammps_env(env_extra), timeout=3600).stdout
+    loops = re.findall(r"Loop time of ([0-9.eE+-]+) on (\d+) procs for (\d+) steps with (\d+) atoms", out)
+    pairs = re.findall(r"^Pair\s*\|\s*([0-9.eE+-]+)\s*\|\s*([0-9.eE+-]+)\s*\|\s*([0-9.eE+-]+)", out, re.M)
+    loop_time, _, nsteps, natoms = loops[-1]
+    loop_time, nsteps, natoms = float(loop_time), int(nsteps), int(natoms)
+    pair_avg = float(pairs[-1][1]) if pairs else float("nan")
+    return {
+        "atoms": natoms,
+        "ranks": ranks,
+        "steps": nsteps,
+        "us_per_atom_step": loop_time / (nsteps * natoms) * 1e6,
+        "pair_ms_per_step": pair_avg / nsteps * 1e3,
+        "loop_s": loop_time,
+    }
+
+
+def ase_run(model: str, atoms, steps: int, threads: int) -> Dict[str, float]:
+    from mlip import MLIPCalculator
+
+    a = atoms.copy()
+    a.calc = MLIPCalculator(model, num_threads=threads)
+    a.get_forces()  # warm-up (TorchScript optimisation, allocations)
+    rng = np.random.default_rng(1)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        a.positions = a.positions + rng.normal(scale=1e-3, size=a.positions.shape)
+        a.get_forces()
+    dt = time.perf_counter() - t0
+    return {"atoms": len(a), "threads": threads, "steps": steps, "us_per_atom_step": dt / (steps * len(a)) * 1e6}
+
+
+def lammps_like_graph(atoms, cutoff: float, species_index: np.ndarray):
+    """The graph pair_style mlip builds on one rank: local atoms, then every periodic image that
+    is a neighbour as a separate ghost node; edges from local centres only."""
+    from mlip.neighbors import neighbor_list
+
+    ei, shifts, ev = neighbor_list(atoms.get_positions(), atoms.cell[:], atoms.pbc, cutoff)
+    n = len(atoms)
+    ghost_of: Dict[tuple, int] = {}
+    nodes_species = list(species_index)
+    j_new = np.empty(len(ei[1]), dtype=np.int64)
+    for e, (j, s) in enumerate(zip(ei[1], map(tuple, shifts))):
+        if s == (0, 0, 0):
+            j_new[e] = j
+            continue
+        key = (int(j), s)
+        if key not in ghost_of:
+            ghost_of[key] = len(nodes_species)
+            nodes_species.append(species_index[j])
+        j_new[e] = ghost_of[key]
+    return np.asarray(nodes_species, dtype=np.int64), np.stack([ei[0], j_new]).astype(np.int64), ev, n
+
+
+def engine_same_graph_ms(model: str, atoms, calls: int) -> Dict[str, float]:
+    from mlip._core import Engine
+
+    eng = Engine(model, 1)
+    idx = np.array([list(eng.species).index(s) for s in atoms.get_chemical_symbols()], dtype=np.int64)
+    sp, ei, ev, n_local = lammps_like_graph(atoms, float(eng.cutoff), idx)
+    eng_compute = eng.compute
+    try:
+        eng_compute(sp, ei, ev, n_local, False)
+    except TypeError:  # older binding without n_local: cannot reproduce the LAMMPS graph
+        return {"nodes": len(sp), "edges": ei.shape[1], "ms_per_call": float("nan")}
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        eng_compute(sp, ei, ev, n_local, False)
+    return {"nodes": len(sp), "edges": int(ei.shape[1]),
+            "ms_per_call": (time.perf_counter() - t0) / calls * 1e3}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", help="exported model (default: a DeepPotSeA with default hyper-parameters)")
+    ap.add_argument("--elements", nargs="+", default=["Cu"], help="pair_coeff elements (default Cu)")
+    ap.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 50000])
+    ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--atom-steps", type=float, default=2e5,
+                    help="atom-steps per LAMMPS measurement (steps = this / atoms, at least 2)")
+    ap.add_argument("--quick", action="store_true", help="fewer steps (smoke test)")
+    ap.add_argument("--no-deepbind-check", action="store_true", help="skip the MLIP_ENGINE_DEEPBIND=0 run")
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    a = ap.parse_args(argv)
+
+    reason = ls.unavailable_reason()
+    if reason:
+        print(f"cannot benchmark LAMMPS: {reason}", file=sys.stderr)
+        return 1
+    if a.quick:
+        a.atom_steps = 2e4
+    results: Dict[str, list] = {"lammps": [], "ase": [], "blas_check": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = a.model or make_dp_model(os.path.join(tmp, "dp.pt"), a.elements, a.dtype)
+        print(f"model: {a.model or 'DeepPotSeA defaults (random weights), ' + a.dtype}; {os.cpu_count()} cores")
+        print("\nLAMMPS (lmp, fix nve, 1 libtorch thread per rank)")
+        print(f"{'atoms':>8} {'ranks':>5} {'steps':>5} {'us/atom-step':>13} {'Pair ms/step':>13}")
+        structures = {}
+        for size in a.sizes:
+            atoms = fcc_atoms(size, a.elements[0])
+            structures[size] = atoms
+            data = os.path.join(tmp, f"data_{size}.lmp")
+            write_data(atoms, data, a.elements)
+            steps = max(2, int(a.atom_steps / len(atoms)))
+            for ranks in a.ranks:
+                r = lammps_run(model, data, a.elements, steps, ranks, tmp)
+                results["lammps"].append(r)
+                print(f"{r['atoms']:8d} {ranks:5d} {r['steps']:5d} {r['us_per_atom_step']:13.2f} "
+                      f"{r['pair_ms_per_step']:13.2f}", flush=True)
+
+        small = min(a.sizes, key=lambda s: abs(s - 1000))
+        atoms = structures[small]
+        print("\nASE calculator (neighbour list + engine per call)")
+        print(f"{'atoms':>8} {'threads':>7} {'steps':>5} {'us/atom-step':>13}")
+        for threads in (1, 2):
+            r = ase_run(model, atoms, max(3, int(a.atom_steps / len(atoms) / 2)), threads)
+            results["ase"].append(r)
+            print(f"{r['atoms']:8d} {threads:7d} {r['steps']:5d} {r['us_per_atom_step']:13.2f}", flush=True)
+
+        print("\nBLAS-clash check: engine time per call on the LAMMPS graph (1 rank, 1 thread)")
+        data = os.path.join(tmp, f"data_{small}.lmp")
+        steps = max(5, int(a.atom_steps / len(atoms)))
+        py = engine_same_graph_ms(model, atoms, max(3, steps // 2))
+        in_lmp = lammps_run(model, data, a.elements, steps, 1, tmp)
+        rows = [("python (mlip._core)", py["ms_per_call"]), ("lmp, RTLD_DEEPBIND", in_lmp["pair_ms_per_step"])]
+        if not a.no_deepbind_check:
+            nodeep = lammps_run(model, data, a.elements, steps, 1, tmp, {"MLIP_ENGINE_DEEPBIND": "0"})
+            rows.append(("lmp, without DEEPBIND", nodeep["pair_ms_per_step"]))
+        print(f"  graph: {py['nodes']} nodes ({len(atoms)} local), {py['edges']} edges")
+        for name, ms in rows:
+            print(f"  {name:24s} {ms:9.2f} ms/call")
+            results["blas_check"].append({"where": name, "ms_per_call": ms, **py})
+        ratio = in_lmp["pair_ms_per_step"] / py["ms_per_call"] if py["ms_per_call"] == py["ms_per_call"] else float("nan")
+        print(f"  lmp/python = {ratio:.2f} (about 1 expected; the Pair time also includes building the graph)")
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(results, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
