@@ -69,14 +69,17 @@ def main() -> None:
             vec = torch.tensor(ev, dtype=t)
             for _ in range(2):  # warm-up (TorchScript profiling runs)
                 m(species, e_idx, vec, n_atoms, False)
-            times = []
+            times, cpu = [], []
             for _ in range(args.reps):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 m(species, e_idx, vec, n_atoms, False)
                 times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
             best = min(times)
-            print(f"{dtype}: {best * 1e3:8.1f} ms/step  {best / n_atoms * 1e6:8.1f} µs/atom  "
-                  f"(median {np.median(times) / n_atoms * 1e6:.1f})")
+            print(f"{dtype}: {best * 1e3:8.1f} ms/step  {best / n_atoms * 1e6:8.1f} µs/atom wall (best of "
+                  f"{args.reps}; median {np.median(times) / n_atoms * 1e6:.1f}), "
+                  f"{min(cpu) / n_atoms * 1e6:.1f} µs/atom CPU")
+    print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -48,23 +48,30 @@ def _second_moment_constant(name: str) -> float:
 
 class RadialMLP(nn.Module):
     """Bias-free MLP with SiLU, weights ~ N(0,1) scaled by 1/sqrt(fan_in) in the forward pass
-    (so the output vanishes where the (enveloped) input does, exactly at the cutoff)."""
+    (so the output vanishes where the (enveloped) input does, exactly at the cutoff).
+    The output comes as `n_chunks` contiguous [S, out/n_chunks] pieces (one GEMM each: cheaper
+    than one wide GEMM followed by a transposing copy, forward and backward)."""
 
     scales: List[float]
 
-    def __init__(self, sizes: List[int]) -> None:
+    def __init__(self, sizes: List[int], n_chunks: int = 1) -> None:
         super().__init__()
+        assert sizes[-1] % n_chunks == 0
         self.weights = nn.ParameterList([nn.Parameter(torch.randn(a, b)) for a, b in zip(sizes, sizes[1:])])
-        self.scales: List[float] = [1.0 / math.sqrt(a) for a in sizes[:-1]]
+        self.scales = [1.0 / math.sqrt(a) for a in sizes[:-1]]
         self.act_cst: float = _second_moment_constant("silu")
+        self.chunk: int = sizes[-1] // n_chunks
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> List[Tensor]:
         n = len(self.scales)
+        out: List[Tensor] = []
         for k, w in enumerate(self.weights):
-            x = torch.matmul(x, w * self.scales[k])
             if k < n - 1:
-                x = torch.nn.functional.silu(x) * self.act_cst
-        return x
+                x = torch.nn.functional.silu(torch.matmul(x, w * self.scales[k])) * self.act_cst
+            else:
+                for wc in torch.split(w * self.scales[k], self.chunk, dim=1):
+                    out.append(torch.matmul(x, wc))
+        return out
 
 
 class BesselBasis(nn.Module):
@@ -152,42 +159,68 @@ def _sh_irreps(l_max: int, parity: bool) -> o3.Irreps:
     return o3.Irreps.spherical_harmonics(l_max, p=-1 if parity else 1)
 
 
-class EdgeConvolution(nn.Module):
-    """The equivariant edge convolution Σ_j w(r_ij) ⊙ (x_j ⊗ Y(r̂_ij)) with "uvu" (channel-wise) paths.
+class CGBank:
+    """Construction-time registry of the coupling matrices C_(l1,l2,l3) (l1, l2 > 0) used by the
+    blocks; the model evaluates T = Y_l2 @ C once per forward for every entry and shares them."""
 
-    For an input irrep block (multiplicity u, dimension d1) and a path l1 ⊗ l2 → l3:
-    m_p[e, u, k] = w_p[e, u] Σ_i x_j[u, i] T_p[e, i, k],  T_p[e, i, k] = Σ_m C_p[i, m, k] Y_l2[e, m],
-    C = Wigner 3j · sqrt(2 l3 + 1) (component normalisation, like e3nn's). Each path is one small GEMM
-    (T_p), one batched matmul (or a broadcast product when l1, l2 or l3 is 0, where C is trivial), the
-    weight product on whichever side is smaller, and one scatter-add straight into the output block:
-    a few passes over the E·u·(2 l3 + 1) messages, and no generic tensor-product overhead.
-    Output: node features [N, irreps_mid.dim] in the flat e3nn layout of `irreps_mid` (one
-    (u, 2 l3 + 1) block per path, paths in input-block order).
+    def __init__(self) -> None:
+        self.keys: List[Tuple[int, int, int]] = []
+
+    def index(self, l1: int, l2: int, l3: int) -> int:
+        if (l1, l2, l3) not in self.keys:
+            self.keys.append((l1, l2, l3))
+        return self.keys.index((l1, l2, l3))
+
+    def matrices(self) -> Tuple[Tensor, List[Tuple[int, int, int, int]]]:
+        """One buffer [2 l_max + 1, Σ d1 d3] (rows padded) and (sh irrep index l2, row count d2,
+        column start, column count) per entry. C[m2, (i1, k3)] = w3j(l1, l2, l3)[i1, m2, k3] sqrt(2 l3 + 1)."""
+        cols = []
+        meta: List[Tuple[int, int, int, int]] = []
+        rows = max([2 * l2 + 1 for _, l2, _ in self.keys] + [1])
+        c0 = 0
+        for l1, l2, l3 in self.keys:
+            w3j = o3.wigner_3j(l1, l2, l3, dtype=torch.float64) * math.sqrt(2 * l3 + 1)
+            c = w3j.permute(1, 0, 2).reshape(2 * l2 + 1, (2 * l1 + 1) * (2 * l3 + 1))
+            cols.append(torch.nn.functional.pad(c, (0, 0, 0, rows - c.shape[0])))
+            meta.append((l2, 2 * l2 + 1, c0, c.shape[1]))
+            c0 += c.shape[1]
+        bank = torch.cat(cols, dim=1) if cols else torch.zeros(rows, 0, dtype=torch.float64)
+        return bank, meta
+
+
+class EdgeConvolution(nn.Module):
+    """The equivariant convolution out_i = Σ_j w(r_ij) ⊙ (x_j ⊗ Y(r̂_ij)), "uvu" (channel-wise) paths.
+
+    Edges are laid out per centre atom, padded to the graph's largest neighbour count n_max
+    ("slots"; padding slots have zero weights). For a path l1 ⊗ l2 → l3 of an input block
+    (multiplicity u, d1 = 2 l1 + 1):
+        out_p[i, k, u] = Σ_{s ∈ slots(i)} Σ_a T_p[s, a, k] (w_p[s, u] x_{j(s)}[a, u]),
+        T_p[s, a, k] = Σ_m C_p[a, m, k] Y_l2[s, m]   (C = Wigner 3j · sqrt(2 l3 + 1), e3nn's
+        "component" normalisation; T is computed once per forward and shared by the blocks).
+    The sum over neighbours *and* the contraction over a is one batched GEMM per path
+    ([d3, n_max d1] @ [n_max d1, u] per atom), so no per-edge message tensor is ever materialised
+    and there is no scatter. Paths with l2 = 0 (C = identity) are a plain sum over slots, paths with
+    l1 = 0 a GEMM against Y. Output: [N, irreps_mid.dim] in the flat e3nn layout of `irreps_mid`
+    (one (u, 2 l3 + 1) block per path, paths in input-block order).
     """
 
     in_blocks: List[Tuple[int, int, int]]  # (x start, u, d1)
-    # (input block, sh irrep index, d3, cg index, kind, weight index); kind 0: l2 = 0, 1: l1 = 0, 2: general
+    # (input block, sh irrep index, d3, cg bank index, kind, weight index); kind 0: l2 = 0, 1: l1 = 0, 2: general
     paths: List[Tuple[int, int, int, int, int, int]]
 
-    def __init__(self, irreps_in: o3.Irreps, irreps_sh: o3.Irreps, irreps_target: o3.Irreps) -> None:
+    def __init__(self, irreps_in: o3.Irreps, irreps_sh: o3.Irreps, irreps_target: o3.Irreps, bank: CGBank) -> None:
         super().__init__()
-        sh_offsets = []
-        off = 0
-        for mul, ir in irreps_sh:
-            assert mul == 1
-            sh_offsets.append(off)
-            off += ir.dim
         mid = []
         blocks: List[Tuple[int, int, int]] = []
         paths: List[Tuple[int, int, int, int, int, int]] = []
-        cgs = []
         muls = set()
         x_off = 0
         for mul, ir1 in irreps_in:
             muls.add(mul)
             b = len(blocks)
             used = False
-            for i2, (_, ir2) in enumerate(irreps_sh):
+            for i2, (m2, ir2) in enumerate(irreps_sh):
+                assert m2 == 1 and ir2.l == i2
                 for ir3 in ir1 * ir2:
                     if ir3 not in irreps_target:
                         continue
@@ -197,10 +230,7 @@ class EdgeConvolution(nn.Module):
                     elif ir1.l == 0:
                         kind, ci = 1, -1
                     else:
-                        kind, ci = 2, len(cgs)
-                        w3j = o3.wigner_3j(ir1.l, ir2.l, ir3.l, dtype=torch.float64) * math.sqrt(ir3.dim)
-                        # [m2, (i1, k3)] so that T = Y_l2 @ C is [E, d1 * d3]
-                        cgs.append(w3j.permute(1, 0, 2).reshape(ir2.dim, ir1.dim * ir3.dim))
+                        kind, ci = 2, bank.index(ir1.l, ir2.l, ir3.l)
                     paths.append((b, i2, ir3.dim, ci, kind, len(mid)))
                     mid.append((mul, ir3))
             if used:
@@ -214,41 +244,32 @@ class EdgeConvolution(nn.Module):
         self.n_paths = len(paths)
         self.irreps_mid = o3.Irreps(mid)
         self.weight_numel = self.u * self.n_paths
-        self.cg = nn.ParameterList([nn.Parameter(c.to(torch.get_default_dtype()), requires_grad=False) for c in cgs])
-        self.n_cg = len(cgs)
 
     def forward(
-        self, x: Tensor, sh_parts: List[Tensor], w: Tensor, edge_src: Tensor, edge_dst: Tensor, n_nodes: int
+        self, x: Tensor, sh_parts: List[Tensor], t_list: List[Tensor], ws: List[Tensor], slot_src: Tensor, n_max: int
     ) -> Tensor:
-        """x [N, irreps_in.dim]; sh_parts: Y_l [E, 2l+1] per SH irrep; w [E, n_paths * u] (path-major)."""
-        n_edges = w.shape[0]
+        """x [N, irreps_in.dim]; sh_parts Y_l [S, 2l+1]; t_list T [S, d1 d3] of the CG bank;
+        ws [S, u] weights per path; slot_src [S] sending atom of every slot, S = N n_max."""
+        n_nodes = x.shape[0]
         u = self.u
-        # split (not slice) so that each backward is one cat instead of a zero-filled copy per piece
-        ws = torch.split(w.reshape(n_edges, self.n_paths, u).unsqueeze(-1), 1, dim=1)
+        n_slots = slot_src.shape[0]
         xs: List[Tensor] = []
         for x0, mul, d1 in self.in_blocks:
-            xs.append(x[:, x0 : x0 + mul * d1].reshape(-1, mul, d1).index_select(0, edge_src))  # [E, u, d1]
-        cgs: List[Tensor] = []
-        for c in self.cg:
-            cgs.append(c)
+            xb = x[:, x0 : x0 + mul * d1].reshape(n_nodes, mul, d1).transpose(1, 2).reshape(n_nodes, d1 * mul)
+            xs.append(xb.index_select(0, slot_src).reshape(n_slots, d1, mul))  # [S, d1, u]
         outs: List[Tensor] = []
         for b, i2, d3, ci, kind, p in self.paths:
-            xa = xs[b]
-            wp = ws[p].squeeze(1)  # [E, u, 1]
-            y = sh_parts[i2]
-            if kind == 0:  # Y_0 = 1, C = identity: m = w x
-                m = xa * wp
-            elif kind == 1:  # scalar input, C = identity: m = (w x) Y
-                m = (xa * wp) * y.unsqueeze(1)
+            xw = xs[b] * ws[p].unsqueeze(1)  # [S, d1, u]
+            d1 = xw.shape[1]
+            if kind == 0:  # Y_0 = 1, C = identity
+                o = xw.reshape(n_nodes, n_max, d1, u).sum(1)
+            elif kind == 1:  # scalar input, C = identity: Σ_s Y[s, k] (w x)[s, u]
+                y = sh_parts[i2].reshape(n_nodes, n_max, d3).transpose(1, 2)
+                o = torch.bmm(y, xw.reshape(n_nodes, n_max, u))
             else:
-                d1 = xa.shape[2]
-                t = torch.matmul(y, cgs[ci]).reshape(n_edges, d1, d3)
-                if d1 <= d3:
-                    m = torch.bmm(xa * wp, t)
-                else:
-                    m = torch.bmm(xa, t) * wp
-            agg = torch.zeros((n_nodes, u * d3), dtype=m.dtype, device=m.device)
-            outs.append(agg.index_add(0, edge_dst, m.reshape(n_edges, u * d3)))
+                t = t_list[ci].reshape(n_nodes, n_max * d1, d3).transpose(1, 2)
+                o = torch.bmm(t, xw.reshape(n_nodes, n_max * d1, u))
+            outs.append(o.transpose(1, 2).reshape(n_nodes, u * d3))  # -> e3nn (u, m) layout
         return torch.cat(outs, dim=1)
 
 
@@ -267,11 +288,12 @@ class InteractionBlock(nn.Module):
         radial_hidden: int,
         radial_layers: int,
         resnet: bool,
+        bank: CGBank,
     ) -> None:
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
         irreps_target = o3.Irreps(irreps_target)
-        self.conv = EdgeConvolution(self.irreps_in, irreps_sh, irreps_target)
+        self.conv = EdgeConvolution(self.irreps_in, irreps_sh, irreps_target, bank)
         irreps_mid = self.conv.irreps_mid
         # the gate input: scalars, then one 0e gate per gated (l>0) channel, then the gated irreps
         scalars = o3.Irreps([(m, ir) for m, ir in irreps_target if ir.l == 0 and ir in irreps_mid])
@@ -282,7 +304,8 @@ class InteractionBlock(nn.Module):
         self.irreps_out = scalars + gated
 
         self.linear_1 = o3.Linear(self.irreps_in, self.irreps_in)
-        self.radial = RadialMLP([num_basis] + [radial_hidden] * radial_layers + [self.conv.weight_numel])
+        self.radial = RadialMLP([num_basis] + [radial_hidden] * radial_layers + [self.conv.weight_numel],
+                                self.conv.n_paths)
         self.linear_2 = o3.Linear(irreps_mid, irreps_gate_in)
         self.self_connection = o3.FullyConnectedTensorProduct(
             self.irreps_in, o3.Irreps(f"{n_species}x0e"), irreps_gate_in
@@ -306,13 +329,12 @@ class InteractionBlock(nn.Module):
         self.residual = res if (resnet and ok) else []
 
     def forward(
-        self, h: Tensor, onehot: Tensor, sh: List[Tensor], basis: Tensor, edge_src: Tensor, edge_dst: Tensor,
-        inv_sqrt_nn: float,
+        self, h: Tensor, onehot: Tensor, sh: List[Tensor], t_list: List[Tensor], basis: Tensor, slot_src: Tensor,
+        n_max: int, inv_sqrt_nn: float,
     ) -> Tensor:
-        # edge_dst = centre i (receives), edge_src = neighbour j (sends)
         w = self.radial(basis)
         x = self.linear_1(h)
-        agg = self.conv(x, sh, w, edge_src, edge_dst, h.shape[0]) * inv_sqrt_nn
+        agg = self.conv(x, sh, t_list, w, slot_src, n_max) * inv_sqrt_nn
         y = self.gate(self.linear_2(agg) + self.self_connection(h, onehot))
         if len(self.residual) > 0:
             parts: List[Tensor] = []
@@ -412,15 +434,19 @@ class NequIP(AtomicModel):
         targets[-1] = o3.Irreps(f"{int(num_features)}x0e")
         irreps = o3.Irreps(f"{int(num_features)}x0e")
         blocks = []
+        bank = CGBank()
         self.irreps_layers: List[str] = []  # output irreps of every block (for tests/analysis)
         for k in range(int(num_layers)):
             target = o3.Irreps([(m, ir) for m, ir in targets[k]])
             blk = InteractionBlock(irreps, target, self.irreps_sh, n_species, int(num_basis),
-                                   int(radial_hidden), int(radial_layers), bool(resnet))
+                                   int(radial_hidden), int(radial_layers), bool(resnet), bank)
             blocks.append(blk)
             irreps = blk.irreps_out
             self.irreps_layers.append(str(irreps))
         self.blocks = nn.ModuleList(blocks)
+        cg_bank, cg_meta = bank.matrices()
+        self.register_buffer("cg_bank", cg_bank.to(torch.get_default_dtype()), persistent=False)
+        self.cg_meta: List[Tuple[int, int, int, int]] = cg_meta
         nf = int(num_features)
         self.head_w1 = nn.Parameter(torch.randn(nf, int(head_hidden)))
         self.head_b1 = nn.Parameter(torch.zeros(int(head_hidden)))
@@ -479,17 +505,45 @@ class NequIP(AtomicModel):
         """Scalars after the last interaction block, [N, num_features]."""
         return self._run(species, edge_index, edge_vec, False)[-1]
 
+    def _slots(self, n_nodes: int, edge_index: Tensor) -> Tuple[Tensor, int]:
+        """Per-centre padded edge layout: slot_edge [N n_max] = edge of slot (i, s), or E (padding)."""
+        n_edges = edge_index.shape[1]
+        dst = edge_index[0]
+        if n_edges == 0:
+            return torch.zeros(0, dtype=torch.long, device=dst.device), 0
+        counts = torch.bincount(dst, minlength=n_nodes)
+        n_max = int(counts.max())
+        if bool((dst[1:] >= dst[:-1]).all()):  # the neighbour lists give edges sorted by centre
+            order = torch.arange(n_edges, device=dst.device)
+            dst_sorted = dst
+        else:
+            dst_sorted, order = torch.sort(dst, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(n_edges, device=dst.device) - starts.index_select(0, dst_sorted)
+        slot_edge = torch.full((n_nodes * n_max,), n_edges, dtype=torch.long, device=dst.device)
+        slot_edge = slot_edge.index_put((dst_sorted * n_max + slot,), order)
+        return slot_edge, n_max
+
     def _run(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, keep_all: bool) -> List[Tensor]:
-        edge_dst = edge_index[0]
-        edge_src = edge_index[1]
-        r = torch.linalg.norm(edge_vec, dim=-1)
-        sh = torch.split(self.sh(edge_vec), self.sh_dims, dim=1)
+        n_nodes = species.shape[0]
+        slot_edge, n_max = self._slots(n_nodes, edge_index)
+        # padding slots: a vector beyond the cutoff (zero radial weights, finite harmonics), sender 0
+        pad_vec = torch.zeros((1, 3), dtype=edge_vec.dtype, device=edge_vec.device)
+        pad_vec[0, 0] = 2.0 * self.cutoff + 1.0
+        vec = torch.cat([edge_vec, pad_vec], 0).index_select(0, slot_edge)
+        pad_src = torch.zeros(1, dtype=torch.long, device=edge_index.device)
+        slot_src = torch.cat([edge_index[1], pad_src]).index_select(0, slot_edge)
+        r = torch.linalg.norm(vec, dim=-1)
+        sh = torch.split(self.sh(vec), self.sh_dims, dim=1)
+        t_list: List[Tensor] = []
+        for l2, d2, c0, nc in self.cg_meta:
+            t_list.append(torch.matmul(sh[l2], self.cg_bank[:d2, c0 : c0 + nc]))
         basis = self.basis(r)
         onehot = torch.nn.functional.one_hot(species, self.n_species).to(edge_vec.dtype)
         h = self.embedding(species).to(edge_vec.dtype)
         feats: List[Tensor] = []
         for blk in self.blocks:
-            h = blk(h, onehot, sh, basis, edge_src, edge_dst, self.inv_sqrt_nn)
+            h = blk(h, onehot, sh, t_list, basis, slot_src, n_max, self.inv_sqrt_nn)
             if keep_all:
                 feats.append(h)
         if not keep_all:
