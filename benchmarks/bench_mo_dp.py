@@ -26,7 +26,8 @@ def main() -> None:
     res = train_recipe("mo_dp.yaml", {"threads": args.threads, "output": args.output,
                                       "data": {"train": [str(mo / "training.json")]},
                                       "training": {"steps": args.steps,
-                                                   "max_time": args.minutes * 60 if args.minutes else None}})
+                                                   "max_time": args.minutes * 60 if args.minutes else None,
+                                                   "schedule_by_time": bool(args.minutes), "progress": False}})
     test = evaluate(res["model"], [str(mo / "test.json")], threads=args.threads)
     out = {"steps": res["steps"], "train_wall_s": res["elapsed_s"], "n_parameters": res["n_parameters"],
            "test_energy_mae_meV": test["energy_mae"] * 1e3, "test_energy_rmse_meV": test["energy_rmse"] * 1e3,
