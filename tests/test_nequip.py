@@ -45,10 +45,11 @@ def graph(atoms, cutoff):
     return torch.from_numpy(ei), torch.from_numpy(ev)
 
 
-def efv(model, species, ei, ev, n_local=None):
-    """Energy (sum of the first n_local atoms), forces and virial, derived as the export does."""
+def efv(model, species, ei, ev, n_local=None, prune=False):
+    """Energy (sum of the first n_local atoms), forces and virial, derived as the export does
+    (prune: let the model skip what cannot reach the first n_local atoms)."""
     vec = ev.detach().clone().requires_grad_(True)
-    ae = model(species, ei, vec)
+    ae = model(species, ei, vec, n_local) if prune else model(species, ei, vec)
     n_local = species.shape[0] if n_local is None else n_local
     e = ae[:n_local].sum()
     (g,) = torch.autograd.grad(e, vec)
@@ -208,6 +209,17 @@ def test_ghost_atoms_replicated_supercell_equals_periodic():
     assert abs(float(e_g - e_p)) < 1e-10 * max(1.0, abs(float(e_p)))
     assert rel_err(f_fold.numpy(), f_p.numpy()) < 1e-10
     assert rel_err(w_g.numpy(), w_p.numpy()) < 1e-10
+    # the pruned evaluation (only atoms within num_layers - 1 - k hops updated by block k)
+    shuffled = np.concatenate([np.arange(n), n + np.random.default_rng(1).permutation(len(orig) - n)])
+    perm = torch.from_numpy(shuffled)  # ghosts in any order, edges not sorted by centre
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(len(perm))
+    e_q, f_q, w_q, ae_q = efv(model, g_sp[perm], inv[g_ei].flip(1), g_ev.flip(0), n_local=n, prune=True)
+    assert abs(float(e_q - e_p)) < 1e-10 * max(1.0, abs(float(e_p)))
+    f_fold = torch.zeros((n, 3), dtype=torch.float64).index_add_(0, torch.from_numpy(orig)[perm], f_q)
+    assert rel_err(f_fold.numpy(), f_p.numpy()) < 1e-10
+    assert rel_err(w_q.numpy(), w_p.numpy()) < 1e-10
+    assert float(ae_q[n:].abs().max()) == 0.0
 
 
 # ------------------------------------------------------------------------------------------------ export
@@ -236,8 +248,10 @@ for dtype in ("float64", "float32"):
     sp, ei = torch.from_numpy(d["sp"]), torch.from_numpy(d["ei"])
     ae, f, w, av = m(sp, ei, ev, len(d["sp"]), True)
     ae2, f2, w2, av2 = m(sp, ei, ev, {n_local}, False)
+    ae3 = m.model(sp, ei, ev, {n_local})  # pruned evaluation of the local energies
     np.savez({str(tmp_path)!r} + f"/out_{{dtype}}.npz", ae=ae.double().numpy(), f=f.double().numpy(),
              w=w.double().numpy(), av=av.double().numpy(), f2=f2.double().numpy(), w2=w2.double().numpy(),
+             ae3=ae3.double().numpy(),
              av2_shape=np.array(av2.shape))
     info[dtype] = dict(family=m.family, dtype=m.dtype, cutoff=m.cutoff, rng=m.interaction_range,
                        species=list(m.species), config=json.loads(files["mlip_metadata.json"])["config"])
@@ -257,6 +271,7 @@ print(json.dumps(info))
         assert rel_err(out["av"].sum(0).reshape(3, 3), w.numpy()) < tol
         assert rel_err(out["f2"], f_l.numpy()) < tol and rel_err(out["w2"], w_l.numpy()) < tol
         assert list(out["av2_shape"]) == [0, 9]
+        assert rel_err(out["ae3"][:n_local], ae.numpy()[:n_local]) < tol and not out["ae3"][n_local:].any()
 
 
 # ------------------------------------------------------------------------------------------------ API

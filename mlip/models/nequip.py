@@ -248,14 +248,16 @@ class EdgeConvolution(nn.Module):
     def forward(
         self, x: Tensor, sh_parts: List[Tensor], t_list: List[Tensor], ws: List[Tensor], slot_src: Tensor, n_max: int
     ) -> Tensor:
-        """x [N, irreps_in.dim]; sh_parts Y_l [S, 2l+1]; t_list T [S, d1 d3] of the CG bank;
-        ws [S, u] weights per path; slot_src [S] sending atom of every slot, S = N n_max."""
-        n_nodes = x.shape[0]
+        """x [N_in, irreps_in.dim] (senders); sh_parts Y_l [S, 2l+1]; t_list T [S, d1 d3] of the CG bank;
+        ws [S, u] weights per path; slot_src [S] sending atom of every slot, S = N n_max for the
+        first N = S / n_max atoms (the centres, N <= N_in)."""
+        n_in = x.shape[0]
         u = self.u
         n_slots = slot_src.shape[0]
+        n_nodes = n_slots // n_max if n_max > 0 else n_in
         xs: List[Tensor] = []
         for x0, mul, d1 in self.in_blocks:
-            xb = x[:, x0 : x0 + mul * d1].reshape(n_nodes, mul, d1).transpose(1, 2).reshape(n_nodes, d1 * mul)
+            xb = x[:, x0 : x0 + mul * d1].reshape(n_in, mul, d1).transpose(1, 2).reshape(n_in, d1 * mul)
             xs.append(xb.index_select(0, slot_src).reshape(n_slots, d1, mul))  # [S, d1, u]
         outs: List[Tensor] = []
         for b, i2, d3, ci, kind, p in self.paths:
@@ -332,9 +334,15 @@ class InteractionBlock(nn.Module):
         self, h: Tensor, onehot: Tensor, sh: List[Tensor], t_list: List[Tensor], basis: Tensor, slot_src: Tensor,
         n_max: int, inv_sqrt_nn: float,
     ) -> Tensor:
+        """h [N_in, irreps_in.dim] for every sender; the slot tensors cover the first n_out atoms
+        (the centres), which are the only ones updated: returns [n_out, irreps_out.dim]."""
         w = self.radial(basis)
         x = self.linear_1(h)
         agg = self.conv(x, sh, t_list, w, slot_src, n_max) * inv_sqrt_nn
+        n_out = agg.shape[0]
+        if n_out < h.shape[0]:
+            h = h[:n_out]
+            onehot = onehot[:n_out]
         y = self.gate(self.linear_2(agg) + self.self_connection(h, onehot))
         if len(self.residual) > 0:
             parts: List[Tensor] = []
@@ -509,7 +517,7 @@ class NequIP(AtomicModel):
         """Per-centre padded edge layout: slot_edge [N n_max] = edge of slot (i, s), or E (padding)."""
         n_edges = edge_index.shape[1]
         dst = edge_index[0]
-        if n_edges == 0:
+        if n_edges == 0 or n_nodes == 0:
             return torch.zeros(0, dtype=torch.long, device=dst.device), 0
         counts = torch.bincount(dst, minlength=n_nodes)
         n_max = int(counts.max())
@@ -524,9 +532,48 @@ class NequIP(AtomicModel):
         slot_edge = slot_edge.index_put((dst_sorted * n_max + slot,), order)
         return slot_edge, n_max
 
-    def _run(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, keep_all: bool) -> List[Tensor]:
+    def _hops(self, n_nodes: int, edge_index: Tensor, n_local: int) -> Tensor:
+        """Graph distance (in edges, capped at num_layers) of every atom from the first n_local."""
+        n_layers = self.num_layers
+        dist = torch.full((n_nodes,), n_layers, dtype=torch.long, device=edge_index.device)
+        dist[:n_local] = 0
+        dst = edge_index[0]
+        src = edge_index[1]
+        for k in range(1, n_layers):
+            front = dist.index_select(0, dst) == k - 1
+            reached = torch.zeros(n_nodes, dtype=torch.bool, device=dist.device)
+            reached[src[front]] = True
+            dist = torch.where(reached & (dist > k), torch.full_like(dist, k), dist)
+        return dist
+
+    def _run(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, keep_all: bool, n_local: int = -1) -> List[Tensor]:
+        """Node features after the blocks (all of them if keep_all, else the last).
+
+        With 0 <= n_local < N (a LAMMPS graph: locals first, then ghosts out to interaction_range),
+        block k only updates atoms within num_layers - 1 - k edges of a local one — the others
+        cannot influence the local energies — and the returned features cover the first
+        n_local atoms only (the exact same values as without pruning)."""
         n_nodes = species.shape[0]
-        slot_edge, n_max = self._slots(n_nodes, edge_index)
+        n_layers = self.num_layers
+        prune = 0 <= n_local < n_nodes
+        n_keep: List[int] = [n_nodes] * n_layers  # atoms updated by block k (a prefix after reordering)
+        if prune:
+            dist = self._hops(n_nodes, edge_index, n_local)
+            _, order = torch.sort(dist, stable=True)  # locals keep their places
+            inv = torch.empty_like(order)
+            inv[order] = torch.arange(n_nodes, device=order.device)
+            for k in range(n_layers):
+                n_keep[k] = int((dist <= n_layers - 1 - k).sum())
+            species = species.index_select(0, order)
+            edge_index = inv[edge_index]
+            keep = edge_index[0] < n_keep[0]  # edges into atoms that block 0 updates
+            edge_index = edge_index[:, keep]
+            edge_vec = edge_vec[keep]
+            if bool((edge_index[0, 1:] < edge_index[0, :-1]).any()):
+                perm = torch.sort(edge_index[0], stable=True)[1]
+                edge_index = edge_index[:, perm]
+                edge_vec = edge_vec[perm]
+        slot_edge, n_max = self._slots(n_keep[0], edge_index)
         # padding slots: a vector beyond the cutoff (zero radial weights, finite harmonics), sender 0
         pad_vec = torch.zeros((1, 3), dtype=edge_vec.dtype, device=edge_vec.device)
         pad_vec[0, 0] = 2.0 * self.cutoff + 1.0
@@ -542,8 +589,14 @@ class NequIP(AtomicModel):
         onehot = torch.nn.functional.one_hot(species, self.n_species).to(edge_vec.dtype)
         h = self.embedding(species).to(edge_vec.dtype)
         feats: List[Tensor] = []
-        for blk in self.blocks:
-            h = blk(h, onehot, sh, t_list, basis, slot_src, n_max, self.inv_sqrt_nn)
+        for k, blk in enumerate(self.blocks):
+            n_s = n_keep[k] * n_max
+            if n_keep[k] < n_keep[0]:
+                sh_k = [y[:n_s] for y in sh]
+                t_k = [t[:n_s] for t in t_list]
+                h = blk(h, onehot, sh_k, t_k, basis[:n_s], slot_src[:n_s], n_max, self.inv_sqrt_nn)
+            else:
+                h = blk(h, onehot, sh, t_list, basis, slot_src, n_max, self.inv_sqrt_nn)
             if keep_all:
                 feats.append(h)
         if not keep_all:
@@ -553,11 +606,20 @@ class NequIP(AtomicModel):
     def _head_features(self, h: Tensor) -> Tensor:
         return torch.nn.functional.silu(torch.matmul(h, self.head_w1 * self.head_s1) + self.head_b1) * self.silu_cst
 
-    def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
-        h = self._run(species, edge_index, edge_vec, False)[-1]
+    def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_local: int = -1) -> Tensor:
+        """Per-atom energies [N]. Optional n_local (0 <= n_local < N, locals first): only the local
+        energies are computed (ghost entries are 0) and only the atoms that can influence them are
+        updated, layer by layer — identical local energies and gradients, far less work on a
+        LAMMPS ghost shell num_layers * cutoff deep."""
+        h = self._run(species, edge_index, edge_vec, False, n_local)[-1]
+        n = h.shape[0]
+        sp = species[:n] if n < species.shape[0] else species
         phi = self._head_features(h)
         e = torch.matmul(phi, self.head_w2 * self.head_s2).squeeze(-1)
-        return e * self.energy_scale.index_select(0, species) + self.energy_shift.index_select(0, species)
+        e = e * self.energy_scale.index_select(0, sp) + self.energy_shift.index_select(0, sp)
+        if n < species.shape[0]:
+            e = torch.cat([e, torch.zeros(species.shape[0] - n, dtype=e.dtype, device=e.device)])
+        return e
 
     @torch.jit.export
     def invariant_features(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
