@@ -119,11 +119,14 @@ def predict(model, batch: Batch, create_graph: bool = False, need_virial: bool =
     if grad is None:
         grad = torch.zeros_like(vec)
     forces, edge_virial = forces_virials_from_edges(grad, batch.edge_index, vec, batch.species.shape[0])
+    if not create_graph:  # evaluation: hand back plain tensors
+        energy, forces, atom_e = energy.detach(), forces.detach(), atom_e.detach()
     out = {"energy": energy, "forces": forces, "atom_energy": atom_e}
     if need_virial:
-        out["virial"] = torch.zeros(batch.n_frames, 9, dtype=atom_e.dtype).index_add_(
+        virial = torch.zeros(batch.n_frames, 9, dtype=atom_e.dtype).index_add_(
             0, batch.edge_frame, edge_virial.reshape(-1, 9)
         ).reshape(-1, 3, 3)
+        out["virial"] = virial if create_graph else virial.detach()
     return out
 
 
