@@ -117,21 +117,32 @@ class MTP(AtomicModel):
         self.moment_coeffs = nn.Parameter(
             1e-2 * torch.randn(self.n_alpha, generator=g, dtype=torch.float64) / math.sqrt(self.n_alpha))
 
-        # basic moments: monomials x^a y^b z^c / r^(a+b+c) and their radial function index
-        monos: List[tuple] = []
-        mono_of: Dict[tuple, int] = {}
-        basic_mu, basic_mono = [], []
-        for mu, a, b, c in scheme.alpha_index_basic:
-            if mu >= n_mu:
-                raise ValueError(f"basic moment uses radial function {mu} >= {n_mu}")
-            key = (a, b, c)
-            if key not in mono_of:
-                mono_of[key] = len(monos)
-                monos.append(key)
-            basic_mu.append(mu)
-            basic_mono.append(mono_of[key])
-        self.max_nu: int = max(sum(k) for k in monos)
-        self.register_buffer("mono_pow", torch.tensor(monos, dtype=torch.long).reshape(-1, 3))
+        # basic moments. Monomials x^a y^b z^c / r^(a+b+c) of all degrees 0..max_nu are built per degree
+        # in MLIP's component order (slices only); a basic moment is f_mu(r) times one monomial.
+        from mlip.models.mtp_basis import multisets
+
+        self.max_nu: int = max(a + b + c for _, a, b, c in scheme.alpha_index_basic)
+        mono_pos: Dict[tuple, int] = {}
+        for nu in range(self.max_nu + 1):
+            for comp in multisets(nu):
+                mono_pos[comp] = len(mono_pos)
+        basic_mu = [mu for mu, _, _, _ in scheme.alpha_index_basic]
+        basic_mono = [mono_pos[(a, b, c)] for _, a, b, c in scheme.alpha_index_basic]
+        if max(basic_mu) >= n_mu:
+            raise ValueError(f"basic moment uses radial function {max(basic_mu)} >= {n_mu}")
+        # fast layout: mu-major blocks, each = all monomials of degree 0..nu_max(mu) (MLIP's own layout)
+        blocks: List[int] = []
+        pos = 0
+        fast = True
+        for mu in range(n_mu):
+            cnt = sum(1 for x in basic_mu if x == mu)
+            if basic_mu[pos:pos + cnt] != [mu] * cnt or basic_mono[pos:pos + cnt] != list(range(cnt)):
+                fast = False
+                break
+            blocks.append(cnt)
+            pos += cnt
+        self.fast_basic: bool = fast and pos == len(basic_mu) and all(b > 0 for b in blocks)
+        self.basic_blocks: List[int] = blocks if self.fast_basic else []
         self.register_buffer("basic_mu", torch.tensor(basic_mu, dtype=torch.long))
         self.register_buffer("basic_mono", torch.tensor(basic_mono, dtype=torch.long))
 
@@ -155,9 +166,8 @@ class MTP(AtomicModel):
         self._active_meta: Dict[str, Any] = {}
 
     # ------------------------------------------------------------------------------------ evaluation
-    def moments(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
-        """All moments (basic and contracted) per atom, [N, alpha_moments_count]."""
-        n_atoms = species.shape[0]
+    def edge_basic(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
+        """Each edge's contribution to the basic moments of its centre atom, [E, n_basic]."""
         dtype = edge_vec.dtype
         i = edge_index[0]
         r = torch.linalg.norm(edge_vec, dim=1)
@@ -177,29 +187,51 @@ class MTP(AtomicModel):
             c = self.radial_coeffs.reshape(self.n_species * self.n_species, self.n_mu, self.radial_basis_size)
             f = (c[pair] * q.unsqueeze(1)).sum(2)
         u = edge_vec / r.unsqueeze(1)
-        pows: List[Tensor] = [torch.ones_like(u), u]
-        for k in range(2, self.max_nu + 1):
-            pows.append(pows[k - 1] * u)
-        pw = torch.stack(pows[: self.max_nu + 1], dim=1)  # [E, max_nu+1, 3]
-        mono = pw[:, self.mono_pow[:, 0], 0] * pw[:, self.mono_pow[:, 1], 1] * pw[:, self.mono_pow[:, 2], 2]
-        basic = f[:, self.basic_mu] * mono[:, self.basic_mono]  # [E, n_basic]
-        mb = torch.zeros((n_atoms, self.n_basic), dtype=dtype, device=edge_vec.device).index_add(0, i, basic)
+        ux = u[:, 0:1]
+        uy = u[:, 1:2]
+        uz = u[:, 2:3]
+        prev = torch.ones_like(ux)
+        monos: List[Tensor] = [prev]
+        for nu in range(1, self.max_nu + 1):
+            prev = torch.cat([prev * ux, prev[:, prev.shape[1] - nu:] * uy, prev[:, prev.shape[1] - 1:] * uz], dim=1)
+            monos.append(prev)
+        mono = torch.cat(monos, dim=1)  # [E, n_mono], degree-major, MLIP order within a degree
+        if self.fast_basic:
+            parts: List[Tensor] = []
+            for mu, cnt in enumerate(self.basic_blocks):
+                parts.append(f[:, mu:mu + 1] * mono[:, :cnt])
+            basic = torch.cat(parts, dim=1)
+        else:
+            basic = f.index_select(1, self.basic_mu) * mono.index_select(1, self.basic_mono)
+        return basic
+
+    def contract(self, mb: Tensor) -> Tensor:
+        """Basic moments [N, n_basic] -> all moments [N, alpha_moments_count] (alpha_index_times)."""
+        n_atoms = mb.shape[0]
+        dtype = mb.dtype
         m = torch.cat([mb, torch.zeros((n_atoms, self.n_moments - self.n_basic), dtype=dtype,
-                                       device=edge_vec.device)], dim=1)
+                                       device=mb.device)], dim=1)
         tm = self.times_m.to(dtype)
         for g in range(len(self.gen_offsets) - 1):
             s = self.gen_offsets[g]
             e = self.gen_offsets[g + 1]
             a = self.times_a[s:e]
             b = self.times_b[s:e]
-            prod = tm[s:e] * m[:, a] * m[:, b]
+            prod = tm[s:e] * m.index_select(1, a) * m.index_select(1, b)
             m = m.index_add(1, self.times_c[s:e], prod)
         return m
+
+    def moments(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
+        """All moments (basic and contracted) per atom, [N, alpha_moments_count]."""
+        basic = self.edge_basic(species, edge_index, edge_vec)
+        mb = torch.zeros((species.shape[0], self.n_basic), dtype=basic.dtype,
+                         device=basic.device).index_add(0, edge_index[0], basic)
+        return self.contract(mb)
 
     @torch.jit.export
     def basis_functions(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
         """B_α(i), [N, n_alpha] (the moments listed in alpha_moment_mapping)."""
-        return self.moments(species, edge_index, edge_vec)[:, self.mapping]
+        return self.moments(species, edge_index, edge_vec).index_select(1, self.mapping)
 
     def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
         b = self.basis_functions(species, edge_index, edge_vec)
@@ -295,21 +327,30 @@ class MTP(AtomicModel):
         with torch.no_grad():
             self.species_coeffs.copy_(b)
 
-    def fit_statistics(self, frames: Sequence[Any]) -> Dict[str, float]:
-        """Set min_dist (if not given) to 0.95 × the shortest distance in `frames` (rounded down to
-        0.05 Å, at most 0.9·cutoff) and scaling (if not given) so that Σ_j scaling·(r_cut − r)² = 1 on
-        average per atom; both are then fixed (reported by config())."""
-        from mlip.active.graph import neighbor_edges
+    def fit_statistics(self, frames_or_species: Any, edge_index: Optional[Tensor] = None,
+                       edge_vec: Optional[Tensor] = None) -> Dict[str, float]:
+        """Fix min_dist (if not given) to 0.95 × the shortest distance seen (rounded down to 0.05 Å, at
+        most 0.9·cutoff) and scaling (if not given) so that Σ_j scaling·(r_cut − r)² averages 1 per
+        atom. Accepts frames, or a batch `(species, edge_index, edge_vec)` as the trainer passes it."""
+        if isinstance(frames_or_species, Tensor):
+            if edge_vec is None or edge_index is None:
+                raise ValueError("fit_statistics(species, edge_index, edge_vec): edges missing")
+            r = torch.linalg.norm(edge_vec.detach().double(), dim=1)
+            r = r[r < self.cutoff]
+            n = int(frames_or_species.shape[0])
+            rmin = float(r.min()) if r.numel() else math.inf
+            acc = float(((self.cutoff - r) ** 2).sum())
+        else:
+            from mlip.active.graph import neighbor_edges
 
-        rmin = math.inf
-        acc, n = 0.0, 0
-        for fr in list(frames)[:2000]:
-            ei, vec = neighbor_edges(fr.positions, fr.cell, fr.pbc, self.cutoff)
-            n += len(fr.symbols)
-            if vec.shape[0]:
-                r = np.linalg.norm(vec, axis=1)
-                rmin = min(rmin, float(r.min()))
-                acc += float(((self.cutoff - r) ** 2).sum())
+            rmin, acc, n = math.inf, 0.0, 0
+            for fr in list(frames_or_species)[:2000]:
+                _, vec = neighbor_edges(fr.positions, fr.cell, fr.pbc, self.cutoff)
+                n += len(fr.symbols)
+                if vec.shape[0]:
+                    rr = np.linalg.norm(vec, axis=1)
+                    rmin = min(rmin, float(rr.min()))
+                    acc += float(((self.cutoff - rr) ** 2).sum())
         out: Dict[str, float] = {}
         if not self._min_dist_set:
             md = 0.5 * self.cutoff if not math.isfinite(rmin) else math.floor(0.95 * rmin / 0.05) * 0.05

@@ -144,7 +144,7 @@ def loss_and_grad(model, chunks: Sequence[Chunk], w: Dict[str, float], params: S
         for acc, g in zip(grads, gs):
             if g is not None:
                 acc += g
-        total += float(loss)
+        total += float(loss.detach())
     return total, grads
 
 
@@ -176,30 +176,140 @@ class _IncrementalQR:
         return float(np.sum((self.R @ x - self.qty) ** 2))
 
 
+class _SparseTangent:
+    """Index plan for forward-mode derivatives through alpha_index_times that only carries the basic
+    moments each moment actually depends on (a contraction of ≤ 4 moments depends on few of them)."""
+
+    def __init__(self, model) -> None:
+        nb = model.n_basic
+        times = list(zip(model.times_a.tolist(), model.times_b.tolist(), model.times_m.tolist(),
+                         model.times_c.tolist()))
+        deps: Dict[int, List[int]] = {k: [k] for k in range(nb)}
+        for a, b, _, c in times:
+            deps.setdefault(c, [])
+            merged = set(deps[c]) | set(deps[a]) | set(deps[b])
+            deps[c] = sorted(merged)
+        offset: Dict[int, int] = {}
+        pos: Dict[Tuple[int, int], int] = {}
+        n = 0
+        for mom in sorted(deps):
+            offset[mom] = n
+            for k in deps[mom]:
+                pos[(mom, k)] = n
+                n += 1
+        self.n_entries = n
+        self.init = torch.tensor([pos[(k, k)] for k in range(nb)], dtype=torch.long)
+        self.gens = []
+        for g in range(len(model.gen_offsets) - 1):
+            s, e = model.gen_offsets[g], model.gen_offsets[g + 1]
+            src, mul, dst, coef = [], [], [], []
+            for a, b, m, c in times[s:e]:
+                for k in deps[a]:
+                    src.append(pos[(a, k)]); mul.append(b); dst.append(pos[(c, k)]); coef.append(m)
+                for k in deps[b]:
+                    src.append(pos[(b, k)]); mul.append(a); dst.append(pos[(c, k)]); coef.append(m)
+            self.gens.append((torch.tensor(src, dtype=torch.long), torch.tensor(mul, dtype=torch.long),
+                              torch.tensor(dst, dtype=torch.long), torch.tensor(coef, dtype=torch.float64)))
+        out_e, out_a, out_k = [], [], []
+        for alpha, mom in enumerate(model.mapping.tolist()):
+            for k in deps[mom]:
+                out_e.append(pos[(mom, k)]); out_a.append(alpha); out_k.append(k)
+        self.out_e = torch.tensor(out_e, dtype=torch.long)
+        self.out_a = torch.tensor(out_a, dtype=torch.long)
+        self.out_k = torch.tensor(out_k, dtype=torch.long)
+
+
+_PLANS: Dict[int, Tuple[Any, _SparseTangent]] = {}
+
+
+def contract_jacobian(model, mb: Tensor) -> Tensor:
+    """∂B(i)/∂Mb(i) for each row of mb [n, n_basic] -> [n, A, n_basic] (sparse forward mode through
+    alpha_index_times; rows of one generation only read complete moments)."""
+    key = id(model)
+    if key not in _PLANS or _PLANS[key][0] is not model:
+        _PLANS[key] = (model, _SparseTangent(model))
+    plan = _PLANS[key][1]
+    n, nb = mb.shape
+    M = model.contract(mb)
+    T = torch.zeros(n, plan.n_entries, dtype=mb.dtype)
+    T[:, plan.init] = 1.0
+    for src, mul, dst, coef in plan.gens:
+        T.index_add_(1, dst, T.index_select(1, src) * M.index_select(1, mul) * coef.to(mb.dtype))
+    J = torch.zeros(n, model.n_alpha * nb, dtype=mb.dtype)
+    J[:, plan.out_a * nb + plan.out_k] = T.index_select(1, plan.out_e)
+    return J.view(n, model.n_alpha, nb)
+
+
+def edge_gradients_of_basis(model, species: Tensor, edge_index: Tensor, edge_vec: Tensor,
+                            atom_chunk: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """B [N, A] and ∂(Σ_i B_α(i))/∂r_e as [E, A, 3], without A backward passes.
+
+    r_e only enters its centre's basic moments, so ∂B(i)/∂r_e = J_i · d_e with J_i = ∂B(i)/∂Mb(i)
+    ([A, n_basic], forward-mode per atom) and d_e = ∂b_e/∂r_e ([n_basic, 3], three forward-mode
+    passes over all edges); the product is a batched matmul over atoms with their edges padded."""
+    nb, A = model.n_basic, model.n_alpha
+    N, E = int(species.shape[0]), int(edge_vec.shape[0])
+    vec = edge_vec.detach()
+    dtype = vec.dtype
+
+    def fn(v):
+        return model.edge_basic(species, edge_index, v)
+
+    import torch.autograd.forward_ad as fwAD
+
+    with torch.no_grad():
+        # three forward-mode tangents (x, y, z) in one pass over the edges repeated three times
+        with fwAD.dual_level():
+            v3 = vec.repeat(3, 1)
+            tan = torch.zeros_like(v3)
+            for k in range(3):
+                tan[k * E:(k + 1) * E, k] = 1.0
+            out3 = model.edge_basic(species, edge_index.repeat(1, 3),
+                                    fwAD.make_dual(v3, tan))
+            prim, tang = fwAD.unpack_dual(out3)
+        basic = prim[:E]
+        d = tang.reshape(3, E, nb).permute(1, 2, 0)  # [E, nb, 3]
+        i = edge_index[0]
+        mb = torch.zeros(N, nb, dtype=dtype).index_add(0, i, basic)
+        B = model.contract(mb).index_select(1, model.mapping)
+
+        order = torch.argsort(i, stable=True)
+        i_s = i[order]
+        deg = torch.bincount(i_s, minlength=N)
+        start = torch.cumsum(deg, 0) - deg
+        pos = torch.arange(E) - start[i_s]
+        out = torch.zeros(E, A, 3, dtype=dtype)
+        if atom_chunk is None:
+            atom_chunk = max(8, int(2e7 // max(1, nb * (model.n_moments + A))))
+        for a0 in range(0, N, atom_chunk):
+            a1 = min(N, a0 + atom_chunk)
+            J = contract_jacobian(model, mb[a0:a1])  # [n, A, nb]
+            sel = (i_s >= a0) & (i_s < a1)
+            if not bool(sel.any()):
+                continue
+            ee = order[sel]
+            ii = i_s[sel] - a0
+            pp = pos[sel]
+            dmax = int(pp.max()) + 1
+            D = torch.zeros(a1 - a0, dmax, nb, 3, dtype=dtype)
+            D[ii, pp] = d[ee]
+            D = D.permute(0, 2, 1, 3).reshape(a1 - a0, nb, dmax * 3)
+            G = torch.bmm(J, D).reshape(a1 - a0, A, dmax, 3)
+            out[ee] = G[ii, :, pp]
+    return B, out
+
+
 def linear_rows(model, c: Chunk, w: Dict[str, float]) -> Tuple[np.ndarray, np.ndarray]:
     """Weighted least-squares rows (energy, force, virial) of one chunk for ξ = (species, moment) coeffs."""
     S = model.n_species
-    vec = c.edge_vec.detach().requires_grad_(True)
-    B = model.basis_functions(c.species, c.edge_index, vec)  # [N, A]
+    B, gb = edge_gradients_of_basis(model, c.species, c.edge_index, c.edge_vec)  # [N, A], [E, A, 3]
     A = B.shape[1]
-    Bsum = B.sum(0)
-    eye = torch.eye(A, dtype=B.dtype)
-    E = int(vec.shape[0])
-    group = max(1, min(A, int(2e7 // max(1, E * (model.n_basic + 16)))))  # bound the vmapped backward
-    parts = []
-    for a0 in range(0, A, group):
-        (g,) = torch.autograd.grad(Bsum, vec, grad_outputs=eye[a0:a0 + group], is_grads_batched=True,
-                                   retain_graph=a0 + group < A)
-        parts.append(g)
-    gb = torch.cat(parts, 0)  # [A, E, 3]
     N = int(c.species.shape[0])
     nf = c.n_frames
     n = c.n_atoms.numpy()
     wt = c.weight.numpy()
     rows, rhs = [], []
-    # energy rows
-    with torch.no_grad():
-        Ef = torch.zeros(nf, A, dtype=B.dtype).index_add(0, c.node_frame, B).numpy()
+    Ef = torch.zeros(nf, A, dtype=B.dtype).index_add(0, c.node_frame, B).numpy()
     counts = np.zeros((nf, S))
     np.add.at(counts, (c.node_frame.numpy(), c.species.numpy()), 1.0)
     em = c.e_mask.numpy()
@@ -208,10 +318,10 @@ def linear_rows(model, c: Chunk, w: Dict[str, float]) -> Tuple[np.ndarray, np.nd
         rows.append((np.hstack([counts, Ef]) * sw[:, None])[em])
         rhs.append((c.energy.numpy() * sw)[em])
     if w["forces"] > 0 and bool(c.f_mask.any()):
-        F = torch.zeros(A, N, 3, dtype=B.dtype)
-        F.index_add_(1, c.edge_index[0], gb)
-        F.index_add_(1, c.edge_index[1], -gb)
-        F = F.permute(1, 2, 0).reshape(N * 3, A).numpy()  # rows (atom, xyz)
+        F = torch.zeros(N, A, 3, dtype=B.dtype)
+        F.index_add_(0, c.edge_index[0], gb)
+        F.index_add_(0, c.edge_index[1], -gb)
+        F = F.permute(0, 2, 1).reshape(N * 3, A).numpy()  # rows (atom, xyz)
         fr_of = np.repeat(c.node_frame.numpy(), 3)
         sw = np.sqrt(w["forces"] * wt[fr_of] / (3.0 * n[fr_of]))
         fm = np.repeat(c.f_mask.numpy(), 3)
@@ -219,9 +329,9 @@ def linear_rows(model, c: Chunk, w: Dict[str, float]) -> Tuple[np.ndarray, np.nd
         rhs.append((c.forces.numpy().reshape(-1) * sw)[fm])
     vm = c.v_mask.numpy()
     if w["virial"] > 0 and vm.any():
-        ev = -(c.edge_vec.unsqueeze(0).unsqueeze(3) * gb.unsqueeze(2))  # [A, E, 3, 3]
-        V = torch.zeros(A, nf, 9, dtype=B.dtype).index_add(1, c.edge_frame, ev.reshape(A, -1, 9))
-        V = V.permute(1, 2, 0).reshape(nf * 9, A).numpy()
+        ev = -(c.edge_vec.unsqueeze(1).unsqueeze(3) * gb.unsqueeze(2))  # [E, A, 3, 3]
+        V = torch.zeros(nf, A, 9, dtype=B.dtype).index_add(0, c.edge_frame, ev.reshape(-1, A, 9))
+        V = V.permute(0, 2, 1).reshape(nf * 9, A).numpy()
         fr_of = np.repeat(np.arange(nf), 9)
         sw = np.sqrt(w["virial"] * wt[fr_of] / 9.0)
         m9 = np.repeat(vm, 9)
