@@ -155,6 +155,7 @@ class _IncrementalQR:
     def __init__(self, n: int) -> None:
         self.R = np.zeros((0, n))
         self.qty = np.zeros(0)
+        self.lost = 0.0  # |y|^2 outside the range of Q (part of every residual)
 
     def add(self, rows: np.ndarray, rhs: np.ndarray) -> None:
         a = np.vstack([self.R, rows])
@@ -162,6 +163,7 @@ class _IncrementalQR:
         q, r = np.linalg.qr(a, mode="reduced")
         self.R = r
         self.qty = q.T @ b
+        self.lost += max(0.0, float(b @ b) - float(self.qty @ self.qty))
 
     def solve(self, rcond: float = 1e-13) -> np.ndarray:
         n = self.R.shape[1]
@@ -173,7 +175,7 @@ class _IncrementalQR:
         return x / scale
 
     def residual2(self, x: np.ndarray) -> float:
-        return float(np.sum((self.R @ x - self.qty) ** 2))
+        return self.lost + float(np.sum((self.R @ x - self.qty) ** 2))
 
 
 class _SparseTangent:
