@@ -582,9 +582,12 @@ class NequIP(AtomicModel):
         slot_src = torch.cat([edge_index[1], pad_src]).index_select(0, slot_edge)
         r = torch.linalg.norm(vec, dim=-1)
         sh = torch.split(self.sh(vec), self.sh_dims, dim=1)
+        # T = Y @ C serves the l1 > 0 paths, i.e. blocks 1.. (block 0 sees scalars only): their slots
+        n_t = (n_keep[1] if n_layers > 1 else 0) * n_max
         t_list: List[Tensor] = []
         for l2, d2, c0, nc in self.cg_meta:
-            t_list.append(torch.matmul(sh[l2], self.cg_bank[:d2, c0 : c0 + nc]))
+            y = sh[l2][:n_t] if n_t < n_keep[0] * n_max else sh[l2]
+            t_list.append(torch.matmul(y, self.cg_bank[:d2, c0 : c0 + nc]))
         basis = self.basis(r)
         onehot = torch.nn.functional.one_hot(species, self.n_species).to(edge_vec.dtype)
         h = self.embedding(species).to(edge_vec.dtype)
@@ -593,7 +596,7 @@ class NequIP(AtomicModel):
             n_s = n_keep[k] * n_max
             if n_keep[k] < n_keep[0]:
                 sh_k = [y[:n_s] for y in sh]
-                t_k = [t[:n_s] for t in t_list]
+                t_k = [t[:n_s] for t in t_list] if n_keep[k] < n_keep[1] else t_list
                 h = blk(h, onehot, sh_k, t_k, basis[:n_s], slot_src[:n_s], n_max, self.inv_sqrt_nn)
             else:
                 h = blk(h, onehot, sh, t_list, basis, slot_src, n_max, self.inv_sqrt_nn)
