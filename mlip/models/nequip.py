@@ -1,23 +1,31 @@
 """NequIP-style E(3)-equivariant message-passing potential (family "nequip"), built on e3nn.
 
-Architecture (Batzner et al., Nat. Commun. 13, 2453 (2022)), behind the common contract
+Architecture (after Batzner et al., Nat. Commun. 13, 2453 (2022)), behind the common contract
 `forward(species, edge_index, edge_vec) -> atom_energy[N]`:
 
 * species embedding: a learned vector of `num_features` scalars per element;
-* edges: spherical harmonics Y(r̂) up to `l_max` (computed once per forward and shared by all
-  layers), Bessel radial basis `sqrt(2/rc) sin(nπr/rc)/r` (trainable frequencies) times the
-  polynomial envelope `u_p(r/rc)` (zero, with p−1 continuous derivatives... in practice C², for r ≥ rc);
-* `num_layers` interaction blocks: linear → equivariant convolution `Σ_j R(r_ij) ⊗ (h_j ⊗ Y_ij)`
-  (e3nn "uvu" tensor product whose per-edge weights come from a radial MLP) / sqrt(avg_num_neighbors)
-  → linear, plus a species-dependent self-interaction, gate nonlinearity, residual update.
-  The last block only produces scalars (nothing else is read after it);
+* edges: spherical harmonics Y(r̂) up to `l_max` (e3nn, "component" normalisation; computed once
+  per forward and shared by all layers, as are the coupling tensors T = Y·C), Bessel radial basis
+  `sqrt(2/rc) sin(f_n r/rc)/r` (f_n = nπ, trainable) times the polynomial envelope of order p
+  (zero with two continuous derivatives at rc; edges at or beyond rc contribute exactly nothing);
+* `num_layers` interaction blocks: e3nn Linear → equivariant convolution
+  `Σ_j w_p(r_ij) ⊙ (x_j ⊗ Y_ij)` over "uvu" (channel-wise) paths l1 ⊗ l2 → l3 whose per-edge
+  weights come from a radial MLP, / sqrt(avg_num_neighbors) → e3nn Linear, plus a species-dependent
+  self-interaction (e3nn FullyConnectedTensorProduct with the one-hot species), gate nonlinearity
+  (SiLU / tanh on scalars, SiLU gates on l > 0), residual update. Hidden irreps are pruned to what can
+  still reach the energy (the last block only produces scalars, the one before only irreps that
+  couple with Y to a scalar, ...), which changes nothing in the function, only saves work;
 * readout: scalars → `head_hidden` SiLU features φ_i (the "last invariant node features", see
-  `invariant_features`) → linear → per-species scale and shift: E_i = scale_s ε_i + shift_s.
+  `invariant_features`) → linear → per-species scale and shift: E_i = scale_s (φ_i · w) + shift_s.
+
+The convolution is ours (see `EdgeConvolution`): edges are laid out per centre atom and the
+neighbour sum and Clebsch-Gordan contraction of every path is one batched GEMM, instead of a
+generic per-edge tensor product followed by a scatter. Wigner 3j symbols, spherical harmonics,
+linears and the self-interaction are e3nn's public API. Everything scripts with TorchScript.
 
 Message passing: `interaction_range = num_layers * cutoff` (LAMMPS builds ghosts that deep).
-Everything scripts with TorchScript (e3nn 0.6 modules script directly; the gate and MLP are ours).
+`forward(..., n_local)` evaluates only what the first n_local atoms' energies depend on.
 """
-
 import functools
 import math
 from typing import Any, Dict, List, Optional, Tuple
@@ -453,7 +461,9 @@ class NequIP(AtomicModel):
             self.irreps_layers.append(str(irreps))
         self.blocks = nn.ModuleList(blocks)
         cg_bank, cg_meta = bank.matrices()
-        self.register_buffer("cg_bank", cg_bank.to(torch.get_default_dtype()), persistent=False)
+        # float64 whatever the default dtype (a float32-rounded C is not exactly equivariant in
+        # float64); cast to the input dtype where used
+        self.register_buffer("cg_bank", cg_bank, persistent=False)
         self.cg_meta: List[Tuple[int, int, int, int]] = cg_meta
         nf = int(num_features)
         self.head_w1 = nn.Parameter(torch.randn(nf, int(head_hidden)))
@@ -585,9 +595,10 @@ class NequIP(AtomicModel):
         # T = Y @ C serves the l1 > 0 paths, i.e. blocks 1.. (block 0 sees scalars only): their slots
         n_t = (n_keep[1] if n_layers > 1 else 0) * n_max
         t_list: List[Tensor] = []
+        cg_bank = self.cg_bank.to(edge_vec.dtype)
         for l2, d2, c0, nc in self.cg_meta:
             y = sh[l2][:n_t] if n_t < n_keep[0] * n_max else sh[l2]
-            t_list.append(torch.matmul(y, self.cg_bank[:d2, c0 : c0 + nc]))
+            t_list.append(torch.matmul(y, cg_bank[:d2, c0 : c0 + nc]))
         basis = self.basis(r)
         onehot = torch.nn.functional.one_hot(species, self.n_species).to(edge_vec.dtype)
         h = self.embedding(species).to(edge_vec.dtype)
