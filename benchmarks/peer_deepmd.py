@@ -342,11 +342,15 @@ def parse_lammps(out: str) -> Dict[str, float]:
     pairs = re.findall(r"^Pair\s*\|\s*([0-9.eE+-]+)\s*\|\s*([0-9.eE+-]+)\s*\|\s*([0-9.eE+-]+)", out, re.M)
     if not loops:
         raise RuntimeError("no 'Loop time' in LAMMPS output:\n" + "\n".join(out.splitlines()[-25:]))
+    cpu = re.findall(r"([0-9.]+)% CPU use with", out)
     loop, ranks, n, natoms = loops[-1]
     loop, n, natoms = float(loop), int(n), int(natoms)
     return {"atoms": natoms, "ranks": int(ranks), "steps": n, "loop_s": loop,
             "us_per_atom_step": loop / max(n * natoms, 1) * 1e6,
-            "pair_ms_per_step": (float(pairs[-1][1]) / max(n, 1) * 1e3) if pairs else math.nan}
+            "pair_ms_per_step": (float(pairs[-1][1]) / max(n, 1) * 1e3) if pairs else math.nan,
+            "cpu_use_pct": float(cpu[-1]) if cpu else math.nan,
+            # LAMMPS' "% CPU use" (per rank): on a busy machine this estimates the time with a core to itself
+            "cpu_us_per_atom_step": loop / max(n * natoms, 1) * 1e6 * (float(cpu[-1]) / 100.0 if cpu else math.nan)}
 
 
 def time_pair_deepmd(model: Path, data: Path, steps: int, ranks: int = 1, workdir: Optional[Path] = None,
@@ -398,7 +402,7 @@ def lammps_benchmark(sizes: Sequence[int] = (1000, 10000), ranks: Sequence[int] 
     print(f"model: {'given ' + model if model else 'DeePMD-kit se_e2_a water architecture (10 training steps), ' + precision}"
           f" [built in {time.time() - t0:.0f} s]; {os.cpu_count()} cores", flush=True)
     rows: List[Dict] = []
-    print(f"{'code':>18} {'atoms':>7} {'ranks':>5} {'steps':>5} {'us/atom-step':>13} {'Pair ms/step':>13}")
+    print(f"{'code':>18} {'atoms':>7} {'ranks':>5} {'steps':>5} {'us/atom-step':>13} {'Pair ms/step':>13} {'CPU use %':>9}")
     for size in sizes:
         atoms = water_box(size)
         data = write_lammps_data(atoms, wd / f"water_{len(atoms)}.data")
@@ -415,7 +419,7 @@ def lammps_benchmark(sizes: Sequence[int] = (1000, 10000), ranks: Sequence[int] 
                     print(f"{name:>18} {len(atoms):7d} {r:5d}  ERROR {row['error']}", flush=True)
                 else:
                     print(f"{name:>18} {row['atoms']:7d} {r:5d} {row['steps']:5d} {row['us_per_atom_step']:13.2f} "
-                          f"{row['pair_ms_per_step']:13.2f}", flush=True)
+                          f"{row['pair_ms_per_step']:13.2f} {row['cpu_use_pct']:9.1f}", flush=True)
                 rows.append(row)
     res = {"structure": "water box (simple-cubic lattice of randomly oriented H2O, 1 g/cm3)", "precision": precision,
            "model": model or "se_e2_a water architecture, 10 training steps", "ours": ours, "rows": rows,

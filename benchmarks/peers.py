@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+# where the peer scripts and report.py write/read JSON (override for smoke runs: MLIP_BENCH_RESULTS)
+RESULTS = Path(os.environ.get("MLIP_BENCH_RESULTS", str(REPO / "benchmarks" / "results")))
 
 VERSIONS = {
     "torch": "2.13.0+cpu",
@@ -217,6 +218,8 @@ def threads_env(threads: int) -> Dict[str, str]:
 
 def require(peer: str, venv: Optional[Path] = None) -> Dict[str, Path]:
     """Paths of the peer's executables in the venv, or PeerUnavailable with an install hint."""
+    if peer not in PEERS:
+        raise ValueError(f"unknown peer {peer!r} (known: {', '.join(PEERS)})")
     venv = venv or venv_dir()
     py = venv_python(venv)
     if not py.exists():

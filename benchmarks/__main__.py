@@ -1,0 +1,270 @@
+"""One command for the measured comparisons, ours and the peers' side by side on this machine.
+
+    python -m benchmarks all                      # every section, then benchmarks/results/README.md
+    python -m benchmarks water [--minutes 30] [--dtypes float64 float32] [--threads 1]
+    python -m benchmarks lammps | ase | accuracy
+    python -m benchmarks water lammps --quick     # short smoke versions of the same runs
+    python -m benchmarks all --dry-run            # print what would run (and what would be skipped)
+    python -m benchmarks report                   # only rebuild benchmarks/results/README.md
+    python -m benchmarks peers-install | peers-status
+
+Sections (each line is one script run with this Python, in order; a script that is not in the
+repository yet prints "not yet available" and the run continues; a peer that is not installed is
+installed into its own venv first — benchmarks/peers.py, `.peers-venv` or MLIP_PEERS_VENV — unless
+--no-install, in which case its runs print SKIP):
+
+* water    — bench_water_dp.py (ours) and peer_deepmd.py water (DeePMD-kit TF), same budget,
+             same hyper-parameters, same threads, one after the other.
+* lammps   — bench_lammps.py (pair_style mlip, fcc Cu) and peer_deepmd.py lammps: pair_style deepmd
+             (plain, compressed) and pair_style mlip with the same se_e2_a water architecture on the
+             same water boxes and input, 1 and 2 MPI ranks.
+* ase      — bench_nequip_speed.py (ours) and peer_mace.py: MACE's ASE calculator vs ours (an
+             untrained NequIP-style model matched to the MACE size, and our DP), 100 and 1000 atoms.
+* accuracy — bench_mo_dp.py, bench_mtp.py reference, and the accuracy scripts still to come.
+
+Runs are sequential so that they do not compete for the two cores; each run's exit status is
+reported at the end, and a failing run does not stop the others.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+import peers  # noqa: E402
+
+SECTIONS = ("water", "lammps", "ase", "accuracy")
+
+
+class Job:
+    def __init__(self, section: str, label: str, script: str, args: List[str], peer: Optional[str] = None,
+                 needs: Optional[str] = None) -> None:
+        self.section, self.label, self.script, self.args, self.peer = section, label, script, args, peer
+        self.needs = needs  # "our_water_dp" | "our_ase_models": models built (once) before the run
+
+
+def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
+    q = a.quick
+    thr = [str(a.threads)]
+    jobs: List[Job] = []
+    minutes = str(a.minutes if a.minutes is not None else (1.0 if q else 30.0))
+    if "water" in sections:
+        for dt in a.dtypes:
+            jobs.append(Job("water", f"water, our DP ({dt})", "bench_water_dp.py",
+                            ["--minutes", minutes, "--dtype", dt, "--threads", *thr] +
+                            (["--output", str(REPO / "runs" / f"quick_water_dp_{dt}")] if q else [])))
+            jobs.append(Job("water", f"water, DeePMD-kit TF ({dt})", "peer_deepmd.py",
+                            ["water", "--minutes", minutes, "--precision", dt, "--threads", *thr] +
+                            (["--probe-steps", "30", "--output", str(REPO / "runs" / f"quick_peer_deepmd_{dt}"),
+                              "--save-name", f"quick_water_deepmd_{dt}"] if q else []), peer="deepmd"))
+    if "lammps" in sections:
+        jobs.append(Job("lammps", "pair_style mlip (fcc Cu)", "bench_lammps.py",
+                        (["--quick", "--sizes", "1000", "--ranks", "1", "--no-deepbind-check"] if q else []) +
+                        ["--json", str(peers.RESULTS / ("quick_lammps_mlip.json" if q else "lammps_mlip.json"))]))
+        jobs.append(Job("lammps", "pair_style deepmd vs mlip (water)", "peer_deepmd.py",
+                        ["lammps", "--ours", "{our_water_dp}"] +
+                        (["--sizes", "300", "--ranks", "1", "2", "--atom-steps", "3000", "--save-name", "quick_lammps_deepmd"] if q else []),
+                        peer="deepmd", needs="our_water_dp"))
+    if "ase" in sections:
+        jobs.append(Job("ase", "our NequIP speed", "bench_nequip_speed.py", ["--threads", *thr] + (["--reps", "1"] if q else [])))
+        jobs.append(Job("ase", "MACE vs mlip ASE calculators", "peer_mace.py",
+                        ["--threads", *thr, "--ours", "{our_ase_models}"] +
+                        (["--sizes", "100", "--calls", "3", "--dtypes", "float64", "--save-name", "quick_ase_mace"] if q else []),
+                        peer="mace", needs="our_ase_models"))
+    if "accuracy" in sections:
+        jobs += [
+            Job("accuracy", "mlearn Mo, our DP", "bench_mo_dp.py",
+                ["--threads", *thr] + (["--steps", "200", "--minutes", "1", "--output", str(REPO / "runs" / "quick_mo_dp")] if q else [])),
+            Job("accuracy", "MTP vs MLIP-2 reference", "bench_mtp.py", ["reference"]),
+            Job("accuracy", "mlearn Mo/Si, our MTP", "bench_mo_mtp.py", ["--threads", *thr]),
+            Job("accuracy", "mlearn Mo, SNAP/qSNAP in LAMMPS", "bench_snap.py", []),
+            Job("accuracy", "mlearn Mo, our NequIP", "bench_mo_nequip.py", ["--threads", *thr]),
+        ]
+    return jobs
+
+
+# ----------------------------------------------------------------------------------------------
+# our models for the same-structure comparisons (random weights: speed does not depend on them)
+
+def build_our_water_dp(tmp: Path) -> List[str]:
+    """Our Deep Potential with training/water_dp.yaml's model section, exported float64."""
+    import yaml
+
+    from mlip.export import export_model
+    from mlip.models import build_model
+
+    cfg = yaml.safe_load((REPO / "training" / "water_dp.yaml").read_text())["model"]
+    fam = cfg.pop("family")
+    model = build_model(fam, {**cfg, "seed": 0})
+    path = tmp / "mlip_water_dp.pt"
+    export_model(model, str(path), "float64")
+    return [str(path)]
+
+
+def build_our_ase_models(tmp: Path, dtypes: List[str]) -> List[str]:
+    """Cu models for the ASE comparison: a NequIP-style model matched to the MACE default
+    (2 layers, 32 features, l_max 1, cutoff 5 Å) and our DP defaults; one export per dtype."""
+    import torch
+
+    from mlip.export import export_model
+    from mlip.models.deepmd import DeepPotSeA
+    from mlip.models.nequip import NequIP
+
+    out = []
+    for dt in dtypes:
+        torch.manual_seed(0)
+        nq = NequIP(["Cu"], cutoff=5.0, l_max=1, num_features=32, num_layers=2, avg_num_neighbors=40.0)
+        p = tmp / f"nequip_l1_f32x2_{dt}.pt"
+        export_model(nq, str(p), dt)
+        out.append(f"nequip(l1,32,2) {dt}={p}")
+        p = tmp / f"dp_default_{dt}.pt"
+        export_model(DeepPotSeA(["Cu"], seed=0), str(p), dt)
+        out.append(f"DP default {dt}={p}")
+    return out
+
+
+def ensure_peer(peer: str, a: argparse.Namespace) -> Optional[str]:
+    """None when the peer is usable (installing it if allowed), else the SKIP reason."""
+    reason = peers.unavailable_reason(peer)
+    if reason is None:
+        return None
+    if a.no_install:
+        return reason
+    if a.dry_run:
+        print(f"(would install the peer codes into {peers.venv_dir()}: {peers.REQUIREMENTS[peer]})")
+        return None
+    print(f"--- installing the peer codes ({peer}) into {peers.venv_dir()}", flush=True)
+    try:
+        peers.install([peer])
+    except Exception as e:  # noqa: BLE001 - report and go on
+        return f"install failed: {str(e).splitlines()[0]}"
+    return peers.unavailable_reason(peer)
+
+
+def run(a: argparse.Namespace) -> int:
+    sections = list(SECTIONS) if "all" in a.sections else [s for s in a.sections if s in SECTIONS]
+    jobs = plan(sections, a)
+    status: List[tuple] = []
+    built: Dict[str, List[str]] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="mlip_bench_models_"))
+    env = dict(os.environ)
+    env.setdefault("MLIP_BENCH_RESULTS", str(peers.RESULTS))
+    t_all = time.time()
+    for job in jobs:
+        script = HERE / job.script
+        title = f"[{job.section}] {job.label}"
+        if not script.exists():
+            print(f"\n=== {title}: not yet available (benchmarks/{job.script} is not in the repository)", flush=True)
+            status.append((title, "not yet available"))
+            continue
+        print(f"\n=== {title}", flush=True)
+        if job.peer:
+            reason = ensure_peer(job.peer, a)
+            if reason:
+                print(f"SKIP: {reason}", flush=True)
+                status.append((title, "skipped (peer missing)"))
+                continue
+        args = list(job.args)
+        if job.needs and not a.dry_run:
+            try:
+                if job.needs not in built:
+                    built[job.needs] = (build_our_water_dp(tmp) if job.needs == "our_water_dp"
+                                        else build_our_ase_models(tmp, a.dtypes if not a.quick else ["float64"]))
+            except Exception as e:  # noqa: BLE001 - the peer part still runs
+                print(f"(could not build our models for {job.needs}: {e}; timing the peer alone)", flush=True)
+                built[job.needs] = []
+            args = _expand(args, "{" + job.needs + "}", built[job.needs])
+        elif job.needs:
+            args = _expand(args, "{" + job.needs + "}", [f"<{job.needs}>"])
+        cmd = [sys.executable, str(script), *args]
+        print(f"$ {' '.join(cmd)}", flush=True)
+        if a.dry_run:
+            status.append((title, "dry run"))
+            continue
+        t0 = time.time()
+        with _QuickResults(peers.RESULTS, a.quick):
+            rc = subprocess.call(cmd, cwd=str(REPO), env=env)
+        status.append((title, f"exit {rc} after {time.time() - t0:.0f} s"))
+    print("\n=== summary")
+    for title, st in status:
+        print(f"  {title:<58} {st}")
+    if not a.no_report and not a.dry_run:
+        import report
+
+        print("written", report.write(peers.RESULTS), f"(total {time.time() - t_all:.0f} s)")
+    return 0
+
+
+def _expand(args: List[str], token: str, values: List[str]) -> List[str]:
+    """Replace `token` by `values`; with no values, drop the token and the option before it."""
+    out: List[str] = []
+    for x in args:
+        if x != token:
+            out.append(x)
+        elif values:
+            out.extend(values)
+        elif out and out[-1].startswith("--"):
+            out.pop()
+    return out
+
+
+class _QuickResults:
+    """--quick: our scripts save under fixed names (benchmarks/common.py); keep the real results
+    intact by renaming whatever a quick run writes to quick_<name>.json and restoring the originals."""
+
+    def __init__(self, results: Path, active: bool) -> None:
+        self.results, self.active, self.before = results, active, {}
+
+    def __enter__(self):
+        if self.active and self.results.is_dir():
+            self.before = {p.name: p.read_bytes() for p in self.results.glob("*.json")}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.active or not self.results.is_dir():
+            return
+        for p in self.results.glob("*.json"):
+            if p.name.startswith(("quick_", "smoke_")) or self.before.get(p.name) == p.read_bytes():
+                continue
+            p.replace(self.results / f"quick_{p.name}")
+            if p.name in self.before:
+                p.write_bytes(self.before[p.name])
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0],
+                                 epilog=__doc__.split("\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sections", nargs="+", metavar="SECTION",
+                    choices=["all", *SECTIONS, "report", "peers-install", "peers-status"],
+                    help="all | water | lammps | ase | accuracy (several allowed) | report | peers-install | peers-status")
+    ap.add_argument("--minutes", type=float, help="water training budget per code (default 30; 1 with --quick)")
+    ap.add_argument("--dtypes", nargs="+", default=["float64"], choices=["float64", "float32"])
+    ap.add_argument("--threads", type=int, default=1, help="threads per run (default 1)")
+    ap.add_argument("--quick", action="store_true", help="short smoke versions (results saved as quick_*.json)")
+    ap.add_argument("--dry-run", action="store_true", help="print the runs without running them")
+    ap.add_argument("--no-install", action="store_true", help="never create/install the peers venv; skip instead")
+    ap.add_argument("--no-report", action="store_true", help="do not rebuild benchmarks/results/README.md")
+    a = ap.parse_args(argv)
+    if "peers-install" in a.sections:
+        peers.install()
+        return 0
+    if "peers-status" in a.sections:
+        return peers.main(["status"])
+    if a.sections == ["report"]:
+        import report
+
+        print("written", report.write(peers.RESULTS))
+        return 0
+    return run(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Collect benchmarks/results/*.json into benchmarks/results/README.md (tables: accuracy, water side by
+side, LAMMPS speed, ASE speed, peer versions). Missing or malformed files leave a "not measured yet"
+line instead of a table; files named smoke_* and quick_* (short smoke runs) are ignored.
+
+    python benchmarks/report.py [--results DIR] [--stdout]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers  # noqa: E402
+
+# published mlearn test-set MAE (Zuo et al. 2020), as quoted in shared/data/README.md
+PUBLISHED_MO = {"GAP (pub.)": (2.24, 0.09), "MTP (pub.)": (2.83, 0.09)}
+
+
+def load_all(results: Path) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    if not results.is_dir():
+        return out
+    for p in sorted(results.glob("*.json")):
+        if p.name.startswith(("smoke_", "quick_")):
+            continue
+        try:
+            out[p.stem] = json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            out[p.stem] = {"_error": f"unreadable: {e}"}
+    return out
+
+
+def fmt(x: Any, nd: int = 2) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return str(x)
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "–"
+        if x != 0 and (abs(x) >= 1e5 or abs(x) < 10 ** -nd):
+            return f"{x:.{max(nd, 1)}g}"
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+def table(headers: Sequence[str], rows: List[Sequence[Any]], nds: Optional[Sequence[int]] = None) -> str:
+    nds = list(nds or [2] * len(headers))
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(fmt(v, nds[k] if k < len(nds) else 2) for k, v in enumerate(r)) + " |")
+    return "\n".join(lines)
+
+
+def _g(d: Dict, *keys, default=None):
+    for k in keys:
+        if isinstance(d, dict) and k in d and d[k] is not None:
+            return d[k]
+    return default
+
+
+# ----------------------------------------------------------------------------------------------
+
+def section_water(res: Dict[str, Any]) -> str:
+    rows = []
+    for name, d in res.items():
+        if not isinstance(d, dict) or "_error" in d:
+            continue
+        if name.startswith("water_dp"):
+            code = "mlip DP"
+        elif name.startswith("water_deepmd"):
+            code = "DeePMD-kit (TF)"
+        else:
+            continue
+        rows.append([code, _g(d, "dtype"), _g(d, "threads"), _g(d, "minutes"), _g(d, "steps"), _g(d, "frames_per_s"),
+                     _g(d, "n_parameters"), _g(d, "val_energy_rmse_meV_per_atom"), _g(d, "val_force_rmse_eV_A"),
+                     _g(d, "val_energy_mae_meV_per_atom"), _g(d, "val_force_mae_eV_A"), name])
+        c = d.get("compressed") if code.startswith("DeePMD") else None
+        if isinstance(c, dict) and "val_force_rmse_eV_A" in c:
+            rows.append([code + ", compressed", _g(d, "dtype"), _g(d, "threads"), _g(d, "minutes"), _g(d, "steps"), None,
+                         None, c.get("val_energy_rmse_meV_per_atom"), c.get("val_force_rmse_eV_A"), None, None, name])
+    head = ("## Water (DeePMD-kit example), side by side\n\nSame hyper-parameters (training/water_dp.yaml = DeePMD-kit's "
+            "se_e2_a water example), train data_0 + data_1, validate on all of data_2, same wall-clock budget, "
+            "schedule compressed onto the steps that fit (throughput probe). Commands: "
+            "`python -m benchmarks water` (runs benchmarks/bench_water_dp.py and benchmarks/peer_deepmd.py water).\n\n")
+    if not rows:
+        return head + "_Not measured yet._\n"
+    return head + table(["code", "dtype", "threads", "minutes", "steps", "frames/s", "parameters", "E RMSE meV/atom",
+                         "F RMSE eV/Å", "E MAE meV/atom", "F MAE eV/Å", "file"], rows,
+                        [0, 0, 0, 1, 0, 2, 0, 3, 4, 3, 4, 0]) + "\n"
+
+
+def section_accuracy(res: Dict[str, Any]) -> str:
+    rows = []
+    for name, d in res.items():
+        if not isinstance(d, dict) or "_error" in d or name.startswith(("water_", "peers_", "lammps", "ase_")):
+            continue
+        e_mae = _g(d, "test_energy_mae_meV", "test_energy_mae_meV_per_atom", "energy_mae_meV_per_atom")
+        f_mae = _g(d, "test_force_mae", "test_force_mae_eV_A", "force_mae_eV_A")
+        if e_mae is None and f_mae is None:
+            continue
+        rows.append([name, _g(d, "code", default="mlip"), e_mae,
+                     _g(d, "test_energy_rmse_meV", "test_energy_rmse_meV_per_atom", "energy_rmse_meV_per_atom"),
+                     f_mae, _g(d, "test_force_rmse", "test_force_rmse_eV_A", "force_rmse_eV_A"),
+                     _g(d, "test_stress_rmse_GPa"), _g(d, "steps"), _g(d, "n_parameters")])
+    head = ("## Accuracy (mlearn and others)\n\nTest-set errors per atom (energies) and per component "
+            "(forces). `python -m benchmarks accuracy`.\n\n")
+    if not rows:
+        return head + "_Not measured yet._\n"
+    s = head + table(["result", "code", "E MAE meV/atom", "E RMSE meV/atom", "F MAE eV/Å", "F RMSE eV/Å",
+                      "stress RMSE GPa", "steps", "parameters"], rows, [0, 0, 2, 2, 3, 3, 3, 0, 0]) + "\n"
+    if any(r[0].startswith("mo") for r in rows):
+        s += "\nPublished mlearn Mo test MAE: " + ", ".join(f"{k} {e} meV/atom, {f} eV/Å" for k, (e, f) in PUBLISHED_MO.items()) + ".\n"
+    return s
+
+
+def section_lammps(res: Dict[str, Any]) -> str:
+    rows = []
+    for name, d in res.items():
+        if not isinstance(d, dict) or "_error" in d or not name.startswith("lammps"):
+            continue
+        if isinstance(d.get("rows"), list):  # peer_deepmd.py lammps
+            for r in d["rows"]:
+                code = {"deepmd plain": "DeePMD-kit", "deepmd compressed": "DeePMD-kit compressed",
+                        "mlip": "mlip DP"}.get(r.get("code"), r.get("code"))
+                rows.append([code, "water", r.get("atoms"), r.get("ranks"), r.get("steps"), r.get("us_per_atom_step"),
+                             r.get("pair_ms_per_step"), r.get("cpu_use_pct"), r.get("error", ""), name])
+        if isinstance(d.get("lammps"), list):  # bench_lammps.py --json
+            for r in d["lammps"]:
+                rows.append(["mlip " + str(d.get("family", "DP")), d.get("structure", "fcc Cu"), r.get("atoms"),
+                             r.get("ranks"), r.get("steps"), r.get("us_per_atom_step"), r.get("pair_ms_per_step"),
+                             r.get("cpu_use_pct"), "", name])
+    head = ("## LAMMPS speed\n\nµs per atom-step of `run` (fix nve), 1 thread per MPI rank; Pair = the pair style's "
+            "share. The water rows compare `pair_style deepmd` (plain and compressed) and `pair_style mlip` with the "
+            "same se_e2_a architecture on the same data file and input. `python -m benchmarks lammps`. On a busy "
+            "machine look at the CPU-use column (LAMMPS' own figure).\n\n")
+    if not rows:
+        return head + "_Not measured yet._\n"
+    return head + table(["code", "structure", "atoms", "ranks", "steps", "µs/atom-step", "Pair ms/step", "CPU use %",
+                         "note", "file"], rows, [0, 0, 0, 0, 0, 2, 2, 0, 0, 0]) + "\n"
+
+
+def section_ase(res: Dict[str, Any]) -> str:
+    rows = []
+    for name, d in res.items():
+        if not isinstance(d, dict) or "_error" in d:
+            continue
+        if name.startswith("ase") and isinstance(d.get("rows"), list):
+            for r in d["rows"]:
+                label = r.get("code")
+                if label == "MACE":
+                    label = f"MACE ({r.get('hidden_irreps', '')}, {r.get('n_parameters', '?')} params)"
+                elif r.get("model"):
+                    label = f"mlip {r.get('label') or os.path.basename(str(r['model']))}"
+                rows.append([label, r.get("system"), r.get("dtype"), r.get("atoms"), r.get("threads"), r.get("ms_per_call"),
+                             r.get("us_per_atom"), r.get("cpu_us_per_atom"), name])
+        elif name.startswith("lammps") and isinstance(d.get("ase"), list):
+            for r in d["ase"]:
+                rows.append(["mlip DP (bench_lammps)", "fcc Cu", None, r.get("atoms"), r.get("threads"), None,
+                             r.get("us_per_atom_step"), None, name])
+    head = ("## ASE calculator speed\n\nOne force call (`atoms.get_forces()` after a small displacement: neighbour "
+            "list + model + forces), random-weight models, CPU. `python -m benchmarks ase`.\n\n")
+    if not rows:
+        return head + "_Not measured yet._\n"
+    return head + table(["calculator", "system", "dtype", "atoms", "threads", "ms/call", "µs/atom", "CPU µs/atom", "file"],
+                        rows, [0, 0, 0, 0, 0, 1, 1, 1, 0]) + "\n"
+
+
+def section_peers(res: Dict[str, Any]) -> str:
+    d = res.get("peers_install")
+    head = ("## Peer codes\n\nInstalled by `python benchmarks/peers.py install` into their own venv (`.peers-venv`, "
+            "or MLIP_PEERS_VENV), never into the project's.\n\n")
+    if not isinstance(d, dict) or "versions" not in d:
+        return head + "_Not installed yet._\n"
+    vers = ", ".join(f"{k} {v}" for k, v in d["versions"].items() if v)
+    steps = ", ".join(f"{s['step']} {s.get('seconds', '?')} s (+{s.get('added_MB', '?')} MB)" for s in d.get("steps", [])
+                      if s.get("step") != "venv")
+    return head + f"Versions: {vers}.\n\nInstall: {steps}; venv {d.get('venv_MB', '?')} MB.\n"
+
+
+def render(results: Path) -> str:
+    res = load_all(results)
+    parts = ["# Measured results\n",
+             f"Generated by `python benchmarks/report.py` from benchmarks/results/*.json "
+             f"({len(res)} file(s); {time.strftime('%Y-%m-%d')}). Machine: {os.cpu_count()} cores. "
+             "Reproduce everything with `python -m benchmarks all` (see `python -m benchmarks --help`).\n",
+             section_accuracy(res), section_water(res), section_lammps(res), section_ase(res), section_peers(res)]
+    bad = [k for k, v in res.items() if isinstance(v, dict) and "_error" in v]
+    if bad:
+        parts.append("Unreadable result files: " + ", ".join(bad) + "\n")
+    return "\n".join(parts)
+
+
+def write(results: Optional[Path] = None) -> Path:
+    results = Path(results or peers.RESULTS)
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / "README.md"
+    path.write_text(render(results))
+    return path
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--results", help="results directory (default benchmarks/results or MLIP_BENCH_RESULTS)")
+    ap.add_argument("--stdout", action="store_true", help="print instead of writing README.md")
+    a = ap.parse_args(argv)
+    results = Path(a.results) if a.results else peers.RESULTS
+    if a.stdout:
+        print(render(results))
+    else:
+        print("written", write(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Fast checks of the benchmark entry point and the peer scripts: argument parsing, dry runs, clear
+SKIP messages when the peers venv or the data are missing, parsers, the report on partial results.
+Nothing here trains, installs or runs a peer code."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import peers  # noqa: E402
+import peer_deepmd  # noqa: E402
+import report  # noqa: E402
+
+
+def _env(tmp_path: Path) -> dict:
+    env = dict(os.environ)
+    env["MLIP_PEERS_VENV"] = str(tmp_path / "no-such-venv")
+    env["MLIP_BENCH_RESULTS"] = str(tmp_path / "results")
+    return env
+
+
+def _run(args, tmp_path: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=_env(tmp_path), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_entry_point_help():
+    p = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    for word in ("all", "water", "lammps", "ase", "accuracy", "--dry-run", "--quick"):
+        assert word in p.stdout
+
+
+def test_entry_point_rejects_unknown_section():
+    p = subprocess.run([sys.executable, "-m", "benchmarks", "nonsense"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "invalid choice" in p.stderr
+
+
+def test_all_dry_run_without_peers(tmp_path):
+    p = _run(["-m", "benchmarks", "all", "--dry-run", "--no-install"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    for section in ("[water]", "[lammps]", "[ase]", "[accuracy]"):
+        assert section in out
+    # every peer job is skipped with a reason and the install command
+    assert out.count("SKIP: peers venv not found") == 3
+    assert "python benchmarks/peers.py install" in out
+    # every job either shows its command or says it is not available yet
+    for line in out.splitlines():
+        if line.startswith("=== [") and "not yet available" in line:
+            script = line.split("benchmarks/")[1].split(" ")[0]
+            assert not (BENCH / script).exists()
+    assert "=== summary" in out
+    assert not (tmp_path / "results" / "README.md").exists()  # dry run writes nothing
+
+
+def test_dry_run_would_install(tmp_path):
+    p = _run(["-m", "benchmarks", "water", "--dry-run", "--quick"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "would install the peer codes" in p.stdout and "deepmd-kit[cpu,lmp]" in p.stdout
+    assert "peer_deepmd.py water --minutes 1.0" in p.stdout
+    assert not (tmp_path / "no-such-venv").exists()
+
+
+def test_peer_scripts_skip_without_venv(tmp_path):
+    p = _run([str(BENCH / "peer_deepmd.py"), "water", "--minutes", "0.1"], tmp_path)
+    assert p.returncode == 0 and "SKIP: DeePMD-kit benchmark: peers venv not found" in p.stdout, p.stdout + p.stderr
+    p = _run([str(BENCH / "peer_deepmd.py"), "lammps", "--sizes", "100"], tmp_path)
+    assert p.returncode == 0 and "SKIP" in p.stdout
+    try:
+        import mace  # noqa: F401
+        has_mace = True
+    except ImportError:
+        has_mace = False
+    if not has_mace:
+        p = _run([str(BENCH / "peer_mace.py"), "--sizes", "50"], tmp_path)
+        assert p.returncode == 0 and "SKIP: MACE: peers venv not found" in p.stdout, p.stdout + p.stderr
+        assert not (tmp_path / "results").exists()
+    p = _run([str(BENCH / "peers.py"), "status"], tmp_path)
+    assert p.returncode == 0 and "SKIP: no peers venv" in p.stdout
+
+
+def test_require_messages(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLIP_PEERS_VENV", str(tmp_path / "nothing"))
+    for peer in ("deepmd", "mace"):
+        with pytest.raises(peers.PeerUnavailable, match="peers.py install --only " + peer):
+            peers.require(peer)
+    with pytest.raises(ValueError):
+        peers.require("nequip")
+
+
+def test_missing_water_data(tmp_path, monkeypatch):
+    monkeypatch.setattr(peer_deepmd, "SHARED", tmp_path)
+    with pytest.raises(peer_deepmd.Skip, match="water data not found"):
+        peer_deepmd._water_systems()
+
+
+def test_deepmd_input_matches_recipe():
+    rec = yaml.safe_load((REPO / "training" / "water_dp.yaml").read_text())
+    m, lr, loss = rec["model"], rec["optimizer"]["lr"], rec["loss"]
+    cfg = peer_deepmd.dp_input(["a"], ["b"], 1000, 5, precision="float32")
+    d, f = cfg["model"]["descriptor"], cfg["model"]["fitting_net"]
+    assert cfg["model"]["type_map"] == m["species"]
+    assert (d["type"], d["rcut"], d["rcut_smth"], d["sel"], d["neuron"], d["axis_neuron"], d["type_one_side"]) == \
+        ("se_e2_a", m["rcut"], m["rcut_smth"], m["sel"], m["neuron"], m["axis_neuron"], m["type_one_side"])
+    assert f["neuron"] == m["fitting_neuron"] and f["resnet_dt"] == m["resnet_dt"] and d["resnet_dt"] is False
+    assert d["precision"] == f["precision"] == "float32"
+    assert (cfg["learning_rate"]["start_lr"], cfg["learning_rate"]["stop_lr"]) == (lr["start"], lr["stop"])
+    l = cfg["loss"]
+    assert (l["start_pref_e"], l["limit_pref_e"], l["start_pref_f"], l["limit_pref_f"]) == \
+        (loss["energy"]["start"], loss["energy"]["limit"], loss["forces"]["start"], loss["forces"]["limit"])
+    assert cfg["training"]["training_data"]["batch_size"] == rec["training"]["batch_size"] == 1
+    assert peer_deepmd.n_parameters() == 1014182  # DeePMD-kit's count for this architecture
+
+
+def test_parsers():
+    log = ("[x] DEEPMD INFO    Batch      10: total wall time = 8.05 s, eta = 0:00:16\n"
+           "[x] DEEPMD INFO    Batch      20: total wall time = 5.77 s, eta = 0:00:05\n")
+    assert peer_deepmd.training_times(log) == [(10, 8.05), (20, 5.77)]
+    lmp = ("Loop time of 3.66848 on 1 procs for 20 steps with 192 atoms\n\n41.4% CPU use with 1 MPI tasks x 1 OpenMP threads\n"
+           "Section |  min time  |  avg time  |  max time  |%varavg| %total\n"
+           "---------------------------------------------------------------\n"
+           "Pair    | 3.6676     | 3.6676     | 3.6676     |   0.0 | 99.98\n")
+    r = peer_deepmd.parse_lammps(lmp)
+    assert r["atoms"] == 192 and r["steps"] == 20 and r["ranks"] == 1
+    assert r["us_per_atom_step"] == pytest.approx(3.66848 / (20 * 192) * 1e6)
+    assert r["pair_ms_per_step"] == pytest.approx(3.6676 / 20 * 1e3) and r["cpu_use_pct"] == 41.4
+
+
+def test_water_box():
+    atoms = peer_deepmd.water_box(192)
+    assert len(atoms) == 192 and atoms.get_chemical_symbols()[:3] == ["O", "H", "H"]
+    mass = atoms.get_masses().sum() / 6.02214076e23  # g
+    assert mass / (atoms.get_volume() * 1e-24) == pytest.approx(1.0, rel=1e-3)
+    d = atoms.get_distances(0, [1, 2], mic=True)
+    assert d == pytest.approx([0.9572, 0.9572], abs=1e-6)
+
+
+def test_report_partial_and_broken(tmp_path):
+    (tmp_path / "water_deepmd_float64.json").write_text(json.dumps({
+        "dtype": "float64", "threads": 1, "minutes": 30, "steps": 1000, "frames_per_s": 2.0,
+        "val_energy_rmse_meV_per_atom": 1.5, "val_force_rmse_eV_A": 0.1,
+        "compressed": {"val_energy_rmse_meV_per_atom": 1.5, "val_force_rmse_eV_A": 0.1}}))
+    (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / "smoke_water_dp_float64.json").write_text("{}")
+    text = report.render(tmp_path)
+    assert "DeePMD-kit (TF)" in text and "compressed" in text
+    assert text.count("_Not measured yet._") == 3  # accuracy, LAMMPS, ASE
+    assert "Unreadable result files: broken" in text
+    assert "smoke_" not in text
+    assert report.render(tmp_path / "missing").count("_Not measured yet._") == 4
