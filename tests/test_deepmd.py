@@ -31,9 +31,13 @@ def test_forces_and_virial_match_finite_differences(case):
     model = small_dp(type_one_side=(case == "type_one_side"))
     e, f, w = model_efv(model, atoms)
     assert np.isfinite(e)
-    assert rel_err(f, fd_forces(model, atoms)) < 1e-6
+    err_f = rel_err(f, fd_forces(model, atoms))
+    print(f"\nDP {case}: FD force max rel error {err_f:.2e}")
+    assert err_f < 1e-6
     if atoms.pbc.all():
-        assert rel_err(w, fd_virial(model, atoms)) < 1e-6
+        err_w = rel_err(w, fd_virial(model, atoms))
+        print(f"DP {case}: FD virial max rel error {err_w:.2e}")
+        assert err_w < 1e-6
         assert np.allclose(w, w.T, atol=1e-10)
 
 
@@ -118,6 +122,8 @@ print(m.family, m.cutoff, list(m.species))
 """)
     assert "deepmd 3.5 ['H', 'O']" in out
     o = np.load(tmp_path / "o.npz")
+    print(f"\nexport vs eager: energy rel {abs(float(o['e']) - e) / abs(e):.1e}, forces rel {rel_err(o['f'], f):.1e}, "
+          f"virial rel {rel_err(o['w'], w):.1e}")
     assert abs(float(o["e"]) - e) <= 1e-10 * abs(e)
     assert rel_err(o["f"], f) <= 1e-10
     assert rel_err(o["w"], w) <= 1e-10
