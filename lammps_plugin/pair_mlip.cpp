@@ -559,6 +559,7 @@ void PairMLIP::compute(int eflag, int vflag)
   atom_virial.resize(want_atom_virial ? 9 * n_nodes : 0);
   double energy = 0.0, virial9[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
   char msg[ERRLEN] = {0};
+  if (n_nodes == 0) return;    // e.g. an MPI rank whose sub-domain holds no atom
 
   int rc = api->compute(engine, n_nodes, n_local, species.data(), n_edges, edge_i.data(),
                         edge_j.data(), edge_vec.data(), &energy, atom_energy.data(),

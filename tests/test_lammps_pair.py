@@ -135,6 +135,19 @@ def test_mpi_two_ranks_match_one(tmp_path, models):
         compare_to_calculator(two, atoms, models[kind])
 
 
+def test_mpi_rank_without_atoms(tmp_path, models):
+    """A slab in the lower half of the box on a 1x1x2 grid: the upper rank owns no atom."""
+    atoms = fcc_structure(3.7, (3, 3, 2), seed=13, pbc=(True, True, False), vacuum=2.0)
+    c = atoms.cell[:].copy()
+    c[2, 2] += 30.0
+    atoms.set_cell(c, scale_atoms=False)
+    for kind in ("eam", "mp"):
+        lmp = lammps_single_point(tmp_path, atoms, models[kind], boundary="p p f", nprocs=2,
+                                  pre="processors 1 1 2")
+        assert "1 by 1 by 2 MPI processor grid" in lmp["log"]
+        compare_to_calculator(lmp, atoms, models[kind])
+
+
 def test_mpi_nve_trajectory(tmp_path, models):
     """100 NVE steps on 2 ranks follow the 1-rank trajectory to 1e-8 Angstrom."""
     atoms = fcc_structure(3.7, (4, 3, 3), seed=5, rattle=0.02)

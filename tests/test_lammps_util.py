@@ -231,12 +231,13 @@ DUMP_COLS = "id type x y z fx fy fz c_pe c_s[1] c_s[2] c_s[3] c_s[4] c_s[5] c_s[
 
 
 def single_point_script(data: str, model: str, elements: Sequence[str], boundary: str = "p p p",
-                        units: str = "metal", extra: str = "", pair_extra: str = "") -> str:
+                        units: str = "metal", extra: str = "", pair_extra: str = "", pre: str = "") -> str:
     """run 0 with per-atom energy/virial dump and full-precision thermo (virial-only pressure)."""
     return f"""
 units {units}
 atom_style atomic
 boundary {boundary}
+{pre}
 atom_modify map array
 read_data {data}
 pair_style mlip {model} {pair_extra}
