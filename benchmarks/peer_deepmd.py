@@ -331,10 +331,11 @@ def write_lammps_data(atoms, path: Path, elements: Sequence[str] = TYPE_MAP) -> 
     return Path(path)
 
 
-def lammps_input(data: Path, pair_lines: Sequence[str], steps: int, timestep: float = 0.0005) -> str:
+def lammps_input(data: Path, pair_lines: Sequence[str], steps: int, timestep: float = 0.0005, warmup: int = 3) -> str:
+    """fix nve from 300 K; `run warmup` first (graph optimisation, allocations), then the timed `run steps`."""
     return "\n".join(["units metal", "atom_style atomic", "boundary p p p", f"read_data {data}", *pair_lines,
                       "velocity all create 300 4928459 loop geom", f"timestep {timestep}", "fix 1 all nve",
-                      f"thermo {max(steps, 1)}", "run 1", f"run {steps}", ""])
+                      f"thermo {max(steps, 1)}", f"run {warmup}", f"run {steps}", ""])
 
 
 def parse_lammps(out: str) -> Dict[str, float]:

@@ -158,3 +158,19 @@ def test_report_partial_and_broken(tmp_path):
     assert "Unreadable result files: broken" in text
     assert "smoke_" not in text
     assert report.render(tmp_path / "missing").count("_Not measured yet._") == 4
+
+
+def test_entry_point_helpers(tmp_path):
+    sys.path.insert(0, str(REPO))
+    from benchmarks.__main__ import _expand, _QuickResults
+
+    assert _expand(["--ours", "{m}", "--x"], "{m}", ["a", "b"]) == ["--ours", "a", "b", "--x"]
+    assert _expand(["--threads", "1", "--ours", "{m}"], "{m}", []) == ["--threads", "1"]
+    # a quick run never overwrites a real result: what it writes is renamed quick_*.json
+    (tmp_path / "water_dp_float64.json").write_text('{"real": 1}')
+    with _QuickResults(tmp_path, True):
+        (tmp_path / "water_dp_float64.json").write_text('{"quick": 1}')
+        (tmp_path / "mo_dp.json").write_text('{"quick": 2}')
+    assert json.loads((tmp_path / "water_dp_float64.json").read_text()) == {"real": 1}
+    assert json.loads((tmp_path / "quick_water_dp_float64.json").read_text()) == {"quick": 1}
+    assert not (tmp_path / "mo_dp.json").exists() and (tmp_path / "quick_mo_dp.json").exists()
