@@ -154,18 +154,25 @@ def install(peers: Sequence[str] = PEERS, venv: Optional[Path] = None) -> Dict:
     record: Dict = {"venv": str(venv), "python": None, "steps": []}
     logpath = venv / "mlip-peers-install.log"
     with open(logpath, "a") as log:
+        existed = venv_python(venv).exists()
         t = create_venv(venv, log)
-        record["steps"].append({"step": "venv", "seconds": round(t, 1)})
+        if not existed:
+            record["steps"].append({"step": "venv", "seconds": round(t, 1)})
         record["python"] = _run([venv_python(venv), "-c", "import sys; print(sys.version.split()[0])"], log).stdout.strip()
         cons = _constraints(venv)
         pip = [str(venv_python(venv)), "-m", "pip", "install", "-c", str(cons)]
         size0 = _dir_size(venv)
-        if "mace" in peers:  # torch first, from the CPU wheel; pinned by the constraints file from then on
+        if "mace" in peers and _installed_versions(venv, ["torch"])["torch"] != VERSIONS["torch"]:
+            # torch first, from the CPU wheel; pinned by the constraints file from then on
             t0 = time.time()
             install_torch(venv, log)
             record["steps"].append({"step": "torch", "seconds": round(time.time() - t0, 1),
                                     "added_MB": round((_dir_size(venv) - size0) / 2**20)})
         for peer in peers:
+            pkg = {"deepmd": "deepmd-kit", "mace": "mace-torch"}[peer]
+            if _installed_versions(venv, [pkg])[pkg] == VERSIONS[pkg]:
+                print(f"{pkg} {VERSIONS[pkg]} already installed in {venv}")
+                continue
             size0 = _dir_size(venv)
             t0 = time.time()
             _run(pip + REQUIREMENTS[peer], log, env=_pip_env())
@@ -186,7 +193,15 @@ def install(peers: Sequence[str] = PEERS, venv: Optional[Path] = None) -> Dict:
         sizes = {d.name: _dir_size(d) for d in sp.iterdir() if d.is_dir() and not d.name.endswith("-info")}
         record["largest_packages_MB"] = {k: round(v / 2**20) for k, v in sorted(sizes.items(), key=lambda kv: -kv[1])[:10]}
     record["log"] = str(logpath)
-    (venv / "mlip-peers.json").write_text(json.dumps(record, indent=1))
+    # keep the timings of earlier installs (a later call that installs nothing only refreshes versions)
+    prev_path = venv / "mlip-peers.json"
+    try:
+        prev = json.loads(prev_path.read_text())
+    except (OSError, ValueError):
+        prev = {}
+    new_steps = {s_["step"] for s_ in record["steps"]}
+    record["steps"] = [s_ for s_ in prev.get("steps", []) if s_.get("step") not in new_steps] + record["steps"]
+    prev_path.write_text(json.dumps(record, indent=1))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "peers_install.json").write_text(json.dumps({**record, "venv": "<repo>/.peers-venv" if venv == (REPO / ".peers-venv").resolve() else str(venv)}, indent=1))
     return record
@@ -256,10 +271,15 @@ def checks(venv: Optional[Path] = None, timeout: float = 300) -> Dict[str, Dict]
         env = lammps_env(venv)
         p = subprocess.run([str(paths["dp"]), "--version"], capture_output=True, text=True, env=env, timeout=timeout)
         out["dp_version"] = {"ok": p.returncode == 0, "out": (p.stdout + p.stderr).strip().splitlines()[-1:]}
-        p = subprocess.run([str(paths["lmp"]), "-h"], capture_output=True, text=True, env=env, timeout=timeout)
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "in.plugins").write_text("plugin list\n")
+            p = subprocess.run([str(paths["lmp"]), "-in", "in.plugins", "-log", "none", "-nocite"], cwd=tmp,
+                               capture_output=True, text=True, env=env, timeout=timeout)
         txt = p.stdout + p.stderr
-        out["lmp_pair_deepmd"] = {"ok": " deepmd " in f" {txt} ".replace("\n", " "),
-                                  "version": next((ln.strip() for ln in txt.splitlines() if ln.startswith("Large-scale")), "")}
+        out["lmp_pair_deepmd"] = {"ok": "pair style plugin deepmd" in txt,
+                                  "version": next((ln.strip() for ln in txt.splitlines() if ln.startswith("LAMMPS (")), "")}
     except PeerUnavailable as e:
         out["deepmd"] = {"ok": False, "out": str(e)}
     try:
