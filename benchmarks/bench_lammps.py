@@ -1,11 +1,12 @@
 """pair_style mlip speed: microseconds per atom-step in LAMMPS and with the ASE calculator.
 
-    python benchmarks/bench_lammps.py                      # DP model (DeepPotSeA defaults), float64
+    python benchmarks/bench_lammps.py                      # small DP model, float64
+    python benchmarks/bench_lammps.py --dp default --sizes 1000 10000   # DeePMD-kit-size DP
     python benchmarks/bench_lammps.py --model my.pt --elements Cu
     python benchmarks/bench_lammps.py --sizes 1000 --ranks 1 --quick
 
 Reports, for an exported Deep Potential model (random weights unless --model is given; speed does
-not depend on the weights):
+not depend on the weights; see DP_PRESETS for the sizes):
   1. LAMMPS (`lmp`, fix nve, fcc Cu) at ~1k, ~10k, ~50k atoms on 1 and 2 MPI ranks (1 libtorch
      thread per rank): loop time per atom-step, and the Pair time per step;
   2. the ASE calculator (`mlip.MLIPCalculator`, neighbour list + engine) at ~1k atoms, 1 and 2
@@ -66,11 +67,20 @@ def write_data(atoms, path: str, elements: Sequence[str]) -> None:
         fh.write("\n".join(lines) + "\n")
 
 
-def make_dp_model(path: str, elements: Sequence[str], dtype: str) -> str:
+# DeepPotSeA hyper-parameters. "default": DeePMD-kit's se_e2_a defaults (rcut 6 A; in float64
+# about 0.6 MB of memory per atom in LAMMPS, so ~50k atoms do not fit in 24 GB). "small": the size
+# of examples/lammps/make_model.py (rcut 5 A), which runs the whole size table on this machine.
+DP_PRESETS = {
+    "default": dict(rcut=6.0, rcut_smth=0.5, neuron=(25, 50, 100), axis_neuron=16, fitting_neuron=(240, 240, 240)),
+    "small": dict(rcut=5.0, rcut_smth=0.5, neuron=(8, 16, 32), axis_neuron=8, fitting_neuron=(32, 32)),
+}
+
+
+def make_dp_model(path: str, elements: Sequence[str], dtype: str, preset: str = "small") -> str:
     from mlip.export import export_model
     from mlip.models.deepmd import DeepPotSeA
 
-    export_model(DeepPotSeA(list(elements), seed=0), path, dtype)
+    export_model(DeepPotSeA(list(elements), seed=0, **DP_PRESETS[preset]), path, dtype)
     return path
 
 
@@ -162,7 +172,10 @@ def engine_same_graph_ms(model: str, atoms, calls: int) -> Dict[str, float]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", help="exported model (default: a DeepPotSeA with default hyper-parameters)")
+    ap.add_argument("--model", help="exported model (default: a DeepPotSeA of size --dp, random weights)")
+    ap.add_argument("--dp", default="small", choices=sorted(DP_PRESETS),
+                    help="DeepPotSeA size when no --model is given (default: small; 'default' = DeePMD-kit "
+                         "defaults, too big for ~50k atoms in 24 GB)")
     ap.add_argument("--elements", nargs="+", default=["Cu"], help="pair_coeff elements (default Cu)")
     ap.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 50000])
@@ -180,10 +193,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     if a.quick:
         a.atom_steps = 2e4
-    results: Dict[str, list] = {"lammps": [], "ase": [], "blas_check": []}
+    results: Dict[str, object] = {"lammps": [], "ase": [], "blas_check": []}
     with tempfile.TemporaryDirectory() as tmp:
-        model = a.model or make_dp_model(os.path.join(tmp, "dp.pt"), a.elements, a.dtype)
-        print(f"model: {a.model or 'DeepPotSeA defaults (random weights), ' + a.dtype}; {os.cpu_count()} cores")
+        model = a.model or make_dp_model(os.path.join(tmp, "dp.pt"), a.elements, a.dtype, a.dp)
+        desc = a.model or f"DeepPotSeA '{a.dp}' {DP_PRESETS[a.dp]} (random weights), {a.dtype}"
+        print(f"model: {desc}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+        results["model"] = desc
         print("\nLAMMPS (lmp, fix nve, 1 libtorch thread per rank)")
         print(f"{'atoms':>8} {'ranks':>5} {'steps':>5} {'us/atom-step':>13} {'Pair ms/step':>13}")
         structures = {}

