@@ -287,7 +287,7 @@ def checks(venv: Optional[Path] = None, timeout: float = 300) -> Dict[str, Dict]
         code = ("import torch\nfrom mace.calculators import MACECalculator\nfrom mace.modules import ScaleShiftMACE\n"
                 "print('mace ok', torch.__version__)")
         p = subprocess.run([str(paths["python"]), "-c", code], capture_output=True, text=True, env=lammps_env(venv), timeout=timeout)
-        out["mace_import"] = {"ok": p.returncode == 0, "out": (p.stdout + p.stderr).strip().splitlines()[-1:]}
+        out["mace_import"] = {"ok": p.returncode == 0, "out": (p.stdout if p.returncode == 0 else p.stderr).strip().splitlines()[-1:]}
     except PeerUnavailable as e:
         out["mace"] = {"ok": False, "out": str(e)}
     return out
