@@ -221,6 +221,31 @@ run 0
     assert row["PotEng"] != row["c_pm"]  # the lj/cut part is there too
 
 
+def test_float32_export(tmp_path, models):
+    """A float32 export runs through the same path (engine converts); agreement to float32 level."""
+    model32 = export_toy(str(tmp_path / "eam32.pt"), "eam", cutoff=5.0, dtype="float32")
+    atoms = fcc_structure(3.7, (2, 2, 2), seed=14, tilt=(0.1, 0.0, 0.0))
+    lmp = lammps_single_point(tmp_path, atoms, model32)
+    compare_to_calculator(lmp, atoms, model32, tol=1e-5)  # float32 round-off (other summation order)
+    lmp64 = lammps_single_point(tmp_path, atoms, models["eam"])
+    assert rel(lmp["forces"], lmp64["forces"]) < 1e-4
+
+
+def test_centroid_stress_sums_to_virial(tmp_path, models):
+    atoms = fcc_structure(3.7, (2, 2, 2), seed=15, tilt=(0.1, -0.1, 0.05))
+    extra = "compute cs all centroid/stress/atom NULL virial\ncompute csum all reduce sum " + " ".join(
+        f"c_cs[{k}]" for k in range(1, 10))
+    write_data(atoms, str(tmp_path / "data.lmp"), ELEMENTS)
+    script = single_point_script("data.lmp", models["mp"], ELEMENTS, extra=extra).replace(
+        "v_vol\n", "v_vol " + " ".join(f"c_csum[{k}]" for k in range(1, 10)) + "\n")
+    row = last_thermo(run(script, tmp_path).stdout)
+    w = virial_from_thermo(row)
+    cs = -np.array([row[f"c_csum[{k}]"] for k in range(1, 10)]) / NKTV2P_METAL
+    # centroid order xx yy zz xy xz yz yx zx zy
+    full = np.array([[cs[0], cs[3], cs[4]], [cs[6], cs[1], cs[5]], [cs[7], cs[8], cs[2]]])
+    assert rel(full, w) <= TOL
+
+
 def test_threads_keyword_and_env(tmp_path, models):
     atoms = fcc_structure(3.7, (2, 2, 2), seed=8)
     a = lammps_single_point(tmp_path, atoms, models["eam"], pair_extra="threads 2")
