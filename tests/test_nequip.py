@@ -232,6 +232,7 @@ def test_export_fresh_process_float64_and_float32(tmp_path):
     e, f, w, ae = efv(model, sp, ei, ev)
     n_local = len(atoms) - 2  # the last two atoms act as ghosts: their energies are not summed
     e_l, f_l, w_l, _ = efv(model, sp, ei, ev, n_local=n_local)
+    phi = model.invariant_features(sp, ei, ev).detach()
     np.savez(tmp_path / "in.npz", sp=sp.numpy(), ei=ei.numpy(), ev=ev.numpy())
     tols = {"float64": 1e-10, "float32": 2e-4}
     for dtype in tols:
@@ -249,9 +250,10 @@ for dtype in ("float64", "float32"):
     ae, f, w, av = m(sp, ei, ev, len(d["sp"]), True)
     ae2, f2, w2, av2 = m(sp, ei, ev, {n_local}, False)
     ae3 = m.model(sp, ei, ev, {n_local})  # pruned evaluation of the local energies
+    phi = m.model.invariant_features(sp, ei, ev)  # per-atom invariant features (MaxVol grades)
     np.savez({str(tmp_path)!r} + f"/out_{{dtype}}.npz", ae=ae.double().numpy(), f=f.double().numpy(),
              w=w.double().numpy(), av=av.double().numpy(), f2=f2.double().numpy(), w2=w2.double().numpy(),
-             ae3=ae3.double().numpy(),
+             ae3=ae3.double().numpy(), phi=phi.double().numpy(),
              av2_shape=np.array(av2.shape))
     info[dtype] = dict(family=m.family, dtype=m.dtype, cutoff=m.cutoff, rng=m.interaction_range,
                        species=list(m.species), config=json.loads(files["mlip_metadata.json"])["config"])
@@ -272,6 +274,7 @@ print(json.dumps(info))
         assert rel_err(out["f2"], f_l.numpy()) < tol and rel_err(out["w2"], w_l.numpy()) < tol
         assert list(out["av2_shape"]) == [0, 9]
         assert rel_err(out["ae3"][:n_local], ae.numpy()[:n_local]) < tol and not out["ae3"][n_local:].any()
+        assert rel_err(out["phi"], phi.numpy()) < tol
 
 
 # ------------------------------------------------------------------------------------------------ API
