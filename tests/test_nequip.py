@@ -159,6 +159,9 @@ def test_permutation_and_translation_invariance():
     assert torch.allclose(ae2, ae[perm], atol=1e-12)
     assert torch.allclose(f2, f[perm], atol=1e-12)
     assert torch.allclose(w2, w, atol=1e-12)
+    shuffle = torch.from_numpy(np.random.default_rng(1).permutation(ei.shape[1]))  # edges in any order
+    e4, f4, w4, ae4 = efv(model, sp, ei[:, shuffle], ev[shuffle])
+    assert torch.allclose(ae4, ae, atol=1e-12) and torch.allclose(f4, f, atol=1e-12) and torch.allclose(w4, w, atol=1e-12)
     a3 = atoms.copy()
     a3.translate([0.37, -1.21, 2.9])  # positions leave the cell: the neighbour list wraps them
     ei3, ev3 = graph(a3, model.cutoff)
