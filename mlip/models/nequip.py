@@ -519,10 +519,6 @@ class NequIP(AtomicModel):
         return out
 
     # ---- computation ------------------------------------------------------------------------------
-    def _scalar_features(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
-        """Scalars after the last interaction block, [N, num_features]."""
-        return self._run(species, edge_index, edge_vec, False)[-1]
-
     def _slots(self, n_nodes: int, edge_index: Tensor) -> Tuple[Tensor, int]:
         """Per-centre padded edge layout: slot_edge [N n_max] = edge of slot (i, s), or E (padding)."""
         n_edges = edge_index.shape[1]
