@@ -107,10 +107,10 @@ def make_chunks(frames: Sequence[Any], species: Sequence[str], cutoff: float, ma
     return chunks
 
 
-def predict_chunk(model, c: Chunk, create_graph: bool, need_virial: bool = True
+def predict_chunk(model, c: Chunk, create_graph: bool, need_virial: bool = True, fn=None
                   ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     vec = c.edge_vec.detach().requires_grad_(True)
-    ae = model(c.species, c.edge_index, vec)
+    ae = (fn or model)(c.species, c.edge_index, vec)
     energy = torch.zeros(c.n_frames, dtype=ae.dtype).index_add(0, c.node_frame, ae)
     (g,) = torch.autograd.grad(energy.sum(), vec, create_graph=create_graph)
     forces, ev = forces_virials_from_edges(g, c.edge_index, vec, int(c.species.shape[0]))
@@ -120,10 +120,10 @@ def predict_chunk(model, c: Chunk, create_graph: bool, need_virial: bool = True
     return energy, forces, vir
 
 
-def chunk_loss(model, c: Chunk, w: Dict[str, float], create_graph: bool = True) -> Tensor:
+def chunk_loss(model, c: Chunk, w: Dict[str, float], create_graph: bool = True, fn=None) -> Tensor:
     """Σ_frames w_c × per-frame loss (not yet divided by Σ w)."""
     need_v = w["virial"] > 0 and bool(c.v_mask.any())
-    e, f, v = predict_chunk(model, c, create_graph, need_v)
+    e, f, v = predict_chunk(model, c, create_graph, need_v, fn)
     n = c.n_atoms
     per = w["energy"] * ((e - c.energy) / n).pow(2) * c.e_mask
     df = (f - c.forces).pow(2).sum(1) * c.f_mask
@@ -133,13 +133,13 @@ def chunk_loss(model, c: Chunk, w: Dict[str, float], create_graph: bool = True) 
     return (c.weight * per).sum()
 
 
-def loss_and_grad(model, chunks: Sequence[Chunk], w: Dict[str, float], params: Sequence[Tensor]
+def loss_and_grad(model, chunks: Sequence[Chunk], w: Dict[str, float], params: Sequence[Tensor], fn=None
                   ) -> Tuple[float, List[Tensor]]:
     wsum = float(sum(float(c.weight.sum()) for c in chunks))
     grads = [torch.zeros_like(p) for p in params]
     total = 0.0
     for c in chunks:
-        loss = chunk_loss(model, c, w) / wsum
+        loss = chunk_loss(model, c, w, fn=fn) / wsum
         gs = torch.autograd.grad(loss, params, allow_unused=True)
         for acc, g in zip(grads, gs):
             if g is not None:
@@ -164,6 +164,14 @@ class _IncrementalQR:
         self.R = r
         self.qty = q.T @ b
         self.lost += max(0.0, float(b @ b) - float(self.qty @ self.qty))
+
+    def whitening(self, rcond: float = 1e-13) -> np.ndarray:
+        """T (n × k) with ξ = T z making the least-squares Hessian in z the identity (k = kept rank)."""
+        scale = np.linalg.norm(self.R, axis=0)
+        scale[scale == 0] = 1.0
+        _, s, vt = np.linalg.svd(self.R / scale, full_matrices=False)
+        keep = s > rcond * s[0]
+        return (vt[keep].T / s[keep]) / scale[:, None]
 
     def solve(self, rcond: float = 1e-13) -> np.ndarray:
         n = self.R.shape[1]
@@ -242,6 +250,85 @@ def contract_jacobian(model, mb: Tensor) -> Tensor:
     return J.view(n, model.n_alpha, nb)
 
 
+_MONO_PLANS: Dict[int, Tuple[Any, Dict[str, Tensor]]] = {}
+
+
+def _mono_plan(model) -> Dict[str, Tensor]:
+    key = id(model)
+    if key in _MONO_PLANS and _MONO_PLANS[key][0] is model:
+        return _MONO_PLANS[key][1]
+    from mlip.models.mtp_basis import multisets
+
+    comps = [c for nu in range(model.max_nu + 1) for c in multisets(nu)]
+    pos = {c: k for k, c in enumerate(comps)}
+    low = torch.zeros(len(comps), 3, dtype=torch.long)
+    coef = torch.zeros(len(comps), 3, dtype=torch.float64)
+    for k, c in enumerate(comps):
+        for ax in range(3):
+            if c[ax] > 0:
+                lc = list(c)
+                lc[ax] -= 1
+                low[k, ax] = pos[tuple(lc)]
+                coef[k, ax] = c[ax]
+    nu = torch.tensor([sum(c) for c in comps], dtype=torch.float64)
+    plan = {"low": low, "coef": coef, "nu": nu}
+    _MONO_PLANS[key] = (model, plan)
+    return plan
+
+
+def edge_basic_and_gradient(model, species: Tensor, edge_index: Tensor, vec: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per-edge basic-moment contributions b_e [E, nb] (= model.edge_basic) and ∂b_e/∂r_e [E, nb, 3],
+    analytically: b = f_μ(r) m(u), ∂b/∂r = f'_μ(r) m u + f_μ (∇_u m − ν m u) / r."""
+    dtype = vec.dtype
+    i = edge_index[0]
+    r = torch.linalg.norm(vec, dim=1)
+    inside = (r < model.cutoff).to(dtype)
+    rmin = float(model.rb_min)
+    rmax = model.cutoff
+    sc = float(model.rb_scaling)
+    ksi = (2.0 * r - (rmin + rmax)) / (rmax - rmin)
+    dksi = 2.0 / (rmax - rmin)
+    T = [torch.ones_like(r), ksi]
+    dT = [torch.zeros_like(r), torch.ones_like(r)]
+    for k in range(2, model.radial_basis_size):
+        T.append(2.0 * ksi * T[k - 1] - T[k - 2])
+        dT.append(2.0 * T[k - 1] + 2.0 * ksi * dT[k - 1] - dT[k - 2])
+    T = torch.stack(T[: model.radial_basis_size], 1)
+    dT = torch.stack(dT[: model.radial_basis_size], 1)
+    env = (rmax - r) * inside
+    q = sc * T * (env * env).unsqueeze(1)
+    dq = sc * (dT * dksi * (env * env).unsqueeze(1) - 2.0 * T * env.unsqueeze(1))
+    C = model.radial_coeffs.detach().to(dtype)
+    S = model.n_species
+    if S == 1:
+        f = q @ C[0, 0].T
+        fp = dq @ C[0, 0].T
+    else:
+        pair = species[i] * S + species[edge_index[1]]
+        c = C.reshape(S * S, model.n_mu, model.radial_basis_size)[pair]
+        f = (c * q.unsqueeze(1)).sum(2)
+        fp = (c * dq.unsqueeze(1)).sum(2)
+    u = vec / r.unsqueeze(1)
+    prev = torch.ones_like(r).unsqueeze(1)
+    monos = [prev]
+    for nu in range(1, model.max_nu + 1):
+        prev = torch.cat([prev * u[:, 0:1], prev[:, prev.shape[1] - nu:] * u[:, 1:2],
+                          prev[:, prev.shape[1] - 1:] * u[:, 2:3]], 1)
+        monos.append(prev)
+    mono = torch.cat(monos, 1)  # [E, n_mono]
+    plan = _mono_plan(model)
+    low, coef, nuv = plan["low"], plan["coef"].to(dtype), plan["nu"].to(dtype)
+    grad_u = torch.stack([mono.index_select(1, low[:, ax]) * coef[:, ax] for ax in range(3)], 2)  # [E, nm, 3]
+    dmono = (grad_u - (nuv.unsqueeze(1) * u.unsqueeze(1)) * mono.unsqueeze(2)) / r.view(-1, 1, 1)
+    mu = model.basic_mu
+    mi = model.basic_mono
+    fb = f.index_select(1, mu)
+    mb_ = mono.index_select(1, mi)
+    basic = fb * mb_
+    d = (fp.index_select(1, mu) * mb_).unsqueeze(2) * u.unsqueeze(1) + fb.unsqueeze(2) * dmono.index_select(1, mi)
+    return basic, d
+
+
 def edge_gradients_of_basis(model, species: Tensor, edge_index: Tensor, edge_vec: Tensor,
                             atom_chunk: Optional[int] = None) -> Tuple[Tensor, Tensor]:
     """B [N, A] and ∂(Σ_i B_α(i))/∂r_e as [E, A, 3], without A backward passes.
@@ -257,20 +344,8 @@ def edge_gradients_of_basis(model, species: Tensor, edge_index: Tensor, edge_vec
     def fn(v):
         return model.edge_basic(species, edge_index, v)
 
-    import torch.autograd.forward_ad as fwAD
-
     with torch.no_grad():
-        # three forward-mode tangents (x, y, z) in one pass over the edges repeated three times
-        with fwAD.dual_level():
-            v3 = vec.repeat(3, 1)
-            tan = torch.zeros_like(v3)
-            for k in range(3):
-                tan[k * E:(k + 1) * E, k] = 1.0
-            out3 = model.edge_basic(species, edge_index.repeat(1, 3),
-                                    fwAD.make_dual(v3, tan))
-            prim, tang = fwAD.unpack_dual(out3)
-        basic = prim[:E]
-        d = tang.reshape(3, E, nb).permute(1, 2, 0)  # [E, nb, 3]
+        basic, d = edge_basic_and_gradient(model, species, edge_index, vec)  # [E, nb], [E, nb, 3]
         i = edge_index[0]
         mb = torch.zeros(N, nb, dtype=dtype).index_add(0, i, basic)
         B = model.contract(mb).index_select(1, model.mapping)
@@ -293,11 +368,12 @@ def edge_gradients_of_basis(model, species: Tensor, edge_index: Tensor, edge_vec
             ii = i_s[sel] - a0
             pp = pos[sel]
             dmax = int(pp.max()) + 1
-            D = torch.zeros(a1 - a0, dmax, nb, 3, dtype=dtype)
-            D[ii, pp] = d[ee]
-            D = D.permute(0, 2, 1, 3).reshape(a1 - a0, nb, dmax * 3)
-            G = torch.bmm(J, D).reshape(a1 - a0, A, dmax, 3)
-            out[ee] = G[ii, :, pp]
+            flat = ii * dmax + pp
+            D = torch.zeros((a1 - a0) * dmax, nb * 3, dtype=dtype)
+            D.index_copy_(0, flat, d.index_select(0, ee).reshape(-1, nb * 3))
+            D = D.view(a1 - a0, dmax, nb, 3).permute(0, 2, 1, 3).reshape(a1 - a0, nb, dmax * 3)
+            G = torch.bmm(J, D).view(a1 - a0, A, dmax, 3).permute(0, 2, 1, 3).reshape((a1 - a0) * dmax, A * 3)
+            out.index_copy_(0, ee, G.index_select(0, flat).view(-1, A, 3))
     return B, out
 
 
@@ -372,8 +448,10 @@ def _split(c: Chunk, max_edges: int) -> List[Chunk]:
     return out
 
 
-def solve_linear(model, chunks: Sequence[Chunk], w: Dict[str, float], rcond: float = 1e-13) -> float:
-    """Set species_coeffs and moment_coeffs to the exact least-squares optimum; returns the loss."""
+def solve_linear(model, chunks: Sequence[Chunk], w: Dict[str, float], rcond: float = 1e-13,
+                 return_qr: bool = False):
+    """Set species_coeffs and moment_coeffs to the exact least-squares optimum; returns the loss
+    (and the factorisation, with return_qr)."""
     S, A = model.n_species, model.n_alpha
     qr = _IncrementalQR(S + A)
     wsum = float(sum(float(c.weight.sum()) for c in chunks))
@@ -386,6 +464,8 @@ def solve_linear(model, chunks: Sequence[Chunk], w: Dict[str, float], rcond: flo
     with torch.no_grad():
         model.species_coeffs.copy_(torch.from_numpy(x[:S]))
         model.moment_coeffs.copy_(torch.from_numpy(x[S:]))
+    if return_qr:
+        return qr.residual2(x), qr
     return qr.residual2(x)
 
 
@@ -403,10 +483,10 @@ def resolve_weights(weights: Any) -> Dict[str, float]:
 
 
 def fit(model, frames: Sequence[Any], weights: Any = "mlip", max_iter: int = 2000, cycle_iter: int = 400,
-        history: int = 100, optimizer: str = "lbfgs", lr: float = 1e-2, max_time: Optional[float] = None,
+        history: int = 100, optimizer: str = "varpro", patience: int = 30, lr: float = 1e-2, max_time: Optional[float] = None,
         max_edges: int = 20000, init_linear: bool = True, log: Callable[[str], None] = print,
-        callback: Optional[Callable[[int, float], None]] = None, min_rel_improvement: float = 1e-7
-        ) -> Dict[str, Any]:
+        callback: Optional[Callable[[int, float], None]] = None, min_rel_improvement: float = 1e-6,
+        precondition: bool = True) -> Dict[str, Any]:
     """Fit `model` (an MTP) on all `frames` (full batch). Returns a history dictionary."""
     w = resolve_weights(weights)
     t0 = time.time()
@@ -416,7 +496,7 @@ def fit(model, frames: Sequence[Any], weights: Any = "mlip", max_iter: int = 200
         f"{model.n_alpha} basis functions, {sum(p.numel() for p in model.parameters())} parameters")
     hist: Dict[str, Any] = {"loss": [], "time": [], "iter": []}
     it = 0
-    if init_linear:
+    if init_linear and optimizer == "adam":
         l0 = solve_linear(model, chunks, w)
         log(f"  linear least squares: loss {l0:.6e} ({time.time() - t0:.0f} s)")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -438,12 +518,76 @@ def fit(model, frames: Sequence[Any], weights: Any = "mlip", max_iter: int = 200
             hist["iter"].append(it)
             if it % 20 == 0:
                 log(f"  adam {it}: loss {loss:.6e} ({time.time() - t0:.0f} s)")
+            if callback is not None:
+                callback(it, loss)
+        return hist
+    if optimizer == "varpro":
+        # variable projection: L-BFGS over the radial coefficients only; every evaluation first solves
+        # the linear coefficients exactly, so the gradient (envelope theorem) is that of the reduced loss
+        theta = model.radial_coeffs
+        opt = torch.optim.LBFGS([theta], lr=1.0, max_iter=max_iter, max_eval=max_iter,
+                                history_size=history, tolerance_grad=0.0, tolerance_change=0.0,
+                                line_search_fn="strong_wolfe")
+        state = {"n": 0, "best": math.inf, "best_theta": theta.detach().clone(), "since": 0}
+
+        def vp_closure():
+            if out_of_time() or state["since"] >= patience:
+                raise _OutOfTime()
+            opt.zero_grad()
+            solve_linear(model, chunks, w)
+            loss, grads = loss_and_grad(model, chunks, w, [theta])
+            theta.grad = grads[0]
+            state["n"] += 1
+            if loss < state["best"] * (1.0 - min_rel_improvement):
+                state["since"] = 0
+            else:
+                state["since"] += 1
+            if loss < state["best"]:
+                state["best"] = loss
+                state["best_theta"] = theta.detach().clone()
+            hist["loss"].append(loss)
+            hist["time"].append(time.time() - t0)
+            hist["iter"].append(state["n"])
+            if state["n"] % 5 == 0 or state["n"] == 1:
+                log(f"  varpro eval {state['n']}: loss {loss:.6e} (best {state['best']:.6e}, {time.time() - t0:.0f} s)")
+            if callback is not None:
+                callback(state["n"], loss)
+            return torch.tensor(loss, dtype=torch.float64)
+
+        try:
+            opt.step(vp_closure)
+        except _OutOfTime:
+            pass
+        with torch.no_grad():
+            theta.copy_(state["best_theta"])
+        ll = solve_linear(model, chunks, w)
+        log(f"  varpro done after {state['n']} evaluations: loss {ll:.6e} ({time.time() - t0:.0f} s)")
+        hist["loss"].append(ll)
         return hist
     if optimizer != "lbfgs":
-        raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
+        raise ValueError(f"optimizer must be 'varpro', 'lbfgs' or 'adam', got {optimizer!r}")
     best = math.inf
+    S = model.n_species
     while it < max_iter and not out_of_time():
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=cycle_iter, max_eval=int(cycle_iter * 1.25),
+        # precondition: linear coefficients in whitened coordinates of the current least-squares problem
+        ll, qr = solve_linear(model, chunks, w, return_qr=True)
+        log(f"  linear least squares: loss {ll:.6e} ({time.time() - t0:.0f} s)")
+        if precondition:
+            T = torch.from_numpy(qr.whitening()).to(model.radial_coeffs.dtype)
+            xi0 = torch.cat([model.species_coeffs.detach(), model.moment_coeffs.detach()])
+            z = torch.linalg.lstsq(T, xi0.unsqueeze(1)).solution.squeeze(1).clone().requires_grad_(True)
+            xi_perp = (xi0 - T @ z.detach()).detach()
+            theta = model.radial_coeffs
+            opt_params = [z, theta]
+
+            def fn(sp, ei, vec):
+                xi = T @ z + xi_perp
+                return torch.func.functional_call(model, {"radial_coeffs": theta, "species_coeffs": xi[:S],
+                                                          "moment_coeffs": xi[S:]}, (sp, ei, vec))
+        else:
+            opt_params = params
+            fn = None
+        opt = torch.optim.LBFGS(opt_params, lr=1.0, max_iter=cycle_iter, max_eval=int(cycle_iter * 1.25),
                                 history_size=history, tolerance_grad=0.0, tolerance_change=0.0,
                                 line_search_fn="strong_wolfe")
         state = {"n": 0, "loss": math.inf}
@@ -452,8 +596,8 @@ def fit(model, frames: Sequence[Any], weights: Any = "mlip", max_iter: int = 200
             if out_of_time():
                 raise _OutOfTime()
             opt.zero_grad()
-            loss, grads = loss_and_grad(model, chunks, w, params)
-            for p, g in zip(params, grads):
+            loss, grads = loss_and_grad(model, chunks, w, opt_params, fn=fn)
+            for p, g in zip(opt_params, grads):
                 p.grad = g
             state["n"] += 1
             state["loss"] = loss
@@ -468,24 +612,29 @@ def fit(model, frames: Sequence[Any], weights: Any = "mlip", max_iter: int = 200
             opt.step(closure)
         except _OutOfTime:
             pass
+        if precondition:
+            with torch.no_grad():
+                xi = T @ z.detach() + xi_perp
+                model.species_coeffs.copy_(xi[:S])
+                model.moment_coeffs.copy_(xi[S:])
         it += max(state["n"], 1)
         loss = state["loss"]
         if not math.isfinite(loss):
             with torch.no_grad():
-                for p, s in zip(params, snapshot):
-                    p.copy_(s)
+                for p, s_ in zip(params, snapshot):
+                    p.copy_(s_)
             log("  non-finite loss: restored the previous parameters and stopped")
             break
-        # exact linear part for the new radial functions (never worse for the loss)
-        ll = solve_linear(model, chunks, w)
-        hist["loss"].append(ll)
+        hist["loss"].append(loss)
         hist["time"].append(time.time() - t0)
         hist["iter"].append(it)
-        log(f"  cycle end at {it} evaluations: L-BFGS loss {loss:.6e}, after linear solve {ll:.6e} "
-            f"({time.time() - t0:.0f} s)")
-        if ll > best * (1.0 - min_rel_improvement):
+        log(f"  cycle end at {it} evaluations: loss {loss:.6e} ({time.time() - t0:.0f} s)")
+        if loss > best * (1.0 - min_rel_improvement):
             break
-        best = ll
+        best = loss
+    ll = solve_linear(model, chunks, w)
+    log(f"  final linear least squares: loss {ll:.6e} ({time.time() - t0:.0f} s)")
+    hist["loss"].append(ll)
     return hist
 
 
@@ -547,7 +696,19 @@ def run_recipe(cfg: Dict[str, Any], out_dir: str, log: Callable[[str], None] = p
     t0 = time.time()
     best_path = os.path.join(out_dir, "model.pt")
 
-    hist = fit(model, train, weights=weights, log=log, **fcfg)
+    last = {"t": time.time(), "best": math.inf}
+    every = float(cfg.get("checkpoint_every", 600))
+
+    def checkpoint(n: int, loss: float) -> None:
+        if loss < last["best"]:
+            last["best"] = loss
+            if time.time() - last["t"] > every:
+                last["t"] = time.time()
+                export_model(model, best_path, dtype="float64")
+                model.to_mtp_file(os.path.join(out_dir, "model.mtp"))
+                log(f"  checkpoint: {best_path} (loss {loss:.6e} at evaluation {n})")
+
+    hist = fit(model, train, weights=weights, log=log, callback=checkpoint, **fcfg)
     train_time = time.time() - t0
     export_model(model, best_path, dtype="float64")
     model.to_mtp_file(os.path.join(out_dir, "model.mtp"))
