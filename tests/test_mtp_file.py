@@ -156,7 +156,8 @@ def test_mlip2_style_template_text(tmp_path):
     p = tmp_path / "06.mtp"
     p.write_text(text)
     m = MTP.from_mtp_file(str(p), species=["Si"])
-    assert m.n_alpha == 5 and m.cutoff == 5.0 and float(m.rb_min) == 2.0 and float(m.rb_scaling) == 1.0
+    assert m.n_alpha == 5 and m.cutoff == 5.0 and float(m.rb_min) == 2.0
+    assert m.config()["scaling"] is None  # chosen by fit_statistics before training
 
 
 def test_bad_files(tmp_path):

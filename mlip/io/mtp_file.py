@@ -48,6 +48,7 @@ def read_mtp(path: str) -> Dict[str, Any]:
                          "moment_coeffs": None}
     top_scaling = 1.0
     rb_scaling = 1.0
+    scaling_given = False
     in_radial = False
     k = 1
     n = len(lines)
@@ -109,6 +110,7 @@ def read_mtp(path: str) -> Dict[str, Any]:
         elif key == "potential_name":
             d["potential_name"] = val.split()[0] if val.split() else "MTP1m"
         elif key == "scaling":
+            scaling_given = True
             if in_radial:
                 rb_scaling = float(val)
             else:
@@ -169,6 +171,7 @@ def read_mtp(path: str) -> Dict[str, Any]:
     if not d["min_dist"] < d["max_dist"]:
         raise MTPFileError(f"{path}: min_dist {d['min_dist']} must be below max_dist {d['max_dist']}")
     d["scaling"] = top_scaling * rb_scaling
+    d["scaling_given"] = scaling_given
     d.setdefault("potential_name", "MTP1m")
     d.setdefault("alpha_moments_count",
                  1 + max([len(d["alpha_index_basic"]) - 1] + [t[3] for t in d["alpha_index_times"]]))

@@ -411,7 +411,9 @@ class MTP(AtomicModel):
             cutoff=float(d["max_dist"]),
             min_dist=float(d["min_dist"]),
             radial_basis_size=int(d["radial_basis_size"]),
-            scaling=float(d.get("scaling", 1.0)),
+            # an untrained template without a scaling line: let fit_statistics choose it
+            scaling=(float(d.get("scaling", 1.0)) if (d.get("radial_coeffs") is not None
+                                                       or d.get("scaling_given", True)) else None),
             basis=scheme.to_dict(),
             potential_name=str(d.get("potential_name", "MTP1m")),
         )
