@@ -228,6 +228,8 @@ class Trainer:
         t = self.tcfg
         steps = int(t["steps"])
         last_step = min(steps, stop_at) if stop_at is not None else steps
+        if t["schedule_by_time"] and t["max_time"] and stop_at is None:
+            last_step = 1 << 62  # the clock ends the run; `steps` only scales the schedule
         max_time = float(t["max_time"]) if t["max_time"] else math.inf
         need_virial = self.pref["virial"].active
         lr0 = self.lr(0)
