@@ -12,7 +12,8 @@ not depend on the weights; see DP_PRESETS for the sizes):
   2. the ASE calculator (`mlip.MLIPCalculator`, neighbour list + engine) at ~1k atoms, 1 and 2
      threads;
   3. the BLAS-clash check: the engine's time per call inside `lmp` (Pair time) against the same
-     engine on the same graph (local atoms + ghost atoms as LAMMPS builds it) in Python. Inside lmp
+     engine on the same graph in Python (on one rank the pair style folds ghost images onto their
+     atoms for local models, so that graph is the periodic graph). Inside lmp
      libtorch would bind its float64 BLAS calls to liblammps' reference BLAS unless the plugin
      dlopens the engine with RTLD_DEEPBIND; the run with MLIP_ENGINE_DEEPBIND=0 shows that cost.
 """
@@ -130,42 +131,21 @@ def ase_run(model: str, atoms, steps: int, threads: int) -> Dict[str, float]:
     return {"atoms": len(a), "threads": threads, "steps": steps, "us_per_atom_step": dt / (steps * len(a)) * 1e6}
 
 
-def lammps_like_graph(atoms, cutoff: float, species_index: np.ndarray):
-    """The graph pair_style mlip builds on one rank: local atoms, then every periodic image that
-    is a neighbour as a separate ghost node; edges from local centres only."""
-    from mlip.neighbors import neighbor_list
-
-    ei, shifts, ev = neighbor_list(atoms.get_positions(), atoms.cell[:], atoms.pbc, cutoff)
-    n = len(atoms)
-    ghost_of: Dict[tuple, int] = {}
-    nodes_species = list(species_index)
-    j_new = np.empty(len(ei[1]), dtype=np.int64)
-    for e, (j, s) in enumerate(zip(ei[1], map(tuple, shifts))):
-        if s == (0, 0, 0):
-            j_new[e] = j
-            continue
-        key = (int(j), s)
-        if key not in ghost_of:
-            ghost_of[key] = len(nodes_species)
-            nodes_species.append(species_index[j])
-        j_new[e] = ghost_of[key]
-    return np.asarray(nodes_species, dtype=np.int64), np.stack([ei[0], j_new]).astype(np.int64), ev, n
-
-
 def engine_same_graph_ms(model: str, atoms, calls: int) -> Dict[str, float]:
     from mlip._core import Engine
 
+    from mlip.neighbors import neighbor_list
+
     eng = Engine(model, 1)
-    idx = np.array([list(eng.species).index(s) for s in atoms.get_chemical_symbols()], dtype=np.int64)
-    sp, ei, ev, n_local = lammps_like_graph(atoms, float(eng.cutoff), idx)
-    eng_compute = eng.compute
-    try:
-        eng_compute(sp, ei, ev, n_local, False)
-    except TypeError:  # older binding without n_local: cannot reproduce the LAMMPS graph
-        return {"nodes": len(sp), "edges": ei.shape[1], "ms_per_call": float("nan")}
+    sp = np.array([list(eng.species).index(s) for s in atoms.get_chemical_symbols()], dtype=np.int64)
+    # On one rank pair_style mlip folds every ghost image of a local model onto its owned atom, so
+    # its graph is the periodic graph of the ASE calculator (nodes = atoms, image-shifted edges).
+    ei, _, ev = neighbor_list(atoms.get_positions(), atoms.cell[:], atoms.pbc, float(eng.cutoff))
+    n_local = len(atoms)
+    eng.compute(sp, ei, ev, n_local, False)
     t0 = time.perf_counter()
     for _ in range(calls):
-        eng_compute(sp, ei, ev, n_local, False)
+        eng.compute(sp, ei, ev, n_local, False)
     return {"nodes": len(sp), "edges": int(ei.shape[1]),
             "ms_per_call": (time.perf_counter() - t0) / calls * 1e3}
 
