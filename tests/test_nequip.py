@@ -307,3 +307,19 @@ def test_config_roundtrip_statistics_and_invariant_features():
         NequIP(SPECIES, l_max=4)
     with pytest.raises(ValueError):
         model.set_energy_bias(torch.zeros(3))
+
+
+def test_pruned_evaluation_edge_cases():
+    """n_local = 0, graphs without edges, and a 1-hop shell that is also the 2-hop shell."""
+    model = small_model(11, num_layers=3)
+    sp = torch.tensor([0, 1, 0, 1])
+    # atom 0 (local) - atom 1 bonded; atoms 2, 3 bonded to each other, far from 0 and 1
+    ei = torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2]])
+    ev = torch.tensor([[1.1, 0.2, 0.0], [-1.1, -0.2, 0.0], [0.0, 1.3, 0.1], [0.0, -1.3, -0.1]], dtype=torch.float64)
+    e_full, f_full, w_full, ae_full = efv(model, sp, ei, ev, n_local=1)
+    e_p, f_p, w_p, ae_p = efv(model, sp, ei, ev, n_local=1, prune=True)
+    assert abs(float(e_p - e_full)) < 1e-12 and torch.allclose(f_p, f_full, atol=1e-12)
+    assert torch.allclose(w_p, w_full, atol=1e-12) and float(ae_p[1:].abs().max()) == 0.0
+    assert torch.equal(model(sp, ei, ev, 0), torch.zeros(4, dtype=torch.float64))
+    no_edges = model(sp, ei[:, :0], ev[:0], 2)
+    assert torch.allclose(no_edges[:2], model(sp, ei[:, :0], ev[:0])[:2], atol=1e-14) and not no_edges[2:].any()

@@ -254,15 +254,15 @@ class EdgeConvolution(nn.Module):
         self.weight_numel = self.u * self.n_paths
 
     def forward(
-        self, x: Tensor, sh_parts: List[Tensor], t_list: List[Tensor], ws: List[Tensor], slot_src: Tensor, n_max: int
+        self, x: Tensor, sh_parts: List[Tensor], t_list: List[Tensor], ws: List[Tensor], slot_src: Tensor,
+        n_nodes: int, n_max: int,
     ) -> Tensor:
         """x [N_in, irreps_in.dim] (senders); sh_parts Y_l [S, 2l+1]; t_list T [S, d1 d3] of the CG bank;
-        ws [S, u] weights per path; slot_src [S] sending atom of every slot, S = N n_max for the
-        first N = S / n_max atoms (the centres, N <= N_in)."""
+        ws [S, u] weights per path; slot_src [S] sending atom of every slot, S = n_nodes n_max for
+        the first n_nodes <= N_in atoms (the centres)."""
         n_in = x.shape[0]
         u = self.u
         n_slots = slot_src.shape[0]
-        n_nodes = n_slots // n_max if n_max > 0 else n_in
         xs: List[Tensor] = []
         for x0, mul, d1 in self.in_blocks:
             xb = x[:, x0 : x0 + mul * d1].reshape(n_in, mul, d1).transpose(1, 2).reshape(n_in, d1 * mul)
@@ -340,16 +340,16 @@ class InteractionBlock(nn.Module):
 
     def forward(
         self, h: Tensor, onehot: Tensor, sh: List[Tensor], t_list: List[Tensor], basis: Tensor, slot_src: Tensor,
-        n_max: int, inv_sqrt_nn: float,
+        n_out: int, n_max: int, inv_sqrt_nn: float,
     ) -> Tensor:
         """h [N_in, irreps_in.dim] for every sender; the slot tensors cover the first n_out atoms
         (the centres), which are the only ones updated: returns [n_out, irreps_out.dim]."""
         w = self.radial(basis)
         x = self.linear_1(h)
-        agg = self.conv(x, sh, t_list, w, slot_src, n_max) * inv_sqrt_nn
-        n_out = agg.shape[0]
+        agg = self.conv(x, sh, t_list, w, slot_src, n_out, n_max) * inv_sqrt_nn
         if n_out < h.shape[0]:
             h = h[:n_out]
+        if n_out < onehot.shape[0]:
             onehot = onehot[:n_out]
         y = self.gate(self.linear_2(agg) + self.self_connection(h, onehot))
         if len(self.residual) > 0:
@@ -604,9 +604,9 @@ class NequIP(AtomicModel):
             if n_keep[k] < n_keep[0]:
                 sh_k = [y[:n_s] for y in sh]
                 t_k = [t[:n_s] for t in t_list] if n_keep[k] < n_keep[1] else t_list
-                h = blk(h, onehot, sh_k, t_k, basis[:n_s], slot_src[:n_s], n_max, self.inv_sqrt_nn)
+                h = blk(h, onehot, sh_k, t_k, basis[:n_s], slot_src[:n_s], n_keep[k], n_max, self.inv_sqrt_nn)
             else:
-                h = blk(h, onehot, sh, t_list, basis, slot_src, n_max, self.inv_sqrt_nn)
+                h = blk(h, onehot, sh, t_list, basis, slot_src, n_keep[k], n_max, self.inv_sqrt_nn)
             if keep_all:
                 feats.append(h)
         if not keep_all:
