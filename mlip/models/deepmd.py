@@ -155,41 +155,56 @@ class DeepPotSeA(AtomicModel):
                 self.r_std[t, 1:] = rows[m, 1:].pow(2).mean().sqrt().clamp_min(1e-2)
 
     def descriptor(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
-        """D_i = (T_i T_i[:M2]ᵀ) with T_i = (1/Σsel) Σ_j G(s̃_ij)ᵀ R̃_ij, flattened to M1·M2."""
+        """D_i = (T_i T_i[:M2]ᵀ) with T_i = (1/Σsel) Σ_j G(s̃_ij)ᵀ R̃_ij, flattened to M1·M2.
+
+        Edges are laid out per centre atom in one block per neighbour species (block width = this
+        graph's largest count, never a cap). Each embedding net then runs on one contiguous block and
+        T is one batched matmul per block; padding slots have R̃ = 0 and contribute nothing.
+        """
         n_atoms = species.shape[0]
+        n_sp = self.n_species
         ci = edge_index[0]
-        cj = edge_index[1]
-        ti = species[ci]
-        tj = species[cj]
+        tj = species[edge_index[1]]
+        n_edges = edge_vec.shape[0]
+        key = ci * n_sp + tj
+        if n_edges > 1 and bool((key[1:] < key[:-1]).any()):
+            order = torch.argsort(key, stable=True)
+            key = key.index_select(0, order)
+            ci = ci.index_select(0, order)
+            tj = tj.index_select(0, order)
+            edge_vec = edge_vec.index_select(0, order)
+        counts = torch.bincount(key, minlength=n_atoms * n_sp)
+        widths = counts.reshape(n_atoms, n_sp).max(0)[0] if n_atoms > 0 else torch.zeros(n_sp, dtype=torch.long)
+        widths_l: List[int] = widths.tolist()
+        offsets = torch.cumsum(widths, 0) - widths
+        offs_l: List[int] = offsets.tolist()
+        total = int(widths.sum())
+        slot = torch.arange(n_edges, device=ci.device) - (torch.cumsum(counts, 0) - counts).index_select(0, key)
+        flat = ci * total + offsets.index_select(0, tj) + slot
+
+        ti_atom = species
         r = edge_vec.pow(2).sum(1).sqrt()
         s = smooth_inverse(r, self.rcut_smth, self.rcut)
-        s_in = ((s - self.s_avg[ti]) / self.s_std[ti]).unsqueeze(1)
-        rows = torch.cat([s.unsqueeze(1), s.unsqueeze(1) * edge_vec / r.unsqueeze(1)], 1) / self.r_std[ti]
-        if self.type_one_side:
-            net_id = tj
-        else:
-            net_id = ti * self.n_species + tj
-        g = torch.zeros((edge_vec.shape[0], self.m1), dtype=edge_vec.dtype, device=edge_vec.device)
+        rows = torch.cat([s.unsqueeze(1), s.unsqueeze(1) * edge_vec / r.unsqueeze(1)], 1)
+        s_pad = edge_vec.new_zeros(n_atoms * total).index_copy(0, flat, s).reshape(n_atoms, total)
+        r_pad = edge_vec.new_zeros(n_atoms * total, 4).index_copy(0, flat, rows).reshape(n_atoms, total, 4)
+        r_pad = r_pad / self.r_std[ti_atom].unsqueeze(1)
+        s_in = ((s_pad - self.s_avg[ti_atom].unsqueeze(1)) / self.s_std[ti_atom].unsqueeze(1)).unsqueeze(2)
+
+        t = edge_vec.new_zeros(n_atoms, self.m1, 4)
         for k, net in enumerate(self.embedding):
-            idx = torch.nonzero(net_id == k).squeeze(1)
-            if idx.numel() > 0:
-                g.index_copy_(0, idx, net(s_in.index_select(0, idx)))
-        # T_i = Σ_j G_ijᵀ R̃_ij as one batched matmul over a per-atom padded layout (padding only for
-        # the contraction; the pad width is this graph's largest neighbour count, never a cap).
-        n_edges = edge_vec.shape[0]
-        if n_edges > 1 and bool((ci[1:] < ci[:-1]).any()):
-            order = torch.argsort(ci, stable=True)
-            ci = ci.index_select(0, order)
-            g = g.index_select(0, order)
-            rows = rows.index_select(0, order)
-        counts = torch.bincount(ci, minlength=n_atoms)
-        width = int(counts.max()) if n_edges > 0 else 1
-        start = torch.cumsum(counts, 0) - counts
-        slot = torch.arange(n_edges, device=ci.device) - start.index_select(0, ci)
-        flat = ci * width + slot
-        g_pad = torch.zeros((n_atoms * width, self.m1), dtype=g.dtype, device=g.device).index_copy(0, flat, g)
-        r_pad = torch.zeros((n_atoms * width, 4), dtype=g.dtype, device=g.device).index_copy(0, flat, rows)
-        t = torch.bmm(g_pad.reshape(n_atoms, width, self.m1).transpose(1, 2), r_pad.reshape(n_atoms, width, 4))
+            nb = k if self.type_one_side else k % n_sp
+            w = widths_l[nb]
+            lo = offs_l[nb]
+            if w > 0 and self.type_one_side:
+                g = net(s_in[:, lo: lo + w])  # [N, w, M1]
+                t = t + torch.bmm(g.transpose(1, 2), r_pad[:, lo: lo + w])
+            elif w > 0:
+                idx = torch.nonzero(ti_atom == k // n_sp).squeeze(1)
+                if idx.numel() > 0:
+                    g = net(s_in.index_select(0, idx)[:, lo: lo + w])
+                    part = torch.bmm(g.transpose(1, 2), r_pad.index_select(0, idx)[:, lo: lo + w])
+                    t = t.index_add(0, idx, part)
         t = t * self.inv_nnei
         d = torch.bmm(t, t[:, : self.m2, :].transpose(1, 2))
         return d.reshape(n_atoms, self.m1 * self.m2)
