@@ -48,12 +48,15 @@ class ExportedModel(nn.Module):
         self.format_version: int = FORMAT_VERSION
         self.mlip_version: str = __version__
 
+    def atom_energies(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_local: int) -> Tensor:
+        return self.model(species, edge_index, edge_vec)
+
     def forward(
         self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_local: int, atom_virial: bool
     ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         n_atoms = species.shape[0]
         vec = edge_vec.detach().requires_grad_(True)
-        atom_energy = self.model(species, edge_index, vec)
+        atom_energy = self.atom_energies(species, edge_index, vec, n_local)
         total = atom_energy[:n_local].sum()
         grad: Optional[Tensor] = None
         if total.requires_grad:
@@ -70,6 +73,21 @@ class ExportedModel(nn.Module):
         else:
             av = torch.zeros((0, 9), dtype=vec.dtype, device=vec.device)
         return atom_energy.detach(), forces.detach(), virial.detach(), av.detach()
+
+
+class ExportedMessagePassingModel(ExportedModel):
+    """For models whose `forward` takes `n_local`: they skip the work that cannot reach the local
+    atoms' energies (a LAMMPS ghost shell is mostly such work)."""
+
+    def atom_energies(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_local: int) -> Tensor:
+        return self.model(species, edge_index, edge_vec, n_local)
+
+
+def wrapper_class(model: AtomicModel) -> type:
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return ExportedMessagePassingModel if "n_local" in params else ExportedModel
 
 
 def model_metadata(model: AtomicModel, dtype: str) -> Dict[str, Any]:
@@ -105,7 +123,7 @@ def export_model(
     meta = model_metadata(m, dtype)
     if extra:
         meta.update(extra)
-    scripted = torch.jit.script(ExportedModel(m, dtype))
+    scripted = torch.jit.script(wrapper_class(m)(m, dtype))
     tmp = f"{path}.tmp{os.getpid()}"
     torch.jit.save(scripted, tmp, _extra_files={METADATA_FILE: json.dumps(meta, indent=1)})
     os.replace(tmp, path)
