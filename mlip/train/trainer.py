@@ -185,7 +185,12 @@ class Trainer:
             n = min(len(self.train_graphs), int(self.tcfg["stat_frames"]))
             pick = sorted(rng.choice(len(self.train_graphs), n, replace=False))
             b = collate([self.train_graphs[k] for k in pick])
-            self.model.fit_statistics(b.species, b.edge_index, b.edge_vec)
+            import inspect
+
+            kwargs = {}
+            if "forces" in inspect.signature(self.model.fit_statistics).parameters and bool(b.force_mask.any()):
+                kwargs["forces"] = b.forces[b.force_mask]  # e.g. NequIP's energy scale = RMS force
+            self.model.fit_statistics(b.species, b.edge_index, b.edge_vec, **kwargs)
 
     def _write_config(self) -> None:
         with open(os.path.join(self.out, "config.yaml"), "w") as fh:
