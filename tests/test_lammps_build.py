@@ -16,7 +16,7 @@ from test_lammps_util import export_toy, fcc_structure, last_thermo, rel, requir
 
 from mlip import lammps_support as ls  # noqa: E402
 
-pytestmark = requires_lammps
+pytestmark = [requires_lammps, pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLUGIN_SRC = os.path.join(REPO, "lammps_plugin")

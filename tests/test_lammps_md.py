@@ -20,7 +20,7 @@ from test_lammps_util import (  # noqa: E402
 
 from mlip import lammps_support as ls  # noqa: E402
 
-pytestmark = requires_lammps
+pytestmark = [requires_lammps, pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")]
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from test_lammps_util import (  # noqa: E402
 
 from mlip import lammps_support as ls  # noqa: E402
 
-pytestmark = requires_lammps
+pytestmark = [requires_lammps, pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")]
 
 TOL = 1e-10
 ELEMENTS = ["Cu", "Ag"]
