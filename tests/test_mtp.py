@@ -43,7 +43,7 @@ def efv(model, atoms):
     e = model(sp, ei, vec).sum()
     (g,) = torch.autograd.grad(e, vec)
     f, ev = forces_virials_from_edges(g, ei, vec.detach(), len(sp))
-    return float(e), f.numpy(), ev.sum(0).numpy()
+    return float(e.detach()), f.numpy(), ev.sum(0).numpy()
 
 
 def _model(species=("Mo", "Nb"), level=10, seed=3, noise=0.5):

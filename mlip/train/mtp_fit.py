@@ -277,7 +277,7 @@ def _mono_plan(model) -> Dict[str, Tensor]:
 
 
 def edge_basic_and_gradient(model, species: Tensor, edge_index: Tensor, vec: Tensor) -> Tuple[Tensor, Tensor]:
-    """Per-edge basic-moment contributions b_e [E, nb] (= model.edge_basic) and ∂b_e/∂r_e [E, nb, 3],
+    """Per-edge basic-moment contributions b_e [E, nb] (= model.edge_basic) and ∂b_e/∂r_e as [E, 3, nb],
     analytically: b = f_μ(r) m(u), ∂b/∂r = f'_μ(r) m u + f_μ (∇_u m − ν m u) / r."""
     dtype = vec.dtype
     i = edge_index[0]
@@ -318,69 +318,91 @@ def edge_basic_and_gradient(model, species: Tensor, edge_index: Tensor, vec: Ten
     mono = torch.cat(monos, 1)  # [E, n_mono]
     plan = _mono_plan(model)
     low, coef, nuv = plan["low"], plan["coef"].to(dtype), plan["nu"].to(dtype)
-    grad_u = torch.stack([mono.index_select(1, low[:, ax]) * coef[:, ax] for ax in range(3)], 2)  # [E, nm, 3]
-    dmono = (grad_u - (nuv.unsqueeze(1) * u.unsqueeze(1)) * mono.unsqueeze(2)) / r.view(-1, 1, 1)
+    grad_u = torch.stack([mono.index_select(1, low[:, ax]) * coef[:, ax] for ax in range(3)], 1)  # [E, 3, nm]
+    dmono = (grad_u - u.unsqueeze(2) * (nuv * mono).unsqueeze(1)) / r.view(-1, 1, 1)  # [E, 3, nm]
+    if model.fast_basic:
+        bparts, dparts = [], []
+        for m_, cnt in enumerate(model.basic_blocks):
+            mo = mono[:, :cnt]
+            bparts.append(f[:, m_:m_ + 1] * mo)
+            dparts.append((fp[:, m_:m_ + 1] * mo).unsqueeze(1) * u.unsqueeze(2)
+                          + f[:, m_:m_ + 1].unsqueeze(2) * dmono[:, :, :cnt])
+        return torch.cat(bparts, 1), torch.cat(dparts, 2)
     mu = model.basic_mu
     mi = model.basic_mono
     fb = f.index_select(1, mu)
     mb_ = mono.index_select(1, mi)
     basic = fb * mb_
-    d = (fp.index_select(1, mu) * mb_).unsqueeze(2) * u.unsqueeze(1) + fb.unsqueeze(2) * dmono.index_select(1, mi)
+    d = (fp.index_select(1, mu) * mb_).unsqueeze(1) * u.unsqueeze(2) + fb.unsqueeze(1) * dmono.index_select(2, mi)
     return basic, d
 
 
-def edge_gradients_of_basis(model, species: Tensor, edge_index: Tensor, edge_vec: Tensor,
-                            atom_chunk: Optional[int] = None) -> Tuple[Tensor, Tensor]:
-    """B [N, A] and ∂(Σ_i B_α(i))/∂r_e as [E, A, 3], without A backward passes.
+def basis_design(model, species: Tensor, edge_index: Tensor, edge_vec: Tensor, node_frame: Tensor,
+                 n_frames: int, need_virial: bool = False, atom_chunk: Optional[int] = None
+                 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """Design of the linear model E = Σ_i Σ_α ξ_α B_α(i):  B [N, A], the basis "forces"
+    Fd [N, 3, A] (Fd_l = Σ_{e: i_e=l} g_e − Σ_{e: j_e=l} g_e with g_e = ∂ΣB/∂r_e, i.e. what
+    `forces_virials_from_edges` makes of g) and, if asked, the basis virials Vd [n_frames, 3, 3, A]
+    (−Σ_e r_e ⊗ g_e), all without A backward passes.
 
-    r_e only enters its centre's basic moments, so ∂B(i)/∂r_e = J_i · d_e with J_i = ∂B(i)/∂Mb(i)
-    ([A, n_basic], forward-mode per atom) and d_e = ∂b_e/∂r_e ([n_basic, 3], three forward-mode
-    passes over all edges); the product is a batched matmul over atoms with their edges padded."""
+    r_e only enters its centre's basic moments, so g_e = J_i · d_e with J_i = ∂B(i)/∂Mb(i)
+    ([A, n_basic], sparse forward mode per atom) and d_e = ∂b_e/∂r_e ([n_basic, 3], analytic).
+    Per-edge products come from one batched matmul over atoms with their edges padded; the centre
+    side and the virial only need per-atom sums of d_e."""
     nb, A = model.n_basic, model.n_alpha
     N, E = int(species.shape[0]), int(edge_vec.shape[0])
     vec = edge_vec.detach()
     dtype = vec.dtype
-
-    def fn(v):
-        return model.edge_basic(species, edge_index, v)
-
     with torch.no_grad():
-        basic, d = edge_basic_and_gradient(model, species, edge_index, vec)  # [E, nb], [E, nb, 3]
-        i = edge_index[0]
+        basic, d = edge_basic_and_gradient(model, species, edge_index, vec)  # [E, nb], [E, 3, nb]
+        i, j = edge_index[0], edge_index[1]
         mb = torch.zeros(N, nb, dtype=dtype).index_add(0, i, basic)
         B = model.contract(mb).index_select(1, model.mapping)
-
-        order = torch.argsort(i, stable=True)
-        i_s = i[order]
-        deg = torch.bincount(i_s, minlength=N)
+        if E > 1 and bool((i[1:] < i[:-1]).any()):
+            order = torch.argsort(i, stable=True)
+            i, j, d, vec = i[order], j[order], d[order], vec[order]
+        deg = torch.bincount(i, minlength=N)
         start = torch.cumsum(deg, 0) - deg
-        pos = torch.arange(E) - start[i_s]
-        out = torch.zeros(E, A, 3, dtype=dtype)
+        pos = torch.arange(E) - start[i]
+        Fd = torch.zeros(N + 1, 3 * A, dtype=dtype)  # [atom, (xyz, α)]; last row: padding sink
+        Vd = torch.zeros(n_frames, 9, A, dtype=dtype) if need_virial else None
+        if need_virial:
+            # H_i[(a,b), n] = Σ_{e∈i} r_e,a d_e[b, n]
+            H = torch.zeros(N, 9 * nb, dtype=dtype).index_add(
+                0, i, (vec.view(E, 3, 1, 1) * d.unsqueeze(1)).reshape(E, 9 * nb))
         if atom_chunk is None:
             atom_chunk = max(8, int(2e7 // max(1, nb * (model.n_moments + A))))
         for a0 in range(0, N, atom_chunk):
             a1 = min(N, a0 + atom_chunk)
+            n = a1 - a0
             J = contract_jacobian(model, mb[a0:a1])  # [n, A, nb]
-            sel = (i_s >= a0) & (i_s < a1)
-            if not bool(sel.any()):
+            Jt = J.transpose(1, 2)  # [n, nb, A]
+            if need_virial:
+                Vd.index_add_(0, node_frame[a0:a1], -torch.bmm(H[a0:a1].view(n, 9, nb), Jt))
+            e0, e1 = int(start[a0]), int(start[a1 - 1] + deg[a1 - 1])
+            if e1 <= e0:
                 continue
-            ee = order[sel]
-            ii = i_s[sel] - a0
-            pp = pos[sel]
+            pp = pos[e0:e1]
             dmax = int(pp.max()) + 1
-            flat = ii * dmax + pp
-            D = torch.zeros((a1 - a0) * dmax, nb * 3, dtype=dtype)
-            D.index_copy_(0, flat, d.index_select(0, ee).reshape(-1, nb * 3))
-            D = D.view(a1 - a0, dmax, nb, 3).permute(0, 2, 1, 3).reshape(a1 - a0, nb, dmax * 3)
-            G = torch.bmm(J, D).view(a1 - a0, A, dmax, 3).permute(0, 2, 1, 3).reshape((a1 - a0) * dmax, A * 3)
-            out.index_copy_(0, ee, G.index_select(0, flat).view(-1, A, 3))
-    return B, out
+            flat = (i[e0:e1] - a0) * dmax + pp
+            D = torch.zeros(n * dmax, 3 * nb, dtype=dtype)
+            D.index_copy_(0, flat, d[e0:e1].reshape(-1, 3 * nb))
+            G = torch.bmm(D.view(n, dmax * 3, nb), Jt)  # [n, dmax*3, A]: g_e per (atom, slot, xyz)
+            Fd[a0:a1] += G.view(n, dmax, 3 * A).sum(1)
+            target = torch.full((n * dmax,), N, dtype=torch.long)
+            target[flat] = j[e0:e1]
+            Fd.index_add_(0, target, G.view(n * dmax, 3 * A), alpha=-1.0)
+        Fd = Fd[:N].view(N, 3, A)
+        if need_virial:
+            Vd = Vd.view(n_frames, 3, 3, A)
+    return B, Fd, Vd
 
 
 def linear_rows(model, c: Chunk, w: Dict[str, float]) -> Tuple[np.ndarray, np.ndarray]:
     """Weighted least-squares rows (energy, force, virial) of one chunk for ξ = (species, moment) coeffs."""
     S = model.n_species
-    B, gb = edge_gradients_of_basis(model, c.species, c.edge_index, c.edge_vec)  # [N, A], [E, A, 3]
+    need_v = w["virial"] > 0 and bool(c.v_mask.any())
+    B, Fd, Vd = basis_design(model, c.species, c.edge_index, c.edge_vec, c.node_frame, c.n_frames, need_v)
     A = B.shape[1]
     N = int(c.species.shape[0])
     nf = c.n_frames
@@ -396,20 +418,15 @@ def linear_rows(model, c: Chunk, w: Dict[str, float]) -> Tuple[np.ndarray, np.nd
         rows.append((np.hstack([counts, Ef]) * sw[:, None])[em])
         rhs.append((c.energy.numpy() * sw)[em])
     if w["forces"] > 0 and bool(c.f_mask.any()):
-        F = torch.zeros(N, A, 3, dtype=B.dtype)
-        F.index_add_(0, c.edge_index[0], gb)
-        F.index_add_(0, c.edge_index[1], -gb)
-        F = F.permute(0, 2, 1).reshape(N * 3, A).numpy()  # rows (atom, xyz)
+        F = Fd.reshape(N * 3, A).numpy()  # rows (atom, xyz)
         fr_of = np.repeat(c.node_frame.numpy(), 3)
         sw = np.sqrt(w["forces"] * wt[fr_of] / (3.0 * n[fr_of]))
         fm = np.repeat(c.f_mask.numpy(), 3)
         rows.append((np.hstack([np.zeros((N * 3, S)), F]) * sw[:, None])[fm])
         rhs.append((c.forces.numpy().reshape(-1) * sw)[fm])
     vm = c.v_mask.numpy()
-    if w["virial"] > 0 and vm.any():
-        ev = -(c.edge_vec.unsqueeze(1).unsqueeze(3) * gb.unsqueeze(2))  # [E, A, 3, 3]
-        V = torch.zeros(nf, A, 9, dtype=B.dtype).index_add(0, c.edge_frame, ev.reshape(-1, A, 9))
-        V = V.permute(0, 2, 1).reshape(nf * 9, A).numpy()
+    if need_v and Vd is not None:
+        V = Vd.reshape(nf * 9, A).numpy()
         fr_of = np.repeat(np.arange(nf), 9)
         sw = np.sqrt(w["virial"] * wt[fr_of] / 9.0)
         m9 = np.repeat(vm, 9)
