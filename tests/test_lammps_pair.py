@@ -221,6 +221,39 @@ run 0
     assert row["PotEng"] != row["c_pm"]  # the lj/cut part is there too
 
 
+@pytest.mark.parametrize("family", ["deepmd", "mtp", "nequip"])
+def test_real_families_match_calculator(tmp_path, family):
+    """A (tiny, random) Deep Potential, MTP and 2-layer NequIP (message passing: ghost centres, its
+    own n_local pruning) through LAMMPS on 1 and 2 ranks against the ASE calculator."""
+    import torch
+
+    from mlip.export import export_model
+
+    torch.manual_seed(0)
+    if family == "deepmd":
+        from mlip.models.deepmd import DeepPotSeA
+
+        m = DeepPotSeA(ELEMENTS, rcut=5.0, rcut_smth=0.5, sel=[40, 40], neuron=(8, 16), axis_neuron=4,
+                       fitting_neuron=(16, 16), seed=0)
+    elif family == "mtp":
+        from mlip.models.mtp import MTP
+
+        m = MTP(ELEMENTS, level=8, cutoff=5.0, min_dist=2.0, seed=0)
+    else:
+        pytest.importorskip("e3nn", reason="NequIP needs e3nn")
+        from mlip.models.nequip import NequIP
+
+        m = NequIP(ELEMENTS, cutoff=3.5, l_max=1, num_features=8, num_layers=2, num_basis=4, radial_hidden=8,
+                   head_hidden=8)
+        assert m.interaction_range > m.cutoff
+    path = str(tmp_path / f"{family}.pt")
+    export_model(m, path, "float64")
+    atoms = fcc_structure(3.7, (3, 3, 3), tilt=(0.1, -0.05, 0.08), seed=16)
+    for nprocs in (1, 2):
+        lmp = lammps_single_point(tmp_path, atoms, path, nprocs=nprocs)
+        compare_to_calculator(lmp, atoms, path)
+
+
 def test_float32_export(tmp_path, models):
     """A float32 export runs through the same path (engine converts); agreement to float32 level."""
     model32 = export_toy(str(tmp_path / "eam32.pt"), "eam", cutoff=5.0, dtype="float32")
