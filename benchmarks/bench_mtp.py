@@ -30,7 +30,7 @@ def _efv_model(model, fr):
     e = model(sp, ei, vec).sum()
     (g,) = torch.autograd.grad(e, vec)
     f, ev = forces_virials_from_edges(g, ei, vec.detach(), len(sp))
-    return float(e), f.numpy(), ev.sum(0).numpy()
+    return float(e.detach()), f.numpy(), ev.sum(0).numpy()
 
 
 def reference(args) -> dict:
