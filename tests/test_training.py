@@ -24,7 +24,7 @@ def cu_config(tmp_path, steps=30, **training):
         "model": dict(CU_MODEL),
         "loss": {"energy": {"start": 0.1, "limit": 1}, "forces": {"start": 100, "limit": 1}, "virial": 0.01},
         "optimizer": {"lr": {"start": 0.003, "stop": 1e-4, "decay_steps": 10}, "ema": 0.9, "clip_grad": 50.0},
-        "training": {"steps": steps, "batch_size": 2, "val_every": 10, "checkpoint_every": 5,
+        "training": {"steps": steps, "batch_size": 2, "val_every": 10, "checkpoint_every": 5, "bias_refit_every": 7,
                      "progress": False, **training},
     })
 

@@ -70,6 +70,12 @@ class ResMLP(nn.Module):
             x = self.out(x)
         return x
 
+    def hidden(self, x: Tensor) -> Tensor:
+        """The last hidden layer (the input of the linear output), [.., widths[-1]]."""
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
 
 
 
@@ -135,6 +141,14 @@ class DeepPotSeA(AtomicModel):
 
     def set_energy_bias(self, bias: Tensor) -> None:
         self.energy_bias.copy_(bias.to(self.energy_bias))
+
+    @torch.jit.unused
+    def shift_energy_bias(self, delta: Tensor) -> Dict[str, Tensor]:
+        """Add `delta` (per species) to the energy reference; returns {buffer name: delta} so that
+        copies of the state (EMA) can be shifted identically."""
+        with torch.no_grad():
+            self.energy_bias.add_(delta.to(self.energy_bias))
+        return {"energy_bias": delta.to(self.energy_bias)}
 
     @torch.jit.unused
     def fit_statistics(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> None:
@@ -220,3 +234,21 @@ class DeepPotSeA(AtomicModel):
             if idx.numel() > 0:
                 e.index_add_(0, idx, (net(d.index_select(0, idx)) - net(zero)).squeeze(1))
         return e
+
+    @torch.jit.export
+    def grade_features(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
+        """Per-atom MaxVol rows (extrapolation grade, see `mlip.active.nn_grade`): the derivatives of E_i
+        with respect to the linear parameters of the fitting nets, i.e. per species block s
+        [δ(t_i, s), δ(t_i, s) h_s(D_i)] with h_s the last hidden layer of fitting net s;
+        [N, n_species * (1 + fitting_neuron[-1])], species-major blocks."""
+        d = self.descriptor(species, edge_index, edge_vec)
+        n_atoms = species.shape[0]
+        width = self.fitting[0].out.in_features
+        rows = d.new_zeros(n_atoms, self.n_species, 1 + width)
+        for k, net in enumerate(self.fitting):
+            idx = torch.nonzero(species == k).squeeze(1)
+            if idx.numel() > 0:
+                h = net.hidden(d.index_select(0, idx))
+                blk = torch.cat([torch.ones_like(h[:, :1]), h], 1)
+                rows[idx, k] = blk
+        return rows.reshape(n_atoms, self.n_species * (1 + width))

@@ -45,6 +45,7 @@ DEFAULTS: Dict[str, Any] = {
         "checkpoint_every": 100,
         "progress": True,
         "stat_frames": 20,
+        "bias_refit_every": 100,  # steps; 0 = keep the initial energy reference
     },
     "export": {"dtype": None},
 }

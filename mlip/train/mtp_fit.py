@@ -716,19 +716,28 @@ def run_recipe(cfg: Dict[str, Any], out_dir: str, log: Callable[[str], None] = p
     last = {"t": time.time(), "best": math.inf}
     every = float(cfg.get("checkpoint_every", 600))
 
+    def save(tag: str) -> None:
+        """model.mtp (own code, always) and model.pt (the export; a failure there is logged, not fatal:
+        `mlip convert model.mtp -o model.pt` recreates it)."""
+        model.to_mtp_file(os.path.join(out_dir, "model.mtp"))
+        torch.save({"config": model.config(), "state_dict": model.state_dict()}, os.path.join(out_dir, "model_state.pth"))
+        try:
+            export_model(model, best_path, dtype="float64")
+        except Exception as exc:  # noqa: BLE001 - keep training whatever happens to the export code
+            log(f"  {tag}: export failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                f"model.mtp and model_state.pth were written")
+
     def checkpoint(n: int, loss: float) -> None:
         if loss < last["best"]:
             last["best"] = loss
             if time.time() - last["t"] > every:
                 last["t"] = time.time()
-                export_model(model, best_path, dtype="float64")
-                model.to_mtp_file(os.path.join(out_dir, "model.mtp"))
-                log(f"  checkpoint: {best_path} (loss {loss:.6e} at evaluation {n})")
+                save("checkpoint")
+                log(f"  checkpoint: {out_dir} (loss {loss:.6e} at evaluation {n})")
 
     hist = fit(model, train, weights=weights, log=log, callback=checkpoint, **fcfg)
     train_time = time.time() - t0
-    export_model(model, best_path, dtype="float64")
-    model.to_mtp_file(os.path.join(out_dir, "model.mtp"))
+    save("final")
     metrics = {"train": evaluate(model, train), "test": evaluate(model, test) if test else {},
                "train_time_s": train_time, "level": model.level, "n_basis": model.n_alpha,
                "n_params": int(sum(p.numel() for p in model.parameters())), "cutoff": model.cutoff,

@@ -143,6 +143,8 @@ class Trainer:
         self.pref = {k: Prefactor(lcfg[k], k) for k in ("energy", "forces", "virial")}
         self.ema = EMA(self.model, ocfg["ema"]) if ocfg["ema"] else None
         self.step = 0
+        self.offset_rows: List[torch.Tensor] = []
+        self.offset_res: List[torch.Tensor] = []
         self.elapsed = 0.0
         self.best = math.inf
         if ckpt is not None:
@@ -150,6 +152,7 @@ class Trainer:
             if self.ema is not None:
                 self.ema.shadow = ckpt["ema"]
             self.step, self.elapsed, self.best = ckpt["step"], ckpt["elapsed"], ckpt["best"]
+            self.offset_rows, self.offset_res = ckpt.get("offset_window", ([], []))
         self._write_config()
 
     # ------------------------------------------------------------------ set-up
@@ -205,6 +208,34 @@ class Trainer:
         perm = np.random.default_rng([int(self.cfg["seed"]), epoch]).permutation(n)
         return [int(k) for k in perm[pos * bs: (pos + 1) * bs]]
 
+    def _track_energy_offset(self, batch, pred) -> None:
+        """Force-dominated training lets the per-species energy reference drift (forces do not see a
+        constant); every `bias_refit_every` steps the drift seen on the recent training batches is
+        removed by a least-squares shift of the reference, in the model and in its EMA alike."""
+        every = int(self.tcfg["bias_refit_every"] or 0)
+        if every <= 0 or not hasattr(self.model, "shift_energy_bias"):
+            return
+        n_sp = len(self.model.species)
+        with torch.no_grad():
+            onehot = torch.zeros(batch.n_frames, n_sp, dtype=torch.float64)
+            onehot.index_put_((batch.node_frame, batch.species), torch.ones(len(batch.species), dtype=torch.float64),
+                              accumulate=True)
+            res = (batch.energy - pred["energy"].detach()).double()
+            m = batch.energy_mask
+            self.offset_rows.append(onehot[m])
+            self.offset_res.append(res[m])
+        if self.step % every == 0 and self.offset_rows:
+            a = torch.cat(self.offset_rows).numpy()
+            b = torch.cat(self.offset_res).numpy()
+            self.offset_rows, self.offset_res = [], []
+            if len(b) == 0:
+                return
+            delta = torch.from_numpy(np.linalg.lstsq(a, b, rcond=None)[0])
+            shifted = self.model.shift_energy_bias(delta)
+            if self.ema is not None:
+                for k, d in shifted.items():
+                    self.ema.shadow[k] += d.to(self.ema.shadow[k])
+
     def eval_model(self) -> AtomicModel:
         return self.ema.copy_to(self.model) if self.ema is not None else self.model
 
@@ -222,6 +253,7 @@ class Trainer:
             "ema": self.ema.shadow if self.ema is not None else None,
             "step": self.step, "elapsed": self.elapsed, "best": self.best, "config": self.cfg,
             "eval_model": self.eval_model().state_dict(),
+            "offset_window": (self.offset_rows, self.offset_res),
         }
         tmp = path + ".tmp"
         torch.save(state, tmp)
@@ -279,6 +311,7 @@ class Trainer:
                 if clip:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
                 self.optimizer.step()
+                self._track_energy_offset(batch, pred)
                 if self.ema is not None:
                     self.ema.update(self.model)
                 self.step += 1
