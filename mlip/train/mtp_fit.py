@@ -764,6 +764,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         fit_cfg["max_iter"] = args.max_iter
     if args.max_time is not None:
         fit_cfg["max_time"] = args.max_time
+    base = os.path.dirname(os.path.abspath(args.recipe))
+    for key in ("train", "test"):  # relative data paths are relative to the recipe file
+        p = cfg.get("data", {}).get(key)
+        if p and not os.path.isabs(p):
+            cfg["data"][key] = os.path.normpath(os.path.join(base, p))
+    mf = cfg.get("model", {}).get("from_file")
+    if mf and not os.path.isabs(mf):
+        cfg["model"]["from_file"] = os.path.normpath(os.path.join(base, mf))
     out = args.out or cfg.get("output", {}).get("dir") or "runs/" + os.path.splitext(os.path.basename(args.recipe))[0]
 
     def log(msg: str) -> None:
