@@ -3,8 +3,9 @@
 #
 #   bash lammps_plugin/install_into_lammps.sh /path/to/lammps        # (the directory holding src/)
 #
-# pair_mlip.cpp/.h land in lammps/src/, where both LAMMPS build systems pick them up (CMake globs
-# src/*.cpp, make compiles src/*.cpp; the PairStyle(mlip,PairMLIP) line registers the style).
+# pair_mlip.cpp/.h and compute_mlip_gamma.cpp/.h land in lammps/src/, where both LAMMPS build
+# systems pick them up (CMake globs src/*.cpp, make compiles src/*.cpp; the PairStyle(mlip,PairMLIP)
+# and ComputeStyle(mlip/gamma,ComputeMLIPGamma) lines register the styles).
 # Then rebuild LAMMPS as usual. pair_style mlip needs neither torch nor mlip headers to compile:
 # at run time it dlopen()s libmlip_engine.so from the installed mlip Python package. Its path (as
 # found by `python -m mlip.lammps_support --engine` when this script runs) is compiled in as the
@@ -38,8 +39,10 @@ cp "$here/pair_mlip.h" "$src/pair_mlip.h"
   fi
   cat "$here/pair_mlip.cpp"
 } > "$src/pair_mlip.cpp"
+cp "$here/compute_mlip_gamma.h" "$src/compute_mlip_gamma.h"
+cp "$here/compute_mlip_gamma.cpp" "$src/compute_mlip_gamma.cpp"
 
-echo "installed pair_mlip.cpp and pair_mlip.h into $src"
+echo "installed pair_mlip.cpp/.h and compute_mlip_gamma.cpp/.h into $src"
 if [ -n "$engine" ]; then
   echo "default engine: $engine (override with MLIP_ENGINE_LIBRARY)"
 else

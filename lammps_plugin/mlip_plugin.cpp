@@ -1,5 +1,5 @@
 /* ----------------------------------------------------------------------
-   LAMMPS plugin entry point for pair_style mlip.
+   LAMMPS plugin entry point for pair_style mlip and compute mlip/gamma.
 
    The LAMMPS PLUGIN package dlopen()s files named *plugin.so (from a
    `plugin load` command or, automatically, from the directories listed in
@@ -9,6 +9,7 @@
    here following the layout documented for LAMMPS plugins.
 ------------------------------------------------------------------------- */
 
+#include "compute_mlip_gamma.h"
 #include "lammps.h"
 #include "pair_mlip.h"
 #include "utils.h"
@@ -50,6 +51,11 @@ static void *mlip_pair_creator(void *lmp)
   return static_cast<Pair *>(new PairMLIP(static_cast<LAMMPS *>(lmp)));
 }
 
+static void *mlip_gamma_creator(void *lmp, int narg, char **arg)
+{
+  return static_cast<Compute *>(new ComputeMLIPGamma(static_cast<LAMMPS *>(lmp), narg, arg));
+}
+
 extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
 {
   auto *lammps = static_cast<LAMMPS *>(lmp);
@@ -78,5 +84,12 @@ extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
   plugin.author = "mlip developers";
   plugin.creator.v1 = &mlip_pair_creator;
   plugin.handle = handle;
+  (*reinterpret_cast<mlip_lammpsplugin_regfunc>(regfunc))(&plugin, lmp);
+
+  // compute mlip/gamma: extrapolation grade of pair_style mlip (global max, per atom)
+  plugin.style = "compute";
+  plugin.name = "mlip/gamma";
+  plugin.info = "mlip extrapolation grade (max and per-atom gamma of pair_style mlip)";
+  plugin.creator.v2 = &mlip_gamma_creator;
   (*reinterpret_cast<mlip_lammpsplugin_regfunc>(regfunc))(&plugin, lmp);
 }

@@ -12,11 +12,21 @@
               interaction_range + skin).
    Forces and per-atom virials of ghost nodes are added to the ghost atoms and
    reverse-communicated by LAMMPS (newton_pair on is required).
+
+   Several models (a committee): the graph is built once with the largest
+   cutoff (and interaction range); each model gets the edges shorter than its
+   own cutoff, in the same order. The first model drives the dynamics; on
+   model-deviation steps every model is evaluated, its node forces are put on
+   a per-atom buffer [nall][3 M] that is reverse-communicated (so the force of
+   every owned atom is complete for every model) before the deviations are
+   taken. The extrapolation grade is evaluated on the same graph (n_local
+   values per rank), its maximum reduced with MPI_Allreduce.
 ------------------------------------------------------------------------- */
 
 #include "pair_mlip.h"
 
 #include "atom.h"
+#include "domain.h"
 #include "comm.h"
 #include "error.h"
 #include "force.h"
@@ -29,6 +39,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -57,6 +68,10 @@ struct MLIPEngineAPI {
   int (*compute)(void *, int64_t, int64_t, const int64_t *, int64_t, const int64_t *,
                  const int64_t *, const double *, double *, double *, double *, double *, double *,
                  char *, int) = nullptr;
+  // C API version 2 (extrapolation grade); nullptr with an older engine
+  int (*has_grade)(const void *) = nullptr;
+  int (*grade)(void *, int64_t, int64_t, const int64_t *, int64_t, const int64_t *,
+               const int64_t *, const double *, double *, char *, int) = nullptr;
 };
 }    // namespace LAMMPS_NS
 
@@ -199,6 +214,10 @@ const MLIPEngineAPI *load_engine_api(std::string &err)
     dlclose(handle);
     return nullptr;
   }
+  // optional (C API version 2): without them no model reports an extrapolation grade
+  t.has_grade = reinterpret_cast<decltype(t.has_grade)>(dlsym(handle, "mlip_engine_has_grade"));
+  t.grade = reinterpret_cast<decltype(t.grade)>(dlsym(handle, "mlip_engine_grade"));
+  if (!t.has_grade || !t.grade) t.has_grade = nullptr, t.grade = nullptr;
   t.handle = handle;
   t.path = found;
   api_table = t;
@@ -210,8 +229,13 @@ const MLIPEngineAPI *load_engine_api(std::string &err)
 /* ---------------------------------------------------------------------- */
 
 PairMLIP::PairMLIP(LAMMPS *lmp) :
-    Pair(lmp), api(nullptr), engine(nullptr), num_threads(1), model_cutoff(0.0),
-    model_cutsq(0.0), interaction_range(0.0), message_passing(false), energy_scale(1.0)
+    Pair(lmp), api(nullptr), num_threads(1), model_cutoff(0.0), model_cutsq(0.0),
+    interaction_range(0.0), message_passing(false), energy_scale(1.0), n_graded(0),
+    graph_nlocal(0), graph_serial(-1), graph_step(-1), energy0(0.0), gamma_every(0),
+    gamma_select(0.0), gamma_break(0.0), select_started(false), gamma_trigger(0),
+    gamma_serial(-1), checked_step(-1), gamma_atom(nullptr), gamma_global(0.0), n_selected(0),
+    out_freq(0), out_file("model_devi.out"), devi_fp(nullptr), devi_trigger(0), devi_step(-1),
+    fdevi_atom(nullptr), nmax_peratom(0), comm_models(0)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -221,11 +245,15 @@ PairMLIP::PairMLIP(LAMMPS *lmp) :
   no_virial_fdotr_compute = 1;
   // per-atom virials are full 3x3 tensors: centroid stress is available
   centroidstressflag = CENTROID_AVAIL;
+  for (double &v : virial0) v = 0.0;
 }
 
 PairMLIP::~PairMLIP()
 {
-  close_engine();
+  close_engines();
+  if (devi_fp) fclose(devi_fp);
+  memory->destroy(gamma_atom);
+  memory->destroy(fdevi_atom);
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);
@@ -233,10 +261,11 @@ PairMLIP::~PairMLIP()
   }
 }
 
-void PairMLIP::close_engine()
+void PairMLIP::close_engines()
 {
-  if (engine && api) api->close(engine);
-  engine = nullptr;
+  for (auto &m : models)
+    if (m.engine && api) api->close(m.engine);
+  models.clear();
 }
 
 /* ---------------------------------------------------------------------- */
@@ -254,29 +283,90 @@ void PairMLIP::allocate()
 }
 
 /* ----------------------------------------------------------------------
-   pair_style mlip MODEL.pt [threads N]
+   pair_style mlip MODEL.pt [MODEL2.pt ...] [keyword value(s) ...]
+     threads N
+     out_freq N  out_file FILE                  (committee: 2 or more models)
+     gamma_every N  gamma_select G FILE  gamma_break B
 ------------------------------------------------------------------------- */
 
-void PairMLIP::settings(int narg, char **arg)
+namespace {
+const char *USAGE = "expected 'pair_style mlip MODEL.pt [MODEL2.pt ...] [threads N] [out_freq N] "
+                    "[out_file FILE] [gamma_every N] [gamma_select G FILE] [gamma_break B]'";
+
+bool is_keyword(const char *s)
 {
-  if (narg < 1)
-    error->all(FLERR, "Illegal pair_style mlip command: expected 'pair_style mlip MODEL.pt "
-                      "[threads N]'");
+  for (const char *k : {"threads", "out_freq", "out_file", "gamma_every", "gamma_select",
+                        "gamma_break"})
+    if (strcmp(s, k) == 0) return true;
+  return false;
+}
+}    // namespace
+
+void PairMLIP::parse_settings(int narg, char **arg, std::vector<std::string> &paths)
+{
+  int iarg = 0;
+  while (iarg < narg && !is_keyword(arg[iarg])) paths.emplace_back(arg[iarg++]);
+  if (paths.empty()) error->all(FLERR, "Illegal pair_style mlip command: {}", USAGE);
 
   int threads = -1;
-  int iarg = 1;
+  bool every_given = false;
+  out_freq = 0;
+  out_file = "model_devi.out";
+  gamma_every = 0;
+  gamma_select = gamma_break = 0.0;
+  select_file.clear();
+  auto need = [&](int n) {
+    if (iarg + n >= narg)
+      error->all(FLERR, "pair_style mlip: keyword '{}' needs {} value(s); {}", arg[iarg], n,
+                 USAGE);
+  };
   while (iarg < narg) {
-    if (strcmp(arg[iarg], "threads") == 0) {
-      if (iarg + 1 >= narg) error->all(FLERR, "pair_style mlip: keyword 'threads' needs a value");
+    const char *kw = arg[iarg];
+    if (strcmp(kw, "threads") == 0) {
+      need(1);
       threads = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
       if (threads < 1)
         error->all(FLERR, "pair_style mlip: 'threads' must be >= 1, got {}", arg[iarg + 1]);
       iarg += 2;
+    } else if (strcmp(kw, "out_freq") == 0) {
+      need(1);
+      out_freq = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
+      if (out_freq < 0)
+        error->all(FLERR, "pair_style mlip: 'out_freq' must be >= 0, got {}", arg[iarg + 1]);
+      iarg += 2;
+    } else if (strcmp(kw, "out_file") == 0) {
+      need(1);
+      out_file = arg[iarg + 1];
+      iarg += 2;
+    } else if (strcmp(kw, "gamma_every") == 0) {
+      need(1);
+      gamma_every = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
+      if (gamma_every < 1)
+        error->all(FLERR, "pair_style mlip: 'gamma_every' must be >= 1, got {}", arg[iarg + 1]);
+      every_given = true;
+      iarg += 2;
+    } else if (strcmp(kw, "gamma_select") == 0) {
+      need(2);
+      gamma_select = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
+      if (!(gamma_select > 0.0))
+        error->all(FLERR, "pair_style mlip: 'gamma_select' threshold must be > 0, got {}",
+                   arg[iarg + 1]);
+      select_file = arg[iarg + 2];
+      iarg += 3;
+    } else if (strcmp(kw, "gamma_break") == 0) {
+      need(1);
+      gamma_break = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
+      if (!(gamma_break > 0.0))
+        error->all(FLERR, "pair_style mlip: 'gamma_break' threshold must be > 0, got {}",
+                   arg[iarg + 1]);
+      iarg += 2;
     } else {
-      error->all(FLERR, "pair_style mlip: unknown keyword '{}' (known keywords: threads)",
-                 arg[iarg]);
+      error->all(FLERR, "pair_style mlip: unknown keyword '{}' (model files come first, then "
+                        "keywords); {}", kw, USAGE);
     }
   }
+  if (!every_given && (gamma_select > 0.0 || gamma_break > 0.0)) gamma_every = 1;
+
   if (threads < 0) {
     const char *env = getenv("MLIP_NUM_THREADS");
     if (env && *env) {
@@ -289,6 +379,12 @@ void PairMLIP::settings(int narg, char **arg)
     }
   }
   num_threads = threads;
+}
+
+void PairMLIP::settings(int narg, char **arg)
+{
+  std::vector<std::string> paths;
+  parse_settings(narg, arg, paths);
 
   // refuse unsupported LAMMPS units before the (slow) model load
   if (ev_per_energy_unit(update->unit_style) == 0.0)
@@ -300,38 +396,116 @@ void PairMLIP::settings(int narg, char **arg)
   api = load_engine_api(err);
   if (!api) error->all(FLERR, "pair_style mlip: {}", err);
 
-  close_engine();
-  model_path = arg[0];
-  char msg[ERRLEN] = {0};
-  engine = api->open(model_path.c_str(), num_threads, msg, ERRLEN);
-  int ok = engine ? 1 : 0, all_ok = 0, any_ok = 0;
-  MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, world);
-  MPI_Allreduce(&ok, &any_ok, 1, MPI_INT, MPI_MAX, world);
-  if (!any_ok) error->all(FLERR, "pair_style mlip: cannot load model '{}': {}", model_path, msg);
-  if (!ok) error->one(FLERR, "pair_style mlip: cannot load model '{}': {}", model_path, msg);
-  if (!all_ok) error->all(FLERR, "pair_style mlip: model '{}' failed to load on another rank",
-                          model_path);
+  close_engines();
+  if (devi_fp) fclose(devi_fp);
+  devi_fp = nullptr;
+  devi_step = -1;
+  select_started = false;
+  checked_step = -1;
+  n_selected = 0;
+  graph_serial = -1;
+  gamma_serial = -1;
+  graph_step = -1;
+
+  for (const auto &path : paths) {
+    char msg[ERRLEN] = {0};
+    void *eng = api->open(path.c_str(), num_threads, msg, ERRLEN);
+    int ok = eng ? 1 : 0, all_ok = 0, any_ok = 0;
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, world);
+    MPI_Allreduce(&ok, &any_ok, 1, MPI_INT, MPI_MAX, world);
+    if (!any_ok) error->all(FLERR, "pair_style mlip: cannot load model '{}': {}", path, msg);
+    if (!ok) error->one(FLERR, "pair_style mlip: cannot load model '{}': {}", path, msg);
+    if (!all_ok)
+      error->all(FLERR, "pair_style mlip: model '{}' failed to load on another rank", path);
+    Model m;
+    m.path = path;
+    m.engine = eng;
+    m.cutoff = api->cutoff(eng);
+    m.cutsq = m.cutoff * m.cutoff;
+    m.interaction_range = api->interaction_range(eng);
+    const char *fam = api->family(eng);
+    m.family = fam ? fam : "";
+    m.graded = api->has_grade && api->has_grade(eng) == 1;
+    models.push_back(std::move(m));
+  }
 
   model_species.clear();
-  int ns = api->num_species(engine);
-  for (int k = 0; k < ns; k++) model_species.emplace_back(api->species(engine, k));
-  model_cutoff = api->cutoff(engine);
+  int ns = api->num_species(models[0].engine);
+  for (int k = 0; k < ns; k++) model_species.emplace_back(api->species(models[0].engine, k));
+  for (size_t m = 1; m < models.size(); m++) {
+    std::vector<std::string> sp;
+    int n = api->num_species(models[m].engine);
+    for (int k = 0; k < n; k++) sp.emplace_back(api->species(models[m].engine, k));
+    if (sp != model_species) {
+      std::string a, b;
+      for (const auto &s : model_species) a += (a.empty() ? "" : " ") + s;
+      for (const auto &s : sp) b += (b.empty() ? "" : " ") + s;
+      error->all(FLERR, "pair_style mlip: committee models must have the same species in the "
+                        "same order: '{}' has [{}], '{}' has [{}]",
+                 models[0].path, a, models[m].path, b);
+    }
+  }
+
+  model_cutoff = 0.0;
+  interaction_range = 0.0;
+  n_graded = 0;
+  for (auto &m : models) {
+    model_cutoff = std::max(model_cutoff, m.cutoff);
+    interaction_range = std::max(interaction_range, m.interaction_range);
+    if (m.graded) n_graded++;
+  }
   model_cutsq = model_cutoff * model_cutoff;
-  interaction_range = api->interaction_range(engine);
+  for (auto &m : models) m.filtered = m.cutsq < model_cutsq * (1.0 - 1e-12);
   message_passing = interaction_range > model_cutoff * (1.0 + 1e-12);
+  for (auto &m : models)
+    if (m.interaction_range > m.cutoff * (1.0 + 1e-12)) message_passing = true;
+  if (message_passing) interaction_range = std::max(interaction_range, model_cutoff);
   ghostneigh = message_passing ? 1 : 0;
+
+  const int nmodels = (int) models.size();
+  comm_reverse = nmodels > 1 ? 3 * nmodels : 0;
+
+  if ((gamma_every > 0 || gamma_select > 0.0 || gamma_break > 0.0) && n_graded == 0)
+    error->all(FLERR, "pair_style mlip: gamma_every/gamma_select/gamma_break need a model "
+                      "exported with an active set (extrapolation grade){}; none of the {} "
+                      "model(s) has one",
+               api->has_grade ? "" : " and an engine with C API version 2", nmodels);
+  if (nmodels == 1 && out_freq > 0)
+    error->all(FLERR, "pair_style mlip: 'out_freq' (model deviation) needs two or more models "
+                      "(a committee), got one");
 
   check_units();
 
   if (comm->me == 0) {
     std::string sp;
     for (const auto &s : model_species) sp += (sp.empty() ? "" : " ") + s;
-    utils::logmesg(lmp,
-                   "pair_style mlip: model '{}' ({}, species {}), cutoff {} A, interaction range "
-                   "{} A{}, {} libtorch thread(s) per MPI rank, engine {}\n",
-                   model_path, api->family(engine), sp, model_cutoff, interaction_range,
-                   message_passing ? " (message passing: ghost neighbours)" : "", num_threads,
-                   api->path);
+    for (int m = 0; m < nmodels; m++) {
+      const Model &md = models[m];
+      utils::logmesg(lmp,
+                     "pair_style mlip: {}model '{}' ({}, species {}), cutoff {} A, interaction "
+                     "range {} A{}\n",
+                     nmodels > 1 ? (m == 0 ? "committee model 0 (drives the dynamics): "
+                                           : fmt::format("committee model {}: ", m))
+                                 : "",
+                     md.path, md.family, sp, md.cutoff, md.interaction_range,
+                     md.graded ? ", active set (extrapolation grade)" : "");
+    }
+    utils::logmesg(lmp, "pair_style mlip: graph cutoff {} A{}, {} libtorch thread(s) per MPI rank, "
+                        "engine {}\n",
+                   model_cutoff, message_passing ? " (message passing: ghost neighbours)" : "",
+                   num_threads, api->path);
+    if (nmodels > 1)
+      utils::logmesg(lmp, "pair_style mlip: model deviation of {} models {}\n", nmodels,
+                     out_freq > 0 ? fmt::format("every {} steps to '{}'", out_freq, out_file)
+                                  : std::string("only on request (fix pair ... fdevi 1)"));
+    if (gamma_every > 0)
+      utils::logmesg(lmp, "pair_style mlip: extrapolation grade every {} steps{}{}\n",
+                     gamma_every,
+                     gamma_select > 0.0 ? fmt::format(", gamma > {} written to '{}'", gamma_select,
+                                                      select_file)
+                                        : std::string(),
+                     gamma_break > 0.0 ? fmt::format(", run stops at gamma > {}", gamma_break)
+                                       : std::string());
   }
 
   // warn about oversubscription: ranks on this node x threads > cores
@@ -358,18 +532,25 @@ void PairMLIP::settings(int narg, char **arg)
 
 void PairMLIP::check_units()
 {
-  const char *model_units = api->units(engine);
-  double model_ev = ev_per_energy_unit(model_units ? model_units : "");
-  if (model_ev == 0.0)
-    error->all(FLERR, "pair_style mlip: model '{}' declares units '{}', which are not supported "
-                      "(only metal and real)", model_path, model_units ? model_units : "");
   double lammps_ev = ev_per_energy_unit(update->unit_style);
   if (lammps_ev == 0.0)
     error->all(FLERR, "pair_style mlip does not support 'units {}': use 'units metal' (the "
                       "models' native eV/Angstrom) or 'units real' (converted)",
                update->unit_style);
+  double first = 0.0;
+  for (const auto &m : models) {
+    const char *model_units = api->units(m.engine);
+    double model_ev = ev_per_energy_unit(model_units ? model_units : "");
+    if (model_ev == 0.0)
+      error->all(FLERR, "pair_style mlip: model '{}' declares units '{}', which are not supported "
+                        "(only metal and real)", m.path, model_units ? model_units : "");
+    if (first == 0.0) first = model_ev;
+    if (model_ev != first)
+      error->all(FLERR, "pair_style mlip: committee models must use the same units ('{}' "
+                        "differs from '{}')", m.path, models[0].path);
+  }
   // lengths are Angstrom in both metal and real; only energies are scaled
-  energy_scale = model_ev / lammps_ev;
+  energy_scale = first / lammps_ev;
 }
 
 /* ----------------------------------------------------------------------
@@ -378,9 +559,11 @@ void PairMLIP::check_units()
 
 void PairMLIP::coeff(int narg, char **arg)
 {
-  if (!engine) error->all(FLERR, "pair_coeff for pair_style mlip before the model was loaded");
+  if (models.empty())
+    error->all(FLERR, "pair_coeff for pair_style mlip before the model was loaded");
   if (!allocated) allocate();
 
+  const std::string &model_path = models[0].path;
   int ntypes = atom->ntypes;
   std::string known;
   for (const auto &s : model_species) known += (known.empty() ? "" : " ") + s;
@@ -431,10 +614,12 @@ void PairMLIP::coeff(int narg, char **arg)
 
 void PairMLIP::init_style()
 {
-  if (!engine) error->all(FLERR, "pair_style mlip: no model loaded");
+  if (models.empty()) error->all(FLERR, "pair_style mlip: no model loaded");
   if (force->newton_pair == 0)
     error->all(FLERR, "pair_style mlip requires 'newton on' (newton_pair on): forces on ghost "
                       "atoms are reverse-communicated");
+  if ((gamma_select > 0.0 || models.size() > 1) && atom->tag_enable == 0)
+    error->all(FLERR, "pair_style mlip: gamma_select and committees need atom IDs");
   check_units();
 
   if (message_passing) {
@@ -463,6 +648,41 @@ double PairMLIP::init_one(int i, int j)
   return model_cutoff;
 }
 
+/* ----------------------------------------------------------------------
+   edges of model m: the whole graph, or (smaller cutoff) the edges shorter
+   than its cutoff, in graph order
+------------------------------------------------------------------------- */
+
+void PairMLIP::model_edges(int m, const int64_t *&ei, const int64_t *&ej, const double *&ev,
+                           int64_t &ne)
+{
+  Model &md = models[m];
+  if (!md.filtered) {
+    ei = edge_i.data();
+    ej = edge_j.data();
+    ev = edge_vec.data();
+    ne = (int64_t) edge_i.size();
+    return;
+  }
+  if (md.edges_serial != graph_serial) {
+    md.edge_i.clear();
+    md.edge_j.clear();
+    md.edge_vec.clear();
+    const size_t n = edge_i.size();
+    for (size_t e = 0; e < n; e++) {
+      if (edge_rsq[e] >= md.cutsq) continue;
+      md.edge_i.push_back(edge_i[e]);
+      md.edge_j.push_back(edge_j[e]);
+      md.edge_vec.insert(md.edge_vec.end(), &edge_vec[3 * e], &edge_vec[3 * e] + 3);
+    }
+    md.edges_serial = graph_serial;
+  }
+  ei = md.edge_i.data();
+  ej = md.edge_j.data();
+  ev = md.edge_vec.data();
+  ne = (int64_t) md.edge_i.size();
+}
+
 /* ---------------------------------------------------------------------- */
 
 void PairMLIP::compute(int eflag, int vflag)
@@ -488,6 +708,7 @@ void PairMLIP::compute(int eflag, int vflag)
   edge_i.clear();
   edge_j.clear();
   edge_vec.clear();
+  edge_rsq.clear();
 
   auto add_node = [&](int a) {
     node_of[a] = (int) atom_of.size();
@@ -548,69 +769,428 @@ void PairMLIP::compute(int eflag, int vflag)
       edge_vec.push_back(dx);
       edge_vec.push_back(dy);
       edge_vec.push_back(dz);
+      edge_rsq.push_back(rsq);
     }
   }
 
+  graph_serial++;
+  graph_step = update->ntimestep;
+  graph_nlocal = n_local;
+
   const int64_t n_nodes = (int64_t) atom_of.size();
-  const int64_t n_edges = (int64_t) edge_i.size();
   const bool want_atom_virial = vflag_atom || cvflag_atom;
   atom_energy.resize(n_nodes);
   forces.resize(3 * n_nodes);
   atom_virial.resize(want_atom_virial ? 9 * n_nodes : 0);
-  double energy = 0.0, virial9[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
-  char msg[ERRLEN] = {0};
-  if (n_nodes == 0) return;    // e.g. an MPI rank whose sub-domain holds no atom
+  energy0 = 0.0;
+  for (double &v : virial0) v = 0.0;
 
-  int rc = api->compute(engine, n_nodes, n_local, species.data(), n_edges, edge_i.data(),
-                        edge_j.data(), edge_vec.data(), &energy, atom_energy.data(),
-                        forces.data(), virial9, want_atom_virial ? atom_virial.data() : nullptr,
-                        msg, ERRLEN);
-  if (rc != 0)
-    error->one(FLERR, "pair_style mlip: evaluating model '{}' failed on step {}: {}", model_path,
-               update->ntimestep, msg);
+  // n_nodes == 0: e.g. an MPI rank whose sub-domain holds no atom (it still takes part in the
+  // collective steps below)
+  if (n_nodes > 0) {
+    const int64_t *ei, *ej;
+    const double *ev;
+    int64_t ne;
+    model_edges(0, ei, ej, ev, ne);
+    char msg[ERRLEN] = {0};
+    int rc = api->compute(models[0].engine, n_nodes, n_local, species.data(), ne, ei, ej, ev,
+                          &energy0, atom_energy.data(), forces.data(), virial0,
+                          want_atom_virial ? atom_virial.data() : nullptr, msg, ERRLEN);
+    if (rc != 0)
+      error->one(FLERR, "pair_style mlip: evaluating model '{}' failed on step {}: {}",
+                 models[0].path, update->ntimestep, msg);
 
+    const double s = energy_scale;
+    for (int64_t k = 0; k < n_nodes; k++) {
+      double *fa = f[atom_of[k]];
+      fa[0] += s * forces[3 * k];
+      fa[1] += s * forces[3 * k + 1];
+      fa[2] += s * forces[3 * k + 2];
+    }
+
+    if (eflag_global) eng_vdwl += s * energy0;
+    if (eflag_atom)
+      for (int64_t k = 0; k < n_local; k++) eatom[atom_of[k]] += s * atom_energy[k];
+
+    // LAMMPS order xx yy zz xy xz yz; W[a][b] = sum_k x_k,a F_k,b (row-major)
+    if (vflag_global) {
+      virial[0] += s * virial0[0];
+      virial[1] += s * virial0[4];
+      virial[2] += s * virial0[8];
+      virial[3] += s * virial0[1];
+      virial[4] += s * virial0[2];
+      virial[5] += s * virial0[5];
+    }
+    if (vflag_atom) {
+      for (int64_t k = 0; k < n_nodes; k++) {
+        const double *w = &atom_virial[9 * k];
+        double *v = vatom[atom_of[k]];
+        v[0] += s * w[0];
+        v[1] += s * w[4];
+        v[2] += s * w[8];
+        v[3] += s * w[1];
+        v[4] += s * w[2];
+        v[5] += s * w[5];
+      }
+    }
+    if (cvflag_atom) {
+      // centroid order xx yy zz xy xz yz yx zx zy
+      static const int order[9] = {0, 4, 8, 1, 2, 5, 3, 6, 7};
+      for (int64_t k = 0; k < n_nodes; k++) {
+        const double *w = &atom_virial[9 * k];
+        double *v = cvatom[atom_of[k]];
+        for (int c = 0; c < 9; c++) v[c] += s * w[order[c]];
+      }
+    }
+  }
+
+  // collective parts: the same decision on every rank (global step, triggers set on all ranks)
+  const bigint step = update->ntimestep;
+  if (models.size() > 1 && ((out_freq > 0 && step % out_freq == 0) || devi_trigger))
+    evaluate_committee();
+  if (n_graded > 0 && ((gamma_every > 0 && step % gamma_every == 0) || gamma_trigger))
+    ensure_gamma("pair_style mlip");
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairMLIP::grow_peratom()
+{
+  if (atom->nmax > nmax_peratom || !gamma_atom) {
+    nmax_peratom = std::max(atom->nmax, 1);
+    memory->destroy(gamma_atom);
+    memory->destroy(fdevi_atom);
+    memory->create(gamma_atom, nmax_peratom, "pair:mlip:gamma");
+    memory->create(fdevi_atom, nmax_peratom, "pair:mlip:fdevi");
+    for (int i = 0; i < nmax_peratom; i++) gamma_atom[i] = fdevi_atom[i] = 0.0;
+  }
+}
+
+/* ----------------------------------------------------------------------
+   model deviation of the committee on the current graph (collective).
+   Definitions (the ASE calculator's, mlip.calculator.committee_deviation;
+   DeePMD-kit's model_devi): M models, N atoms handled by this style,
+     eps_F,i = sqrt( mean_m |F_i^m - <F_i>|^2 )        per atom, forces summed
+               over all ranks (ghost contributions reverse-communicated)
+     max/min/avg_devi_f = max/min/mean over atoms of eps_F,i
+     sigma_W[ab] = sqrt( mean_m (W^m_ab - <W_ab>)^2 ) / N   (9 components)
+     max/min_devi_v = max/min over the 9 components, avg_devi_v = |sigma_W|_F / 3
+     devi_e = sqrt( mean_m (E^m - <E>)^2 ) / N
+------------------------------------------------------------------------- */
+
+void PairMLIP::evaluate_committee()
+{
+  const int M = (int) models.size();
+  const int stride = 3 * M;
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  const int64_t n_nodes = (int64_t) atom_of.size();
   const double s = energy_scale;
-  for (int64_t k = 0; k < n_nodes; k++) {
-    double *fa = f[atom_of[k]];
-    fa[0] += s * forces[3 * k];
-    fa[1] += s * forces[3 * k + 1];
-    fa[2] += s * forces[3 * k + 2];
+  int *type = atom->type;
+
+  fbuf.assign((size_t) nall * stride, 0.0);
+  std::vector<double> ew(10 * M, 0.0);    // [M] energies, then [M][9] virials (this rank)
+  auto scatter = [&](int m, double e, const double *w) {
+    for (int64_t k = 0; k < n_nodes; k++) {
+      double *b = &fbuf[(size_t) atom_of[k] * stride + 3 * m];
+      b[0] += s * forces[3 * k];
+      b[1] += s * forces[3 * k + 1];
+      b[2] += s * forces[3 * k + 2];
+    }
+    ew[m] = s * e;
+    for (int c = 0; c < 9; c++) ew[M + 9 * m + c] = s * w[c];
+  };
+  scatter(0, energy0, virial0);    // `forces` still holds the driving model's node forces
+  for (int m = 1; m < M; m++) {
+    double e = 0.0, w[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+    if (n_nodes > 0) {
+      const int64_t *ei, *ej;
+      const double *ev;
+      int64_t ne;
+      model_edges(m, ei, ej, ev, ne);
+      char msg[ERRLEN] = {0};
+      int rc = api->compute(models[m].engine, n_nodes, graph_nlocal, species.data(), ne, ei, ej,
+                            ev, &e, atom_energy.data(), forces.data(), w, nullptr, msg, ERRLEN);
+      if (rc != 0)
+        error->one(FLERR, "pair_style mlip: evaluating committee model '{}' failed on step {}: {}",
+                   models[m].path, update->ntimestep, msg);
+    }
+    scatter(m, e, w);
   }
 
-  if (eflag_global) eng_vdwl += s * energy;
-  if (eflag_atom)
-    for (int64_t k = 0; k < n_local; k++) eatom[atom_of[k]] += s * atom_energy[k];
+  // forces of ghost nodes belong to atoms owned elsewhere (or to images): sum them onto owners
+  comm_models = M;
+  comm->reverse_comm(this);
 
-  // LAMMPS order xx yy zz xy xz yz; W[a][b] = sum_k x_k,a F_k,b (row-major)
-  if (vflag_global) {
-    virial[0] += s * virial9[0];
-    virial[1] += s * virial9[4];
-    virial[2] += s * virial9[8];
-    virial[3] += s * virial9[1];
-    virial[4] += s * virial9[2];
-    virial[5] += s * virial9[5];
+  grow_peratom();
+  double fmax = 0.0, fmin = DBL_MAX, fsum = 0.0;
+  bigint count = 0;
+  for (int i = 0; i < nlocal; i++) {
+    fdevi_atom[i] = 0.0;
+    if (type2species[type[i]] < 0) continue;
+    const double *b = &fbuf[(size_t) i * stride];
+    double mean[3] = {0.0, 0.0, 0.0};
+    for (int m = 0; m < M; m++)
+      for (int d = 0; d < 3; d++) mean[d] += b[3 * m + d];
+    for (int d = 0; d < 3; d++) mean[d] /= M;
+    double var = 0.0;
+    for (int m = 0; m < M; m++)
+      for (int d = 0; d < 3; d++) {
+        double dd = b[3 * m + d] - mean[d];
+        var += dd * dd;
+      }
+    double dev = sqrt(var / M);
+    fdevi_atom[i] = dev;
+    fmax = std::max(fmax, dev);
+    fmin = std::min(fmin, dev);
+    fsum += dev;
+    count++;
   }
-  if (vflag_atom) {
-    for (int64_t k = 0; k < n_nodes; k++) {
-      const double *w = &atom_virial[9 * k];
-      double *v = vatom[atom_of[k]];
-      v[0] += s * w[0];
-      v[1] += s * w[4];
-      v[2] += s * w[8];
-      v[3] += s * w[1];
-      v[4] += s * w[2];
-      v[5] += s * w[5];
+  double gmax = 0.0, gmin = 0.0, gsum = 0.0;
+  bigint natoms = 0;
+  MPI_Allreduce(&fmax, &gmax, 1, MPI_DOUBLE, MPI_MAX, world);
+  MPI_Allreduce(&fmin, &gmin, 1, MPI_DOUBLE, MPI_MIN, world);
+  MPI_Allreduce(&fsum, &gsum, 1, MPI_DOUBLE, MPI_SUM, world);
+  MPI_Allreduce(&count, &natoms, 1, MPI_LMP_BIGINT, MPI_SUM, world);
+  std::vector<double> ew_all(ew.size(), 0.0);
+  MPI_Allreduce(ew.data(), ew_all.data(), (int) ew.size(), MPI_DOUBLE, MPI_SUM, world);
+
+  const bigint step = update->ntimestep;
+  const bool write = out_freq > 0 && step % out_freq == 0 && step != devi_step;
+  devi_step = step;
+  if (!write || comm->me != 0) return;
+
+  const double n = natoms > 0 ? (double) natoms : 1.0;
+  if (natoms == 0) gmin = 0.0;
+  double emean = 0.0;
+  for (int m = 0; m < M; m++) emean += ew_all[m];
+  emean /= M;
+  double evar = 0.0;
+  for (int m = 0; m < M; m++) evar += (ew_all[m] - emean) * (ew_all[m] - emean);
+  const double devi_e = sqrt(evar / M) / n;
+  double vmax = 0.0, vmin = DBL_MAX, vsq = 0.0;
+  for (int c = 0; c < 9; c++) {
+    double mean = 0.0;
+    for (int m = 0; m < M; m++) mean += ew_all[M + 9 * m + c];
+    mean /= M;
+    double var = 0.0;
+    for (int m = 0; m < M; m++) {
+      double d = ew_all[M + 9 * m + c] - mean;
+      var += d * d;
+    }
+    double sd = sqrt(var / M) / n;
+    vmax = std::max(vmax, sd);
+    vmin = std::min(vmin, sd);
+    vsq += sd * sd;
+  }
+  const double vavg = sqrt(vsq) / 3.0;
+
+  if (!devi_fp) {
+    devi_fp = fopen(out_file.c_str(), "w");
+    if (!devi_fp)
+      error->one(FLERR, "pair_style mlip: cannot open model deviation file '{}': {}", out_file,
+                 utils::getsyserror());
+    fprintf(devi_fp, "#%11s %19s %19s %19s %19s %19s %19s %19s\n", "step", "max_devi_v",
+            "min_devi_v", "avg_devi_v", "max_devi_f", "min_devi_f", "avg_devi_f", "devi_e");
+  }
+  fprintf(devi_fp, "%12lld %19.12e %19.12e %19.12e %19.12e %19.12e %19.12e %19.12e\n",
+          (long long) step, vmax, vmin, vavg, gmax, gmin, gsum / n, devi_e);
+  fflush(devi_fp);
+}
+
+int PairMLIP::pack_reverse_comm(int n, int first, double *buf)
+{
+  const int stride = 3 * comm_models;
+  int m = 0;
+  for (int i = first; i < first + n; i++) {
+    const double *b = &fbuf[(size_t) i * stride];
+    for (int c = 0; c < stride; c++) buf[m++] = b[c];
+  }
+  return m;
+}
+
+void PairMLIP::unpack_reverse_comm(int n, int *list, double *buf)
+{
+  const int stride = 3 * comm_models;
+  int m = 0;
+  for (int i = 0; i < n; i++) {
+    double *b = &fbuf[(size_t) list[i] * stride];
+    for (int c = 0; c < stride; c++) b[c] += buf[m++];
+  }
+}
+
+/* ----------------------------------------------------------------------
+   extrapolation grade on the graph of the last force call (collective)
+------------------------------------------------------------------------- */
+
+void PairMLIP::ensure_gamma(const char *who)
+{
+  if (n_graded == 0)
+    error->all(FLERR, "{}: none of the models of pair_style mlip carries an active set (export "
+                      "the model with one to get the extrapolation grade)", who);
+  if (graph_serial < 0)
+    error->all(FLERR, "{}: pair_style mlip has not computed forces yet", who);
+  if (gamma_serial == graph_serial) return;
+
+  grow_peratom();
+  const int nlocal = atom->nlocal;
+  for (int i = 0; i < nlocal; i++) gamma_atom[i] = 0.0;
+  const int64_t n_nodes = (int64_t) atom_of.size();
+  const int64_t n_local = graph_nlocal;
+  gamma_buf.resize(n_local);
+  if (n_local > 0) {
+    for (int m = 0; m < (int) models.size(); m++) {
+      if (!models[m].graded) continue;
+      const int64_t *ei, *ej;
+      const double *ev;
+      int64_t ne;
+      model_edges(m, ei, ej, ev, ne);
+      char msg[ERRLEN] = {0};
+      int rc = api->grade(models[m].engine, n_nodes, n_local, species.data(), ne, ei, ej, ev,
+                          gamma_buf.data(), msg, ERRLEN);
+      if (rc != 0)
+        error->one(FLERR, "pair_style mlip: extrapolation grade of model '{}' failed on step {}: "
+                          "{}", models[m].path, update->ntimestep, msg);
+      // committee: the element-wise maximum over the models with an active set
+      for (int64_t k = 0; k < n_local; k++) {
+        double &g = gamma_atom[atom_of[k]];
+        g = std::max(g, gamma_buf[k]);
+      }
     }
   }
-  if (cvflag_atom) {
-    // centroid order xx yy zz xy xz yz yx zx zy
-    static const int order[9] = {0, 4, 8, 1, 2, 5, 3, 6, 7};
-    for (int64_t k = 0; k < n_nodes; k++) {
-      const double *w = &atom_virial[9 * k];
-      double *v = cvatom[atom_of[k]];
-      for (int c = 0; c < 9; c++) v[c] += s * w[order[c]];
-    }
+  double local_max = 0.0;
+  for (int64_t k = 0; k < n_local; k++) local_max = std::max(local_max, gamma_atom[atom_of[k]]);
+  MPI_Allreduce(&local_max, &gamma_global, 1, MPI_DOUBLE, MPI_MAX, world);
+  gamma_serial = graph_serial;
+  check_gamma_thresholds();
+}
+
+void PairMLIP::check_gamma_thresholds()
+{
+  if (gamma_select <= 0.0 && gamma_break <= 0.0) return;
+  if (graph_step == checked_step) return;    // e.g. step 0 seen again by a second run
+  checked_step = graph_step;
+  const double g = gamma_global;
+  if (gamma_select > 0.0 && g > gamma_select) write_selected(g);
+  if (gamma_break > 0.0 && g > gamma_break) {
+    // the atom with the largest gamma, for the message
+    struct {
+      double v;
+      int tag;
+    } in{-1.0, 0}, out{0.0, 0};
+    for (int i = 0; i < atom->nlocal; i++)
+      if (gamma_atom[i] > in.v) in = {gamma_atom[i], (int) atom->tag[i]};
+    MPI_Allreduce(&in, &out, 1, MPI_DOUBLE_INT, MPI_MAXLOC, world);
+    error->all(FLERR,
+               "pair_style mlip: extrapolation grade gamma = {:.6g} (atom ID {}) exceeds "
+               "gamma_break {} on step {}: the model extrapolates, stopping.{}",
+               g, out.tag, gamma_break, update->ntimestep,
+               gamma_select > 0.0 ? fmt::format(" The configuration was appended to '{}'.",
+                                                select_file)
+                                  : std::string());
   }
+}
+
+/* ----------------------------------------------------------------------
+   append the current configuration to select_file (extended XYZ), rank 0
+   gathers: cell and pbc, step and max gamma in the comment line, per atom
+   species (model element, X for types not handled by mlip), position
+   (relative to the box origin), atom ID and gamma
+------------------------------------------------------------------------- */
+
+void PairMLIP::write_selected(double gmax)
+{
+  const int nlocal = atom->nlocal;
+  std::vector<double> mine(6 * (size_t) nlocal);
+  for (int i = 0; i < nlocal; i++) {
+    double *b = &mine[6 * (size_t) i];
+    b[0] = (double) atom->tag[i];
+    b[1] = (double) atom->type[i];
+    b[2] = atom->x[i][0] - domain->boxlo[0];
+    b[3] = atom->x[i][1] - domain->boxlo[1];
+    b[4] = atom->x[i][2] - domain->boxlo[2];
+    b[5] = gamma_atom[i];
+  }
+  int nsend = 6 * nlocal;
+  const int nprocs = comm->nprocs;
+  std::vector<int> counts(nprocs, 0), displs(nprocs, 0);
+  MPI_Gather(&nsend, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, world);
+  std::vector<double> all;
+  int tot = 0;
+  if (comm->me == 0) {
+    for (int p = 0; p < nprocs; p++) {
+      displs[p] = tot;
+      tot += counts[p];
+    }
+    all.resize(std::max(tot, 1));
+  }
+  MPI_Gatherv(mine.data(), nsend, MPI_DOUBLE, all.data(), counts.data(), displs.data(),
+              MPI_DOUBLE, 0, world);
+  n_selected++;
+  if (comm->me != 0) return;
+
+  const size_t n = (size_t) tot / 6;
+  std::vector<size_t> order(n);
+  for (size_t k = 0; k < n; k++) order[k] = k;
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return all[6 * a] < all[6 * b]; });
+
+  FILE *fp = fopen(select_file.c_str(), select_started ? "a" : "w");
+  if (!fp)
+    error->one(FLERR, "pair_style mlip: cannot open gamma_select file '{}': {}", select_file,
+               utils::getsyserror());
+  select_started = true;
+  const double *h = domain->h;    // xprd yprd zprd yz xz xy
+  fprintf(fp, "%zu\n", n);
+  fprintf(fp,
+          "Lattice=\"%.17g 0 0 %.17g %.17g 0 %.17g %.17g %.17g\" "
+          "Properties=species:S:1:pos:R:3:id:I:1:gamma:R:1 pbc=\"%c %c %c\" step=%lld "
+          "gamma=%.17g\n",
+          h[0], h[5], h[1], h[4], h[3], h[2], domain->xperiodic ? 'T' : 'F',
+          domain->yperiodic ? 'T' : 'F', domain->zperiodic ? 'T' : 'F',
+          (long long) update->ntimestep, gmax);
+  for (size_t k : order) {
+    const double *b = &all[6 * k];
+    int t = (int) b[1];
+    int sp = (t >= 1 && t < (int) type2species.size()) ? type2species[t] : -1;
+    const char *el = sp >= 0 ? model_species[sp].c_str() : "X";
+    fprintf(fp, "%s %.17g %.17g %.17g %lld %.17g\n", el, b[2], b[3], b[4], (long long) b[0],
+            b[5]);
+  }
+  fclose(fp);
+}
+
+/* ----------------------------------------------------------------------
+   fix pair support:  fix ID all pair N mlip gamma 1 [fdevi 1]
+     gamma  per-atom extrapolation grade      (trigger gamma_flag)
+     fdevi  per-atom committee force deviation (trigger fdevi_flag)
+------------------------------------------------------------------------- */
+
+void *PairMLIP::extract(const char *name, int &dim)
+{
+  dim = 0;
+  if (strcmp(name, "gamma_flag") == 0) return (void *) &gamma_trigger;
+  if (strcmp(name, "fdevi_flag") == 0) return (void *) &devi_trigger;
+  if (strcmp(name, "gamma_max") == 0) return (void *) &gamma_global;
+  return nullptr;
+}
+
+void *PairMLIP::extract_peratom(const char *name, int &ncol)
+{
+  ncol = 0;
+  if (strcmp(name, "gamma") == 0) {
+    if (n_graded == 0)
+      error->all(FLERR, "pair_style mlip: per-atom 'gamma' requested, but no model carries an "
+                        "active set");
+    return (void *) gamma_atom;
+  }
+  if (strcmp(name, "fdevi") == 0) {
+    if (models.size() < 2)
+      error->all(FLERR, "pair_style mlip: per-atom 'fdevi' (force deviation) needs a committee "
+                        "of two or more models");
+    return (void *) fdevi_atom;
+  }
+  return nullptr;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -621,7 +1201,9 @@ double PairMLIP::memory_usage()
   bytes += (double) node_of.capacity() * sizeof(int) + (double) atom_of.capacity() * sizeof(int);
   bytes += (double) (species.capacity() + edge_i.capacity() + edge_j.capacity()) *
       sizeof(int64_t);
-  bytes += (double) (edge_vec.capacity() + atom_energy.capacity() + forces.capacity() +
-                     atom_virial.capacity()) * sizeof(double);
+  bytes += (double) (edge_vec.capacity() + edge_rsq.capacity() + atom_energy.capacity() +
+                     forces.capacity() + atom_virial.capacity() + fbuf.capacity()) *
+      sizeof(double);
+  bytes += 2.0 * nmax_peratom * sizeof(double);
   return bytes;
 }

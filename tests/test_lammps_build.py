@@ -115,6 +115,7 @@ def test_copy_into_lammps_source_tree(case, tmp_path):
     text = (src / "pair_mlip.cpp").read_text()
     assert "MLIP_ENGINE_DEFAULT_PATH" in text and ls.engine_library() in text
     assert "PairStyle(mlip,PairMLIP)" in (src / "pair_mlip.h").read_text()
+    assert "ComputeStyle(mlip/gamma,ComputeMLIPGamma)" in (src / "compute_mlip_gamma.h").read_text()
     mpi = ls.find_libmpi()
     mpi_dir = os.path.dirname(mpi)
     inc = os.path.join(os.path.dirname(mpi_dir), "include")
@@ -122,6 +123,7 @@ def test_copy_into_lammps_source_tree(case, tmp_path):
     cmd = [shutil.which("g++") or "c++", "-std=c++17", "-O1", "-DLAMMPS_SMALLBIG", f"-I{src}",
            f"-I{lammps_dir}/include/lammps", f"-I{inc}",
            os.path.join(PLUGIN_SRC, "builtin", "lmp_mlip_builtin.cpp"), str(src / "pair_mlip.cpp"),
+           str(src / "compute_mlip_gamma.cpp"),
            "-o", str(exe), f"{lammps_dir}/liblammps.so.0", mpi, "-ldl",
            f"-Wl,-rpath,{lammps_dir}:{mpi_dir}"]
     r = subprocess.run(cmd, capture_output=True, text=True)

