@@ -165,6 +165,42 @@ py::dict engine_compute(mlip::Engine& engine, const py::object& species_obj,
   return out;
 }
 
+py::array_t<double> engine_grade(mlip::Engine& engine, const py::object& species_obj,
+                                 const py::object& edge_index_obj, const py::object& edge_vec_obj,
+                                 const py::object& n_local_obj) {
+  i64_array species = as_i64(species_obj, "species");
+  if (species.ndim() != 1) {
+    throw py::value_error("species must have shape (N,), got " + shape_str(species));
+  }
+  const int64_t n = species.shape(0);
+  i64_array edge_index = as_i64(edge_index_obj, "edge_index");
+  if (edge_index.ndim() != 2 || edge_index.shape(0) != 2) {
+    throw py::value_error("edge_index must have shape (2, E), got " + shape_str(edge_index));
+  }
+  const int64_t n_edges = edge_index.shape(1);
+  f64_array edge_vec = as_f64(edge_vec_obj, "edge_vec");
+  if (!(edge_vec.ndim() == 2 && edge_vec.shape(0) == n_edges && edge_vec.shape(1) == 3) &&
+      !(n_edges == 0 && edge_vec.size() == 0)) {
+    throw py::value_error("edge_vec must have shape (E, 3) = (" + std::to_string(n_edges) +
+                          ", 3), got " + shape_str(edge_vec));
+  }
+  const int64_t n_local = n_local_obj.is_none() ? n : n_local_obj.cast<int64_t>();
+  if (n_local < 0 || n_local > n) {
+    throw py::value_error("n_local must be in [0, " + std::to_string(n) + "], got " +
+                          std::to_string(n_local));
+  }
+  py::array_t<double> gamma({static_cast<py::ssize_t>(n_local)});
+  {
+    double* pg = gamma.mutable_data();
+    const int64_t* ps = species.data();
+    const int64_t* pei = edge_index.data();
+    const double* pv = edge_vec.data();
+    py::gil_scoped_release release;
+    engine.grade(n, n_local, ps, n_edges, pei, pei + n_edges, pv, pg);
+  }
+  return gamma;
+}
+
 std::string engine_library_path() {
   Dl_info info;
   if (dladdr(reinterpret_cast<void*>(&mlip_engine_open), &info) && info.dli_fname) {
@@ -220,6 +256,12 @@ species int64[N] (model indices), edge_index int64[2,E], edge_vec float64[E,3],
 n_local (default N): energy sums atom_energy[:n_local]; atom_virial: also return
 per-atom virials. Returns dict(energy, atom_energy[N], forces[N,3], virial[3,3],
 atom_virial[N,9] or None). Raises ValueError (bad input) / RuntimeError (model).)doc")
+      .def_property_readonly("has_grade", &mlip::Engine::has_grade,
+                             "True if the export carries a MaxVol active set (extrapolation grade).")
+      .def("grade", &engine_grade, py::arg("species"), py::arg("edge_index"), py::arg("edge_vec"),
+           py::arg("n_local") = py::none(),
+           R"doc(Per-atom extrapolation grade gamma[n_local] (float64) of the first n_local atoms
+(default N), same inputs as compute. Raises RuntimeError if the export has no active set.)doc")
       .def("__repr__", [](const mlip::Engine& e) {
         std::string s = "<mlip._core.Engine '" + e.path() + "' family=" + e.family() + " species=[";
         for (size_t k = 0; k < e.species().size(); ++k) s += (k ? "," : "") + e.species()[k];

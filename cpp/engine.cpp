@@ -117,6 +117,7 @@ struct Engine::Impl {
   at::ScalarType dtype = at::kDouble;
   int num_threads = 1;
   bool optimize = false;
+  bool has_grade = false;
   std::mutex mutex;
 
   [[noreturn]] void not_export(const std::string& what) const {
@@ -209,6 +210,11 @@ Engine::Engine(const std::string& path, int num_threads) : impl_(std::make_uniqu
       if (v.isString()) m.mlip_version = v.toStringRef();
     }
     if (!m.module.find_method("forward")) m.not_export("no forward() method");
+    // extrapolation grade (exports written before it existed have neither)
+    if (m.module.find_method("grade") && m.module.hasattr("has_grade")) {
+      auto v = m.module.attr("has_grade");
+      m.has_grade = v.isBool() && v.toBool();
+    }
   } catch (const c10::Error& e) {
     throw ModelError(quoted(path) + ": cannot read the model attributes (" + torch_message(e) + ")");
   }
@@ -230,6 +236,7 @@ int64_t Engine::format_version() const { return impl_->format_version; }
 const std::string& Engine::mlip_version() const { return impl_->mlip_version; }
 const std::string& Engine::metadata_json() const { return impl_->metadata; }
 int Engine::num_threads() const { return impl_->num_threads; }
+bool Engine::has_grade() const { return impl_->has_grade; }
 
 namespace {
 
@@ -251,22 +258,21 @@ void copy_out(const at::Tensor& t, double* out) {
 
 }  // namespace
 
-void Engine::compute(int64_t n_atoms, int64_t n_local, const int64_t* species, int64_t n_edges,
-                     const int64_t* edge_i, const int64_t* edge_j, const double* edge_vec,
-                     double* energy, double* atom_energy, double* forces, double* virial,
-                     double* atom_virial) {
-  Impl& m = *impl_;
-  // ---- validate everything before torch sees it -----------------------------
+namespace {
+
+// Checks every input before torch sees it (throws InputError).
+void validate_graph(int64_t n_species, int64_t n_atoms, int64_t n_local, const int64_t* species,
+                    int64_t n_edges, const int64_t* edge_i, const int64_t* edge_j,
+                    const double* edge_vec) {
   if (n_atoms < 0) throw InputError("n_atoms must be >= 0, got " + std::to_string(n_atoms));
   if (n_local < 0 || n_local > n_atoms) {
     throw InputError("n_local must be in [0, n_atoms=" + std::to_string(n_atoms) + "], got " +
                      std::to_string(n_local));
   }
   if (n_edges < 0) throw InputError("n_edges must be >= 0, got " + std::to_string(n_edges));
-  if (!energy) throw InputError("energy output pointer is NULL");
   if (n_atoms > 0 && !species) throw InputError("species pointer is NULL");
   if (n_edges > 0 && (!edge_i || !edge_j || !edge_vec)) throw InputError("edge pointer is NULL");
-  const int64_t ns = static_cast<int64_t>(m.species.size());
+  const int64_t ns = n_species;
   for (int64_t a = 0; a < n_atoms; ++a) {
     if (species[a] < 0 || species[a] >= ns) {
       throw InputError("atom " + std::to_string(a) + " has species index " +
@@ -290,6 +296,35 @@ void Engine::compute(int64_t n_atoms, int64_t n_local, const int64_t* species, i
       }
     }
   }
+}
+
+// (species [N] long, edge_index [2, E] long, edge_vec [E, 3] in the model dtype)
+void graph_tensors(int64_t n_atoms, const int64_t* species, int64_t n_edges, const int64_t* edge_i,
+                   const int64_t* edge_j, const double* edge_vec, at::ScalarType dtype,
+                   at::Tensor& t_species, at::Tensor& t_edges, at::Tensor& t_vec) {
+  const auto i64 = at::TensorOptions().dtype(at::kLong);
+  t_species = at::empty({n_atoms}, i64);
+  if (n_atoms > 0) std::memcpy(t_species.data_ptr<int64_t>(), species, sizeof(int64_t) * n_atoms);
+  t_edges = at::empty({2, n_edges}, i64);
+  t_vec = at::empty({n_edges, 3}, at::TensorOptions().dtype(at::kDouble));
+  if (n_edges > 0) {
+    std::memcpy(t_edges.data_ptr<int64_t>(), edge_i, sizeof(int64_t) * n_edges);
+    std::memcpy(t_edges.data_ptr<int64_t>() + n_edges, edge_j, sizeof(int64_t) * n_edges);
+    std::memcpy(t_vec.data_ptr<double>(), edge_vec, sizeof(double) * 3 * n_edges);
+  }
+  if (dtype != at::kDouble) t_vec = t_vec.to(dtype);
+}
+
+}  // namespace
+
+void Engine::compute(int64_t n_atoms, int64_t n_local, const int64_t* species, int64_t n_edges,
+                     const int64_t* edge_i, const int64_t* edge_j, const double* edge_vec,
+                     double* energy, double* atom_energy, double* forces, double* virial,
+                     double* atom_virial) {
+  Impl& m = *impl_;
+  if (!energy) throw InputError("energy output pointer is NULL");
+  validate_graph(static_cast<int64_t>(m.species.size()), n_atoms, n_local, species, n_edges, edge_i,
+                 edge_j, edge_vec);
 
   if (n_atoms == 0) {
     *energy = 0.0;
@@ -304,17 +339,9 @@ void Engine::compute(int64_t n_atoms, int64_t n_local, const int64_t* species, i
     c10::AutoGradMode grad_on(true);  // forces come from autograd inside the model
     torch::jit::GraphOptimizerEnabledGuard optimize(m.optimize);
 
-    const auto i64 = at::TensorOptions().dtype(at::kLong);
-    at::Tensor t_species = at::empty({n_atoms}, i64);
-    std::memcpy(t_species.data_ptr<int64_t>(), species, sizeof(int64_t) * n_atoms);
-    at::Tensor t_edges = at::empty({2, n_edges}, i64);
-    at::Tensor t_vec = at::empty({n_edges, 3}, at::TensorOptions().dtype(at::kDouble));
-    if (n_edges > 0) {
-      std::memcpy(t_edges.data_ptr<int64_t>(), edge_i, sizeof(int64_t) * n_edges);
-      std::memcpy(t_edges.data_ptr<int64_t>() + n_edges, edge_j, sizeof(int64_t) * n_edges);
-      std::memcpy(t_vec.data_ptr<double>(), edge_vec, sizeof(double) * 3 * n_edges);
-    }
-    if (m.dtype != at::kDouble) t_vec = t_vec.to(m.dtype);
+    at::Tensor t_species, t_edges, t_vec;
+    graph_tensors(n_atoms, species, n_edges, edge_i, edge_j, edge_vec, m.dtype, t_species, t_edges,
+                  t_vec);
 
     const bool want_atom_virial = atom_virial != nullptr;
     std::vector<c10::IValue> inputs{t_species, t_edges, t_vec, c10::IValue(n_local),
@@ -358,6 +385,45 @@ void Engine::compute(int64_t n_atoms, int64_t n_local, const int64_t* species, i
     throw;
   } catch (const std::exception& e) {
     throw ModelError(std::string("model evaluation failed: ") + torch_message(std::string(e.what())));
+  }
+}
+
+void Engine::grade(int64_t n_atoms, int64_t n_local, const int64_t* species, int64_t n_edges,
+                   const int64_t* edge_i, const int64_t* edge_j, const double* edge_vec,
+                   double* gamma) {
+  Impl& m = *impl_;
+  if (!m.has_grade) {
+    throw ModelError("'" + m.path + "' has no active set: no extrapolation grade (build one with "
+                     "mlip.active.nn_grade / mlip select and export again)");
+  }
+  if (n_local > 0 && !gamma) throw InputError("gamma output pointer is NULL");
+  validate_graph(static_cast<int64_t>(m.species.size()), n_atoms, n_local, species, n_edges, edge_i,
+                 edge_j, edge_vec);
+  if (n_local == 0) return;
+
+  std::lock_guard<std::mutex> lock(m.mutex);
+  try {
+    if (at::get_num_threads() != m.num_threads) at::set_num_threads(m.num_threads);
+    c10::InferenceMode no_inference(false);
+    c10::NoGradGuard no_grad;
+    torch::jit::GraphOptimizerEnabledGuard optimize(m.optimize);
+    at::Tensor t_species, t_edges, t_vec;
+    graph_tensors(n_atoms, species, n_edges, edge_i, edge_j, edge_vec, m.dtype, t_species, t_edges,
+                  t_vec);
+    std::vector<c10::IValue> inputs{t_species, t_edges, t_vec, c10::IValue(n_local)};
+    c10::IValue out = m.module.get_method("grade")(inputs);
+    if (!out.isTensor()) throw ModelError("grade returned " + out.tagKind() + ", expected a tensor");
+    at::Tensor g = out.toTensor();
+    check_shape(g, {n_local}, "gamma");
+    copy_out(g, gamma);
+  } catch (const c10::Error& e) {
+    throw ModelError("extrapolation grade failed: " + torch_message(e));
+  } catch (const ModelError&) {
+    throw;
+  } catch (const InputError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw ModelError(std::string("extrapolation grade failed: ") + torch_message(std::string(e.what())));
   }
 }
 

@@ -57,6 +57,14 @@ class Engine {
                double* energy, double* atom_energy, double* forces, double* virial,
                double* atom_virial);
 
+  // True if the export carries a MaxVol active set (its scripted `grade` method returns values).
+  bool has_grade() const;
+
+  // Per-atom extrapolation grade of the first n_local atoms (same graph input as compute):
+  // gamma[n_local] (caller-allocated). Throws ModelError if !has_grade(), InputError on bad input.
+  void grade(int64_t n_atoms, int64_t n_local, const int64_t* species, int64_t n_edges,
+             const int64_t* edge_i, const int64_t* edge_j, const double* edge_vec, double* gamma);
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

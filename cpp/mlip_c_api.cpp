@@ -112,4 +112,32 @@ int mlip_engine_compute(mlip_engine* h, int64_t n_atoms, int64_t n_local, const 
   }
 }
 
+int mlip_engine_has_grade(const mlip_engine* h) { return h && h->engine->has_grade() ? 1 : 0; }
+
+int mlip_engine_grade(mlip_engine* h, int64_t n_atoms, int64_t n_local, const int64_t* species,
+                      int64_t n_edges, const int64_t* edge_i, const int64_t* edge_j,
+                      const double* edge_vec, double* gamma, char* err, int errlen) {
+  write_err(err, errlen, "");
+  if (!h) {
+    write_err(err, errlen, "mlip_engine_grade: engine is NULL");
+    return 1;
+  }
+  try {
+    h->engine->grade(n_atoms, n_local, species, n_edges, edge_i, edge_j, edge_vec, gamma);
+    return 0;
+  } catch (const mlip::InputError& e) {
+    write_err(err, errlen, std::string("invalid input: ") + e.what());
+    return 2;
+  } catch (const std::bad_alloc&) {
+    write_err(err, errlen, "out of memory in the extrapolation grade");
+    return 3;
+  } catch (const std::exception& e) {
+    write_err(err, errlen, e.what());
+    return 1;
+  } catch (...) {
+    write_err(err, errlen, "unknown error in the extrapolation grade");
+    return 1;
+  }
+}
+
 }  // extern "C"

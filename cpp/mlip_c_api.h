@@ -14,7 +14,7 @@
 extern "C" {
 #endif
 
-#define MLIP_C_API_VERSION 1
+#define MLIP_C_API_VERSION 2
 
 typedef struct mlip_engine mlip_engine;
 
@@ -39,6 +39,16 @@ int mlip_engine_compute(mlip_engine*, int64_t n_atoms, int64_t n_local, const in
                         const double* edge_vec, double* energy, double* atom_energy,
                         double* forces, double* virial, double* atom_virial,
                         char* err, int errlen);
+
+/* Extrapolation grade (added in C API version 2; see docs/CONTRACT.md "Extrapolation grade").
+   1 if the export carries a MaxVol active set, else 0 (also for NULL). */
+int mlip_engine_has_grade(const mlip_engine*);
+/* Per-atom grade gamma[n_local] (caller-allocated, double) of the first n_local atoms, same graph
+   input as mlip_engine_compute (ghosts out to the interaction range for message-passing models).
+   Returns 0 on success, nonzero with message in err (e.g. no active set). */
+int mlip_engine_grade(mlip_engine*, int64_t n_atoms, int64_t n_local, const int64_t* species,
+                      int64_t n_edges, const int64_t* edge_i, const int64_t* edge_j,
+                      const double* edge_vec, double* gamma, char* err, int errlen);
 
 #ifdef __cplusplus
 }

@@ -36,7 +36,7 @@ def forces_virials_from_edges(
 class ExportedModel(nn.Module):
     """The deployable module (see docs/CONTRACT.md, section Export)."""
 
-    def __init__(self, model: AtomicModel, dtype: str) -> None:
+    def __init__(self, model: AtomicModel, dtype: str, grade_matrix: Optional[Tensor] = None) -> None:
         super().__init__()
         self.model = model
         self.species: List[str] = list(model.species)
@@ -47,6 +47,11 @@ class ExportedModel(nn.Module):
         self.dtype: str = dtype
         self.format_version: int = FORMAT_VERSION
         self.mlip_version: str = __version__
+        # extrapolation grade (MaxVol active set, see `grade`): G = P A^-1 [n_features, r], float64
+        # whatever the model dtype; [0, 0] = no active set
+        gm = torch.zeros(0, 0, dtype=torch.float64) if grade_matrix is None else grade_matrix.to(torch.float64)
+        self.register_buffer("grade_matrix", gm.contiguous())
+        self.has_grade: bool = int(gm.shape[1]) > 0
 
     def atom_energies(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_local: int) -> Tensor:
         return self.model(species, edge_index, edge_vec)
@@ -74,6 +79,22 @@ class ExportedModel(nn.Module):
             av = torch.zeros((0, 9), dtype=vec.dtype, device=vec.device)
         return atom_energy.detach(), forces.detach(), virial.detach(), av.detach()
 
+    def grade_rows(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_local: int) -> Tensor:
+        return self.model.grade_features(species, edge_index, edge_vec)[:n_local]
+
+    @torch.jit.export
+    def grade(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_local: int) -> Tensor:
+        """Per-atom extrapolation grade γ_i = max_k |(b_i G)_k| of the first n_local atoms ([n_local],
+        float64; b_i = the family's `grade_features` row); an empty tensor when the export has no
+        active set. γ ≤ 1 interpolation, > 1 extrapolation (see docs/CONTRACT.md)."""
+        g = self.grade_matrix
+        if g.shape[1] == 0:
+            return torch.zeros(0, dtype=torch.float64, device=edge_vec.device)
+        rows = self.grade_rows(species, edge_index, edge_vec.detach(), n_local).detach()
+        if rows.shape[0] == 0:
+            return torch.zeros(0, dtype=torch.float64, device=edge_vec.device)
+        return torch.matmul(rows.to(g.dtype), g).abs().max(dim=1)[0]
+
 
 class ExportedMessagePassingModel(ExportedModel):
     """For models whose `forward` takes `n_local`: they skip the work that cannot reach the local
@@ -82,12 +103,47 @@ class ExportedMessagePassingModel(ExportedModel):
     def atom_energies(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_local: int) -> Tensor:
         return self.model(species, edge_index, edge_vec, n_local)
 
+    def grade_rows(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_local: int) -> Tensor:
+        n = species.shape[0]
+        rows = self.model.grade_features(species, edge_index, edge_vec, n_local if n_local < n else -1)
+        return rows[:n_local]
+
+
+class _ExportedModelNoGrade(ExportedModel):
+    """For a family without `grade_features` (no extrapolation grade possible)."""
+
+    def grade_rows(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_local: int) -> Tensor:
+        raise RuntimeError("this model family has no grade features")
+
+
+class _ExportedMessagePassingModelNoGrade(ExportedMessagePassingModel):
+    def grade_rows(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_local: int) -> Tensor:
+        raise RuntimeError("this model family has no grade features")
+
 
 def wrapper_class(model: AtomicModel) -> type:
     import inspect
 
     params = inspect.signature(model.forward).parameters
-    return ExportedMessagePassingModel if "n_local" in params else ExportedModel
+    graded = hasattr(model, "grade_features")
+    if "n_local" in params:
+        return ExportedMessagePassingModel if graded else _ExportedMessagePassingModelNoGrade
+    return ExportedModel if graded else _ExportedModelNoGrade
+
+
+def grade_matrix_of(model: AtomicModel, active_set: Any = None) -> Tuple[Optional[Tensor], Optional[Dict[str, Any]]]:
+    """(G, metadata) of the per-atom ("nbh") active set to store in an export: `active_set` (a
+    `mlip.active.maxvol.ActiveSet` built on the model's `grade_features`) if given, else the one an
+    MTP carries (`active_nbh`), else (None, None)."""
+    if active_set is not None:
+        if not hasattr(model, "grade_features"):
+            raise ValueError(f"family '{model.family}' has no grade features: it cannot carry an active set")
+        g = torch.from_numpy(active_set.G).to(torch.float64)
+        return g, {"mode": "nbh", **active_set.to_dict()}
+    own = getattr(model, "active_nbh", None)
+    if isinstance(own, Tensor) and own.dim() == 2 and own.shape[1] > 0:
+        return own.detach().to(torch.float64).clone(), None  # its metadata comes with extra_metadata()
+    return None, None
 
 
 def model_metadata(model: AtomicModel, dtype: str) -> Dict[str, Any]:
@@ -106,9 +162,14 @@ def model_metadata(model: AtomicModel, dtype: str) -> Dict[str, Any]:
 
 
 def export_model(
-    model: AtomicModel, path: str, dtype: str = "float64", extra: Optional[Dict[str, Any]] = None
+    model: AtomicModel, path: str, dtype: str = "float64", extra: Optional[Dict[str, Any]] = None,
+    active_set: Any = None,
 ) -> Dict[str, Any]:
     """Script `model` (a copy, in `dtype`) with its derivative code and write it to `path`.
+
+    `active_set`: a MaxVol `ActiveSet` on the model's per-atom `grade_features` (built with
+    `mlip.active.nn_grade.build_active_set`); stored as the buffer behind the export's `grade` method
+    and in the metadata under active_set.nbh. An MTP's own nbh active set is stored the same way.
 
     The file is written to a temporary name and renamed, so an interrupted export never leaves a
     half-written model where a previous good one was.
@@ -117,13 +178,21 @@ def export_model(
         raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     import copy
 
+    if active_set is not None and hasattr(model, "set_active_set"):  # MTP: keep one active set
+        model = copy.deepcopy(model)
+        model.set_active_set("nbh", torch.from_numpy(active_set.G), {"mode": "nbh", **active_set.to_dict()})
+        active_set = None
+    grade_matrix, grade_meta = grade_matrix_of(model, active_set)
     m = copy.deepcopy(model).to(getattr(torch, dtype)).eval()
     for p in m.parameters():
         p.requires_grad_(False)
     meta = model_metadata(m, dtype)
+    if grade_meta is not None:
+        meta.setdefault("active_set", {})["nbh"] = grade_meta
+    meta["has_grade"] = grade_matrix is not None
     if extra:
         meta.update(extra)
-    scripted = torch.jit.script(wrapper_class(m)(m, dtype))
+    scripted = torch.jit.script(wrapper_class(m)(m, dtype, grade_matrix))
     tmp = f"{path}.tmp{os.getpid()}"
     torch.jit.save(scripted, tmp, _extra_files={METADATA_FILE: json.dumps(meta, indent=1)})
     os.replace(tmp, path)

@@ -638,6 +638,18 @@ class NequIP(AtomicModel):
         return self._head_features(self._run(species, edge_index, edge_vec, False)[-1])
 
     @torch.jit.export
+    def grade_features(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_local: int = -1) -> Tensor:
+        """Per-atom MaxVol rows (extrapolation grade, see `mlip.active.nn_grade`): the derivatives of E_i
+        with respect to the readout's linear parameters (shift_s, w), [onehot(t_i), scale_{t_i} φ_i],
+        [n, n_species + head_hidden]; n = n_local with 0 <= n_local < N (pruned evaluation), else N."""
+        h = self._run(species, edge_index, edge_vec, False, n_local)[-1]
+        n = h.shape[0]
+        sp = species[:n] if n < species.shape[0] else species
+        phi = self._head_features(h) * self.energy_scale.index_select(0, sp).to(h.dtype).unsqueeze(1)
+        onehot = torch.nn.functional.one_hot(sp, self.n_species).to(h.dtype)
+        return torch.cat([onehot, phi], 1)
+
+    @torch.jit.export
     def scalar_features(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
         """Scalars output by the last interaction block [N, num_features]."""
         return self._run(species, edge_index, edge_vec, False)[-1]
