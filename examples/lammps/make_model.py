@@ -2,6 +2,8 @@
 
     python make_model.py                 # writes cu_dp.pt
     python make_model.py --steps 50      # quicker, rougher
+    python make_model.py --active-set -o cu_dp_al.pt         # + MaxVol active set (extrapolation grade)
+    python make_model.py --seed 1 -o cu_dp_1.pt              # another committee member
 
 Labels come from ASE's EMT calculator (rattled, strained and thermalised fcc Cu cells), so nothing
 has to be downloaded. The fit is deliberately short: the model is good enough for stable MD in the
@@ -53,17 +55,23 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    ap.add_argument("--seed", type=int, default=0,
+                    help="initial weights and batch order (committee members differ only by this)")
+    ap.add_argument("--active-set", action="store_true",
+                    help="store a MaxVol active set of the training cells in the export: pair_style mlip "
+                         "then reports the extrapolation grade gamma (compute mlip/gamma, gamma_select, "
+                         "gamma_break; see in.cu_active)")
     args = ap.parse_args()
 
     from mlip.export import export_model, forces_virials_from_edges
     from mlip.models.deepmd import DeepPotSeA
     from mlip.neighbors import neighbor_list
 
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     t0 = time.time()
     frames = make_frames(args.frames)
     model = DeepPotSeA(["Cu"], rcut=5.0, rcut_smth=0.5, sel=[60], neuron=(8, 16, 32), axis_neuron=8,
-                       fitting_neuron=(32, 32), seed=0).double()
+                       fitting_neuron=(32, 32), seed=args.seed).double()
     graphs = []
     for atoms, e, f, w in frames:
         ei, _, ev = neighbor_list(atoms.get_positions(), atoms.cell[:], atoms.pbc, model.cutoff)
@@ -77,7 +85,7 @@ def main() -> None:
 
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=(1e-4 / 5e-3) ** (1.0 / args.steps))
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(1 + args.seed)
     for step in range(args.steps):
         batch = rng.choice(len(graphs), size=8, replace=False)
         sp, ei, ev, offs = merge(graphs, batch)
@@ -113,7 +121,13 @@ def main() -> None:
         errs_e.append(abs(e.item() - e_ref) / len(sp))
         errs_f.append(float(((f - f_ref) ** 2).mean().sqrt()))
     print(f"training-set MAE energy {np.mean(errs_e) * 1000:.1f} meV/atom, RMSE forces {np.mean(errs_f):.3f} eV/A")
-    export_model(model, args.output, args.dtype)
+    aset = None
+    if args.active_set:
+        from mlip.active.nn_grade import build_active_set
+
+        aset = build_active_set(model, [f[0] for f in frames])
+        print(f"active set: {aset.rank} neighbourhoods of {sum(len(f[0]) for f in frames)} training atoms")
+    export_model(model, args.output, args.dtype, active_set=aset)
     print(f"wrote {args.output} ({args.dtype}, {time.time() - t0:.0f} s)")
 
 
