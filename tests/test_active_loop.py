@@ -1,0 +1,177 @@
+"""The resumable active-learning loop (issue 5, part 3): SIGKILL during the train, explore and label
+stages, then a re-run, gives the very labelled set of an uninterrupted run with no label computed
+twice; an oracle that raises or returns NaN only fails that configuration; config errors are clear."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from ase.calculators.emt import EMT
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class CountingEMT(EMT):
+    """EMT that appends the `al_id` of every finished calculation to a log file."""
+
+    def __init__(self, log: str = "", **kwargs):
+        super().__init__(**kwargs)
+        self.log = log
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=None):
+        if system_changes is None:
+            super().calculate(atoms, properties)
+        else:
+            super().calculate(atoms, properties, system_changes)
+        if self.log:
+            with open(self.log, "a") as fh:
+                fh.write(f"{atoms.info.get('al_id')}\n")
+
+
+class FlakyEMT(EMT):
+    """Raises for the first selected configuration, returns NaN forces for the second."""
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=None):
+        if atoms is not None and atoms.info.get("al_index") == 0:
+            raise RuntimeError("SCF did not converge (simulated)")
+        super().calculate(atoms, properties, system_changes) if system_changes is not None else \
+            super().calculate(atoms, properties)
+        if atoms is not None and atoms.info.get("al_index") == 1:
+            self.results["forces"] = self.results["forces"] * np.nan
+
+
+def tiny_config(out, oracle, iterations=2, **over):
+    cfg = {
+        "output": str(out), "seed": 3, "threads": 1, "iterations": iterations,
+        "init": {"generate": {"kind": "emt", "element": "Cu", "n_frames": 6, "size": 2,
+                              "temperatures": [300, 600], "strain": 0.02, "md_steps": 5}},
+        "train": {
+            "model": {"family": "deepmd", "rcut": 4.0, "rcut_smth": 2.0, "sel": [60], "neuron": [8, 16],
+                      "axis_neuron": 4, "fitting_neuron": [24, 24], "type_one_side": True},
+            "loss": {"energy": {"start": 0.2, "limit": 1.0}, "forces": {"start": 100.0, "limit": 1.0}},
+            "optimizer": {"lr": {"schedule": "exp", "start": 0.003, "stop": 1.0e-4, "decay_steps": 20}},
+            "training": {"steps": 30, "batch_size": 2, "val_every": 1000, "checkpoint_every": 10,
+                         "log_every": 10},
+        },
+        "first_steps": 60,
+        "explore": {"temperatures": [600, 1500], "strains": [0.0, 0.05], "steps": 30, "every": 10, "runs": 4},
+        "select": {"gamma_lo": 1.2, "gamma_hi": 1000, "max_labels": 3},
+        "oracle": oracle,
+    }
+    for k, v in over.items():
+        cfg[k] = v
+    return cfg
+
+
+def run_cli(cfg, kill=None):
+    path = os.path.join(cfg["output"] + ".yaml")
+    with open(path, "w") as fh:
+        yaml.safe_dump(cfg, fh)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]),
+               MLIP_NUM_THREADS="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    env.pop("MLIP_AL_TEST_KILL", None)
+    if kill:
+        env["MLIP_AL_TEST_KILL"] = kill
+    proc = subprocess.run([sys.executable, "-m", "mlip", "al", path, "-q"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    return proc
+
+
+def labelled(out):
+    from ase.io import read
+
+    rows = {}
+    for p in sorted(glob.glob(os.path.join(out, "iter_*", "label", "labels.xyz"))):
+        for a in read(p, ":"):
+            rows[a.info["al_id"]] = (a.get_positions(), a.get_potential_energy(), a.get_forces(), a.cell[:].copy())
+    return rows
+
+
+def test_sigkill_in_every_stage_then_resume_gives_the_same_labels(tmp_path):
+    ref_log, kill_log = str(tmp_path / "ref_calls.txt"), str(tmp_path / "kill_calls.txt")
+    ref = tiny_config(tmp_path / "ref", {"class": "test_active_loop:CountingEMT", "kwargs": {"log": ref_log}})
+    proc = run_cli(ref)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = tiny_config(tmp_path / "killed", {"class": "test_active_loop:CountingEMT", "kwargs": {"log": kill_log}})
+    # SIGKILL: iteration 0 training (3rd checkpoint), exploration (MD step 45: inside the 2nd run),
+    # labelling (as the 2nd oracle call begins), iteration 1 training, iteration 1 exploration
+    for kill in ("train:0:3", "explore:0:45", "label:0:2", "train:1:2", "explore:1:70"):
+        proc = run_cli(cfg, kill)
+        assert proc.returncode == -9, (kill, proc.returncode, proc.stderr[-3000:])
+    state = json.load(open(tmp_path / "killed" / "iter_000" / "label" / "done.json"))
+    assert state["labelled"] >= 2
+    proc = run_cli(cfg)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = labelled(str(tmp_path / "ref")), labelled(str(tmp_path / "killed"))
+    assert len(a) >= 3 and sorted(a) == sorted(b)
+    for key in a:
+        for x, y in zip(a[key], b[key]):
+            np.testing.assert_array_equal(x, y)
+    # no label computed twice, none lost
+    calls = open(kill_log).read().split()
+    assert sorted(calls) == sorted(b) and len(set(calls)) == len(calls)
+    assert sorted(open(ref_log).read().split()) == sorted(a)
+    # the same models at the end: exports identical in their predictions
+    from mlip import MLIPCalculator
+    from ase.build import bulk
+
+    at = bulk("Cu", "fcc", a=3.63, cubic=True).repeat(2)
+    at.rattle(0.1, seed=1)
+    e = []
+    for run in ("ref", "killed"):
+        at.calc = MLIPCalculator(str(tmp_path / run / "model.pt"))
+        e.append((at.get_potential_energy(), at.get_forces().copy(), at.calc.results["gamma"]))
+    assert e[0][0] == e[1][0] and np.array_equal(e[0][1], e[1][1]) and e[0][2] == e[1][2]
+    import csv
+
+    rows = [list(csv.DictReader(open(tmp_path / run / "summary.csv"))) for run in ("ref", "killed")]
+    for r in rows:
+        for x in r:
+            x.pop("seconds")
+    assert rows[0] == rows[1]
+
+
+def test_failing_oracle_records_the_configuration_and_continues(tmp_path, capsys):
+    from mlip.active.loop import load_al_config, run_loop
+
+    cfg = tiny_config(tmp_path / "flaky", {"class": "test_active_loop:FlakyEMT"}, iterations=1,
+                      first_steps=30)
+    path = tmp_path / "flaky.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    rows = run_loop(load_al_config(str(path)), log=False)
+    out = capsys.readouterr().out
+    d = tmp_path / "flaky" / "iter_000" / "label"
+    f0 = json.load(open(d / "0000.failed.json"))
+    f1 = json.load(open(d / "0001.failed.json"))
+    assert "SCF did not converge" in f0["error"] and f0["al_id"]
+    assert "non-finite forces" in f1["error"]
+    done = json.load(open(d / "done.json"))
+    assert done["failed"] == 2 and done["labelled"] == done["selected"] - 2 >= 1
+    assert rows[0]["failed"] == 2
+    # the loop went on: the final training used the good label(s)
+    assert rows[-1]["iteration"] == 1 and rows[-1]["train_frames"] == 6 + done["labelled"]
+    assert "fail" in out
+
+
+def test_config_errors(tmp_path):
+    from mlip.active.loop import load_al_config
+    from mlip.cli import main
+
+    base = tiny_config(tmp_path / "x", {})
+    for change, msg in [({"grade": "entropy"}, "grade must be"),
+                        ({"grade": "deviation"}, "committee >= 2"),
+                        ({"select": {"gamma_lo": 0.5}}, "gamma_lo must be >= 1"),
+                        ({"select": {"gamma_lo": 5, "gamma_hi": 2}}, "lo < hi"),
+                        ({"explore": {"enginee": "ase"}}, "unknown active-learning configuration key 'explore.enginee'")]:
+        cfg = dict(base, **change)
+        p = tmp_path / "c.yaml"
+        p.write_text(yaml.safe_dump(cfg))
+        with pytest.raises(ValueError, match=msg):
+            load_al_config(str(p))
+    assert main(["al", str(tmp_path / "missing.yaml")]) == 2
