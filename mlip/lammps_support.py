@@ -260,6 +260,30 @@ def parse_thermo(output: str) -> List[Dict[str, float]]:
     return rows
 
 
+MODEL_DEVI_COLUMNS = ("step", "max_devi_v", "min_devi_v", "avg_devi_v", "max_devi_f", "min_devi_f",
+                      "avg_devi_f", "devi_e")
+
+
+def read_model_devi(path: str) -> List[Dict[str, float]]:
+    """Rows of a model-deviation file written by ``pair_style mlip m0.pt m1.pt ... out_freq N
+    out_file FILE`` (DeePMD-kit's columns, see lammps_plugin/README.md): one dict per line with
+    the header's column names (``step`` as int)."""
+    rows: List[Dict[str, float]] = []
+    cols: Sequence[str] = MODEL_DEVI_COLUMNS
+    with open(path) as fh:
+        for line in fh:
+            parts = line.split()
+            if not parts:
+                continue
+            if parts[0].startswith("#"):
+                names = [p for p in (parts[1:] if parts[0] == "#" else [parts[0][1:]] + parts[1:]) if p]
+                if names and names[0] == "step":
+                    cols = names
+                continue
+            rows.append({c: (int(float(v)) if c == "step" else float(v)) for c, v in zip(cols, parts)})
+    return rows
+
+
 def lammps_instance(cmdargs: Sequence[str] = ("-screen", "none", "-log", "none", "-nocite")):
     """A `lammps.lammps` instance in this process (loads mpich first; the entry point makes
     pair_style mlip available).

@@ -51,14 +51,10 @@ def committees(tmp_path_factory):
 
 
 def read_devi(path):
-    rows = []
     with open(path) as fh:
         header = fh.readline().split()
-        assert header[0] == "#" and header[1:] == COLUMNS, header
-        for line in fh:
-            vals = line.split()
-            rows.append({c: (int(v) if c == "step" else float(v)) for c, v in zip(COLUMNS, vals)})
-    return rows
+    assert header[0] == "#" and header[1:] == COLUMNS, header
+    return ls.read_model_devi(path)
 
 
 def committee_reference(models, atoms):
