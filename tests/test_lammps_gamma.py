@@ -262,3 +262,37 @@ def test_errors(tmp_path):
     proc = run(base + f"pair_style mlip {plain}\npair_coeff * * Cu\ncompute g all mlip/gamma\n"
                "thermo_style custom step c_g\nrun 0\n", tmp_path, check=False)
     assert "carries an active set" in (ls.error_message(proc.stdout) or ""), proc.stdout[-1500:]
+
+
+def test_committee_gamma_is_max_over_members(tmp_path, exports):
+    """A committee of graded exports (MTP + DP; NequIP's smaller cutoff gets an edge subset): γ_i is
+    the element-wise maximum over the members, as in the ASE committee calculator; 2 ranks."""
+    from mlip.calculator import MLIPCalculator
+
+    models = [exports["deepmd"], exports["mtp"], exports["nequip"]]
+    at = structures()["hot"]
+    write_data(at, str(tmp_path / "hot.data"), ["Cu"])
+    script = f"""
+units metal
+atom_style atomic
+atom_modify map array
+read_data hot.data
+pair_style mlip {' '.join(models)} out_freq 1 out_file devi.out
+pair_coeff * * Cu
+compute g all mlip/gamma
+thermo_style custom step pe c_g
+thermo_modify format float %.17g
+dump d all custom 1 dump.txt id x y z c_g
+dump_modify d format float %.17g sort id
+run 0
+"""
+    out = run(script, tmp_path, nprocs=2).stdout
+    d = read_dump(str(tmp_path / "dump.txt"))
+    a = at.copy()
+    a.set_positions(np.stack([d["x"], d["y"], d["z"]], axis=1))
+    a.calc = MLIPCalculator(models, num_threads=1)
+    a.get_potential_energy()
+    assert rel(d["c_g"], a.calc.results["atom_gamma"]) <= TOL
+    assert rel(ls.parse_thermo(out)[-1]["c_g"], a.calc.results["gamma"]) <= TOL
+    dev = ls.read_model_devi(str(tmp_path / "devi.out"))[-1]
+    assert rel(dev["max_devi_f"], a.calc.results["max_force_deviation"]) <= TOL
