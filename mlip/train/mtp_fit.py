@@ -25,6 +25,10 @@ import math
 import os
 import sys
 import time
+
+if "numpy" not in sys.modules:  # one BLAS thread unless asked: threaded BLAS thrashes on shared machines
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -150,40 +154,43 @@ def loss_and_grad(model, chunks: Sequence[Chunk], w: Dict[str, float], params: S
 
 # ------------------------------------------------------------------------------------- linear solve
 class _IncrementalQR:
-    """R and Qᵀy of a tall least-squares problem fed by row blocks."""
+    """R and Qᵀy of a tall least-squares problem fed by row blocks (torch, so that it honours
+    torch.set_num_threads; float64)."""
 
     def __init__(self, n: int) -> None:
-        self.R = np.zeros((0, n))
-        self.qty = np.zeros(0)
+        self.R = torch.zeros(0, n, dtype=torch.float64)
+        self.qty = torch.zeros(0, dtype=torch.float64)
         self.lost = 0.0  # |y|^2 outside the range of Q (part of every residual)
 
     def add(self, rows: np.ndarray, rhs: np.ndarray) -> None:
-        a = np.vstack([self.R, rows])
-        b = np.concatenate([self.qty, rhs])
-        q, r = np.linalg.qr(a, mode="reduced")
+        a = torch.cat([self.R, torch.as_tensor(rows, dtype=torch.float64)])
+        b = torch.cat([self.qty, torch.as_tensor(rhs, dtype=torch.float64)])
+        q, r = torch.linalg.qr(a, mode="reduced")
         self.R = r
         self.qty = q.T @ b
         self.lost += max(0.0, float(b @ b) - float(self.qty @ self.qty))
 
+    def _svd(self):
+        scale = torch.linalg.norm(self.R, dim=0)
+        scale[scale == 0] = 1.0
+        u, s, vt = torch.linalg.svd(self.R / scale, full_matrices=False)
+        return scale, u, s, vt
+
     def whitening(self, rcond: float = 1e-13) -> np.ndarray:
         """T (n × k) with ξ = T z making the least-squares Hessian in z the identity (k = kept rank)."""
-        scale = np.linalg.norm(self.R, axis=0)
-        scale[scale == 0] = 1.0
-        _, s, vt = np.linalg.svd(self.R / scale, full_matrices=False)
+        scale, _, s, vt = self._svd()
         keep = s > rcond * s[0]
-        return (vt[keep].T / s[keep]) / scale[:, None]
+        return ((vt[keep].T / s[keep]) / scale[:, None]).numpy()
 
     def solve(self, rcond: float = 1e-13) -> np.ndarray:
-        n = self.R.shape[1]
-        scale = np.linalg.norm(self.R, axis=0)
-        scale[scale == 0] = 1.0
-        u, s, vt = np.linalg.svd(self.R / scale, full_matrices=False)
+        scale, u, s, vt = self._svd()
         keep = s > rcond * s[0]
         x = vt[keep].T @ ((u[:, keep].T @ self.qty) / s[keep])
-        return x / scale
+        return (x / scale).numpy()
 
     def residual2(self, x: np.ndarray) -> float:
-        return self.lost + float(np.sum((self.R @ x - self.qty) ** 2))
+        xt = torch.as_tensor(x, dtype=torch.float64)
+        return self.lost + float(((self.R @ xt - self.qty) ** 2).sum())
 
 
 class _SparseTangent:
