@@ -40,6 +40,11 @@ from mlip.active.graph import frame_graph
 from mlip.export import forces_virials_from_edges
 
 MLIP_WEIGHTS = {"energy": 1.0, "forces": 0.01, "virial": 0.001}
+_STOP = {"requested": False}  # set by SIGTERM/SIGINT in the CLI: finish the current evaluation, then save
+
+
+def _request_stop(signum, frame) -> None:  # pragma: no cover - signal handler
+    _STOP["requested"] = True
 
 
 @dataclass
@@ -526,7 +531,7 @@ def fit(model, frames: Sequence[Any], weights: Any = "mlip", max_iter: int = 200
     params = [p for p in model.parameters() if p.requires_grad]
 
     def out_of_time() -> bool:
-        return max_time is not None and time.time() - t0 > max_time
+        return _STOP["requested"] or (max_time is not None and time.time() - t0 > max_time)
 
     if optimizer == "adam":
         opt = torch.optim.Adam(params, lr=lr)
@@ -763,6 +768,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--max-iter", type=int, default=None)
     ap.add_argument("--max-time", type=float, default=None)
+    ap.add_argument("--level", type=int, default=None, help="override model.level")
     args = ap.parse_args(argv)
     with open(args.recipe) as fh:
         cfg = yaml.safe_load(fh)
@@ -771,6 +777,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         fit_cfg["max_iter"] = args.max_iter
     if args.max_time is not None:
         fit_cfg["max_time"] = args.max_time
+    if args.level is not None:
+        cfg["model"]["level"] = args.level
     base = os.path.dirname(os.path.abspath(args.recipe))
     for key in ("train", "test"):  # relative data paths are relative to the recipe file
         p = cfg.get("data", {}).get(key)
@@ -784,6 +792,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
+    import signal
+
+    signal.signal(signal.SIGTERM, _request_stop)
+    signal.signal(signal.SIGINT, _request_stop)
     run_recipe(cfg, out, log)
     return 0
 
