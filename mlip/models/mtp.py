@@ -264,7 +264,7 @@ class MTP(AtomicModel):
             raise ValueError("grade mode must be 'nbh' or 'cfg'")
         if g.shape[1] == 0:
             raise RuntimeError("this MTP has no '" + mode + "' active set (build one with `mlip select`)")
-        return (rows.to(g.dtype) @ g).abs().max(dim=1).values
+        return (rows.to(g.dtype) @ g).abs().max(dim=1).values.to(rows.dtype)
 
     @torch.jit.export
     def grade(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_local: int) -> Tensor:
@@ -286,14 +286,24 @@ class MTP(AtomicModel):
             raise ValueError(f"grade mode must be 'nbh' or 'cfg', got {mode!r}")
         ref = self.radial_coeffs
         if grade_matrix is None:
-            gm = torch.zeros(self.n_features, 0, dtype=ref.dtype)
+            gm = torch.zeros(self.n_features, 0, dtype=torch.float64)
             self._active_meta.pop(mode, None)
         else:
-            gm = torch.as_tensor(grade_matrix).to(dtype=ref.dtype, device=ref.device)
+            gm = torch.as_tensor(grade_matrix).to(dtype=torch.float64, device=ref.device)
             if gm.dim() != 2 or gm.shape[0] != self.n_features:
                 raise ValueError(f"grade matrix must be [{self.n_features}, r], got {list(gm.shape)}")
             self._active_meta[mode] = dict(meta or {})
         setattr(self, f"active_{mode}", gm.contiguous())
+
+    def _apply(self, fn, recurse=True):
+        """Active sets stay float64 whatever the model dtype (γ involves ill-conditioned solves)."""
+        keep = {k: getattr(self, k) for k in ("active_nbh", "active_cfg")}
+        out = super()._apply(fn, recurse)
+        for k, v in keep.items():
+            cur = getattr(self, k)
+            if cur.dtype != v.dtype:
+                setattr(self, k, v.to(device=cur.device))
+        return out
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
