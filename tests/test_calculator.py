@@ -49,6 +49,7 @@ def test_stress_matches_finite_strain(exported):
 
 
 def test_optimizer_and_langevin_run(exported):
+    from ase import units
     from ase.md.langevin import Langevin
     from ase.optimize import BFGS
 
@@ -60,7 +61,7 @@ def test_optimizer_and_langevin_run(exported):
     e0 = atoms.get_potential_energy()
     BFGS(atoms, logfile=None).run(fmax=0.05, steps=50)
     assert atoms.get_potential_energy() <= e0
-    Langevin(atoms, 0.5e-15 * 1e15 * 0.0982269, temperature_K=300, friction=0.02).run(5)
+    Langevin(atoms, 0.5 * units.fs, temperature_K=300, friction=0.02 / units.fs).run(5)
     assert np.isfinite(atoms.get_potential_energy())
 
 
