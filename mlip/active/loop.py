@@ -533,6 +533,7 @@ class ActiveLearning:
         snaps: List[Any] = []
         grades: List[float] = []
         halted, error, step = False, None, 0
+        last: Optional[Tuple[int, float, Any]] = None  # the previous step, if unsampled and in the window
         try:
             for step in range(1, int(e["steps"]) + 1):
                 dyn.run(1)
@@ -540,10 +541,21 @@ class ActiveLearning:
                 g = self.grade_of(calc.results)
                 if not np.isfinite(g):
                     g = math.inf
+                if g >= self.brk and last is not None:
+                    # halting: the last configuration before the break is the most informative one
+                    # still inside the trust window (snapshots every `every` steps may have missed it)
+                    snaps.append(_bare(last[2], {"al_id": f"{k}:{r}:{last[0]}", "grade": last[1],
+                                                 "temperature": T, "strain": eps, "step": last[0]}))
+                    grades.append(last[1])
                 if step % every == 0 or g >= self.brk:
                     snaps.append(_bare(atoms, {"al_id": f"{k}:{r}:{step}", "grade": g, "temperature": T,
                                                "strain": eps, "step": step}))
                     grades.append(g)
+                    last = None
+                elif self.lo <= g < self.hi:
+                    last = (step, g, _bare(atoms))
+                else:
+                    last = None
                 if g >= self.brk:
                     halted = True
                     break
