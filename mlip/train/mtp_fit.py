@@ -1,4 +1,4 @@
-"""MTP fitting the MLIP way: full-batch (L-)BFGS on the whole training set, with the linear
+"""MTP fitting the MLIP way: full-batch quasi-Newton on the whole training set, with the linear
 coefficients (species energies, moment coefficients) solved exactly by least squares for the current
 radial coefficients.
 
@@ -8,14 +8,24 @@ with MLIP-2's default weights available as `weights="mlip"` (p_e = 1, p_f = 0.01
 
 Given the radial coefficients the model is linear in ξ = (species_coeffs, moment_coeffs), so the loss
 is a linear least-squares problem in ξ. `solve_linear` builds its rows (energy: [n_s, Σ_i B(i)];
-forces: −∂Σ_i B/∂x through the edge gradients; virial: −Σ_e r_e ⊗ ∂ΣB/∂r_e) and solves them with an
-incremental QR (never the normal equations: the MTP basis is very ill-conditioned). `fit` then runs
-cycles of [linear solve → L-BFGS (strong Wolfe) on all parameters] until the loss stops improving, the
-iteration budget or `max_time` is used up. Adam (`optimizer="adam"`) is available for comparison.
+forces and virials from ∂ΣB/∂r_e, computed per atom as J_i·d_e without any backward pass per basis
+function, see `basis_design`) and solves them with an incremental QR (never the normal equations:
+the MTP basis is very ill-conditioned).
 
-Command line (a recipe is a YAML file, see training/mtp_*.yaml):
-    python -m mlip.train.mtp_fit training/mtp_mo.yaml [--out DIR] [--max-iter N] [--max-time S]
-writes DIR/model.pt (float64 export), DIR/model.mtp (MLIP-2), DIR/metrics.json and a log.
+Optimisers (`fit(..., optimizer=)`):
+  "varpro" (default)  variable projection: L-BFGS (strong Wolfe) over the radial coefficients only;
+                      every evaluation solves ξ exactly, so the gradient (envelope theorem) is that of
+                      the reduced loss. Far fewer evaluations than a joint fit.
+  "lbfgs"             joint L-BFGS over all parameters, the linear block in whitened coordinates,
+                      cycles of [exact linear solve → L-BFGS].
+  "adam"              plain Adam on the full batch (the lead's trainer is the place for mini-batches).
+Stops at `max_iter` evaluations, `max_time`, after `patience` evaluations without relative improvement
+`min_rel_improvement`, or on SIGTERM/SIGINT (command line: finishes, saves and evaluates).
+
+Command line (a recipe is a YAML file, see training/mtp_*.yaml; data paths relative to the recipe):
+    python -m mlip.train.mtp_fit training/mtp_mo.yaml [--out DIR] [--max-iter N] [--max-time S] [--level L]
+writes DIR/model.mtp (MLIP-2), DIR/model.pt (float64 export), DIR/model_state.pth, DIR/metrics.json
+(train/test MAE and RMSE, training time) and logs to stdout.
 """
 from __future__ import annotations
 
