@@ -248,6 +248,7 @@ Raises ValueError for bad input.)doc");
       .def_property_readonly("mlip_version", &mlip::Engine::mlip_version)
       .def_property_readonly("metadata", &mlip::Engine::metadata_json)
       .def_property_readonly("num_threads", &mlip::Engine::num_threads)
+      .def_property_readonly("backend", &mlip::Engine::backend)
       .def("compute", &engine_compute, py::arg("species"), py::arg("edge_index"),
            py::arg("edge_vec"), py::arg("n_local") = py::none(), py::arg("atom_virial") = false,
            R"doc(Evaluate the model.

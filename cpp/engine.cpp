@@ -1,5 +1,6 @@
 // mlip::Engine implementation (the only translation unit that includes torch).
 #include "engine.h"
+#include "mtp_kernel.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -94,6 +95,43 @@ bool env_flag(const char* name, bool dflt) {
   return !(s == "0" || s == "false" || s == "False" || s == "no" || s == "off");
 }
 
+std::vector<double> tensor_doubles(const torch::jit::Module& mod, const std::string& name) {
+  auto t = mod.attr(name).toTensor().detach().to(at::kDouble).contiguous();
+  const double* p = t.data_ptr<double>();
+  return std::vector<double>(p, p + t.numel());
+}
+
+std::vector<int> tensor_ints(const torch::jit::Module& mod, const std::string& name) {
+  auto t = mod.attr(name).toTensor().detach().to(at::kLong).contiguous();
+  const int64_t* p = t.data_ptr<int64_t>();
+  return std::vector<int>(p, p + t.numel());
+}
+
+// The scripted mlip.models.mtp.MTP (export attribute `model`) -> parameters of the native kernel.
+MTPParams mtp_params(const torch::jit::Module& export_module) {
+  auto mod = export_module.attr("model").toModule();
+  MTPParams p;
+  p.n_species = static_cast<int>(mod.attr("n_species").toInt());
+  p.n_mu = static_cast<int>(mod.attr("n_mu").toInt());
+  p.n_rb = static_cast<int>(mod.attr("radial_basis_size").toInt());
+  p.max_nu = static_cast<int>(mod.attr("max_nu").toInt());
+  p.n_moments = static_cast<int>(mod.attr("n_moments").toInt());
+  p.cutoff = mod.attr("cutoff").toDouble();
+  p.min_dist = mod.attr("rb_min").toTensor().to(at::kDouble).item<double>();
+  p.scaling = mod.attr("rb_scaling").toTensor().to(at::kDouble).item<double>();
+  p.radial = tensor_doubles(mod, "radial_coeffs");
+  p.species_coeffs = tensor_doubles(mod, "species_coeffs");
+  p.moment_coeffs = tensor_doubles(mod, "moment_coeffs");
+  p.basic_mu = tensor_ints(mod, "basic_mu");
+  p.basic_mono = tensor_ints(mod, "basic_mono");
+  p.times_a = tensor_ints(mod, "times_a");
+  p.times_b = tensor_ints(mod, "times_b");
+  p.times_c = tensor_ints(mod, "times_c");
+  p.times_m = tensor_doubles(mod, "times_m");
+  p.mapping = tensor_ints(mod, "mapping");
+  return p;
+}
+
 }  // namespace
 
 int default_num_threads() {
@@ -118,6 +156,8 @@ struct Engine::Impl {
   int num_threads = 1;
   bool optimize = false;
   bool has_grade = false;
+  std::unique_ptr<MTPKernel> mtp;  // native MTP path (family "mtp"), else nullptr
+  std::string backend = "torchscript";
   std::mutex mutex;
 
   [[noreturn]] void not_export(const std::string& what) const {
@@ -218,6 +258,24 @@ Engine::Engine(const std::string& path, int num_threads) : impl_(std::make_uniqu
   } catch (const c10::Error& e) {
     throw ModelError(quoted(path) + ": cannot read the model attributes (" + torch_message(e) + ")");
   }
+  // MTP: native kernel unless MLIP_MTP_BACKEND=torch (the TorchScript graph stays the reference)
+  if (m.family == "mtp") {
+    const char* be = std::getenv("MLIP_MTP_BACKEND");
+    const std::string want = be && *be ? be : "native";
+    if (want != "native" && want != "torch") {
+      throw ModelError("MLIP_MTP_BACKEND must be 'native' or 'torch', got '" + want + "'");
+    }
+    if (want == "native") {
+      try {
+        m.mtp = std::make_unique<MTPKernel>(mtp_params(m.module));
+        m.backend = "native-mtp";
+      } catch (const c10::Error& e) {
+        throw ModelError(quoted(path) + ": cannot read the MTP parameters (" + torch_message(e) + ")");
+      } catch (const std::invalid_argument& e) {
+        throw ModelError(quoted(path) + ": " + e.what());
+      }
+    }
+  }
   m.metadata = extra["mlip_metadata.json"];
   if (trim(m.metadata).empty()) m.metadata = "{}";
   at::set_num_threads(m.num_threads);
@@ -236,6 +294,7 @@ int64_t Engine::format_version() const { return impl_->format_version; }
 const std::string& Engine::mlip_version() const { return impl_->mlip_version; }
 const std::string& Engine::metadata_json() const { return impl_->metadata; }
 int Engine::num_threads() const { return impl_->num_threads; }
+const std::string& Engine::backend() const { return impl_->backend; }
 bool Engine::has_grade() const { return impl_->has_grade; }
 
 namespace {
@@ -333,6 +392,11 @@ void Engine::compute(int64_t n_atoms, int64_t n_local, const int64_t* species, i
   }
 
   std::lock_guard<std::mutex> lock(m.mutex);
+  if (m.mtp) {
+    m.mtp->compute(n_atoms, n_local, species, n_edges, edge_i, edge_j, edge_vec, energy, atom_energy,
+                   forces, virial, atom_virial);
+    return;
+  }
   try {
     if (at::get_num_threads() != m.num_threads) at::set_num_threads(m.num_threads);
     c10::InferenceMode no_inference(false);

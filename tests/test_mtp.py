@@ -50,7 +50,7 @@ def _model(species=("Mo", "Nb"), level=10, seed=3, noise=0.5):
     m = MTP(list(species), level=level, cutoff=4.5, min_dist=1.5, seed=seed, init_noise=noise, scaling=0.05)
     with torch.no_grad():
         m.moment_coeffs.copy_(torch.randn(m.n_alpha, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
-        m.species_coeffs.copy_(torch.tensor([-1.0, -2.0][: len(species)], dtype=torch.float64))
+        m.species_coeffs.copy_(torch.tensor([-1.0, -2.0, -3.0][: len(species)], dtype=torch.float64))
     return m
 
 
