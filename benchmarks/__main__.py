@@ -20,7 +20,8 @@ installed into its own venv first — benchmarks/peers.py, `.peers-venv` or MLIP
              same water boxes and input, 1 and 2 MPI ranks.
 * ase      — bench_nequip_speed.py (ours) and peer_mace.py: MACE's ASE calculator vs ours (an
              untrained NequIP-style model matched to the MACE size, and our DP), 100 and 1000 atoms.
-* accuracy — bench_mlearn.py (DP, NequIP), bench_mtp.py reference, bench_mtp_snap.py, bench_mo_mtp.py (MTP, to come).
+* accuracy — bench_mlearn.py (DP, NequIP), bench_mtp.py reference, bench_mlearn_mtp.py (MTP Mo and Si),
+             bench_mtp_snap.py (MTP vs SNAP and qSNAP in LAMMPS: speed and accuracy).
 
 Runs are sequential so that they do not compete for the two cores; each run's exit status is
 reported at the end, and a failing run does not stop the others.
@@ -85,8 +86,11 @@ def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
                 ["--recipe", "mo_dp.yaml", "--element", "Mo", "--threads", *thr] +
                 (["--steps", "200", "--minutes", "1", "--output", str(REPO / "runs" / "quick_mo_dp")] if q else ["--minutes", "40"])),
             Job("accuracy", "MTP vs MLIP-2 reference", "bench_mtp.py", ["reference"]),
-            Job("accuracy", "mlearn Mo/Si, our MTP", "bench_mo_mtp.py", ["--threads", *thr]),
-            Job("accuracy", "mlearn Mo: MTP vs SNAP in LAMMPS", "bench_mtp_snap.py", []),
+            Job("accuracy", "mlearn Mo/Si, our MTP", "bench_mlearn_mtp.py",
+                ["--threads", *thr] + (["--reuse"] if q else [])),
+            Job("accuracy", "mlearn Mo: MTP vs SNAP/qSNAP in LAMMPS", "bench_mtp_snap.py",
+                ["--mtp", str(REPO / "runs" / "bench_mlearn_mtp_mo" / "model.pt")] +
+                (["--sizes", "2000", "--atom-steps", "2e4", "--repeats", "1"] if q else [])),
             Job("accuracy", "mlearn Mo, our NequIP", "bench_mlearn.py",
                 ["--recipe", "nequip_mo.yaml", "--element", "Mo", "--threads", *thr] +
                 (["--steps", "50", "--minutes", "1"] if q else ["--minutes", "40"])),

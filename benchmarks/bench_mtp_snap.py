@@ -43,14 +43,15 @@ def shared_dir() -> str:
                           os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
 
 
-def snap_files(tmp: str) -> Dict[str, str]:
-    """Temporary copies of the SNAP Mo files without the obsolete `diagonalstyle` line."""
-    src = os.path.join(shared_dir(), "peer_models", "snap_Mo")
+def snap_files(tmp: str, kind: str = "snap") -> Dict[str, str]:
+    """Temporary copies of the SNAP (kind "snap") or quadratic SNAP ("qsnap") Mo files without the
+    obsolete `diagonalstyle` line."""
+    src = os.path.join(shared_dir(), "peer_models", f"{kind}_Mo")
     coeff = os.path.join(src, "SNAPotential.snapcoeff")
     param = os.path.join(src, "SNAPotential.snapparam")
     if not (os.path.isfile(coeff) and os.path.isfile(param)):
-        raise FileNotFoundError(f"SNAP Mo model not found in {src} (set MLIP_SHARED_DATA)")
-    out = {"coeff": os.path.join(tmp, "Mo.snapcoeff"), "param": os.path.join(tmp, "Mo.snapparam")}
+        raise FileNotFoundError(f"{kind} Mo model not found in {src} (set MLIP_SHARED_DATA)")
+    out = {"coeff": os.path.join(tmp, f"Mo_{kind}.snapcoeff"), "param": os.path.join(tmp, f"Mo_{kind}.snapparam")}
     with open(coeff) as fh, open(out["coeff"], "w") as oh:
         oh.write(fh.read())
     with open(param) as fh, open(out["param"], "w") as oh:
@@ -67,9 +68,10 @@ def snap_files(tmp: str) -> Dict[str, str]:
     return out
 
 
-def pair_lines(style: str, model: str, snap: Dict[str, str]) -> str:
-    if style == "snap":
-        return f"pair_style snap\npair_coeff * * {snap['coeff']} {snap['param']} Mo\n"
+def pair_lines(style: str, model: str, snap: Dict[str, Dict[str, str]]) -> str:
+    """style "snap" | "qsnap" (both `pair_style snap`, files from `snap[style]`) | "mlip"."""
+    if style in ("snap", "qsnap"):
+        return f"pair_style snap\npair_coeff * * {snap[style]['coeff']} {snap[style]['param']} Mo\n"
     return f"pair_style mlip {model} threads 1\npair_coeff * * Mo\n"
 
 
@@ -139,15 +141,16 @@ def speed(model: str, snap: Dict[str, str], sizes: Sequence[int], atom_steps: fl
           tmp: str) -> List[Dict[str, object]]:
     rows = []
     print(f"\nSpeed: LAMMPS loop time, 1 MPI rank, 1 thread, fix nve 300 K (best of {repeats})")
+    q = "qsnap" in snap
     print(f"{'atoms':>7} {'steps':>6} {'SNAP us/at-step':>16} {'MTP us/at-step':>15} {'MTP/SNAP':>9} "
-          f"{'(Pair only)':>11}")
+          f"{'(Pair only)':>11}" + (f" {'qSNAP us/at-step':>17}" if q else ""))
     for size in sizes:
         data = os.path.join(tmp, f"bcc_{size}.data")
         n = bcc_data(size, data)
         steps = max(2, int(atom_steps / n))
         best: Dict[str, Dict[str, float]] = {}
         for _ in range(repeats):
-            for style in ("snap", "mlip"):  # alternate, so both see the same machine load
+            for style in ("snap", "mlip") + (("qsnap",) if q else ()):  # alternate: same machine load
                 r = time_run(style, model, snap, data, steps, tmp)
                 if style not in best or r["us_per_atom_step"] < best[style]["us_per_atom_step"]:
                     best[style] = r
@@ -155,9 +158,9 @@ def speed(model: str, snap: Dict[str, str], sizes: Sequence[int], atom_steps: fl
         ratio = m["us_per_atom_step"] / s["us_per_atom_step"]
         pratio = m["pair_us_per_atom_step"] / s["pair_us_per_atom_step"]
         print(f"{n:7d} {steps:6d} {s['us_per_atom_step']:16.2f} {m['us_per_atom_step']:15.2f} {ratio:9.2f} "
-              f"{pratio:11.2f}", flush=True)
+              f"{pratio:11.2f}" + (f" {best['qsnap']['us_per_atom_step']:17.2f}" if q else ""), flush=True)
         rows.append({"atoms": n, "steps": steps, "snap": s, "mtp": m, "ratio_mtp_over_snap": ratio,
-                     "pair_ratio_mtp_over_snap": pratio})
+                     "pair_ratio_mtp_over_snap": pratio, **({"qsnap": best["qsnap"]} if q else {})})
     return rows
 
 
@@ -262,10 +265,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     results: Dict[str, object] = {"load_average": os.getloadavg()[0], "cores": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            snap = snap_files(tmp)
+            snap = {"snap": snap_files(tmp, "snap")}
         except FileNotFoundError as exc:
             print(f"SKIP: {exc}")
             return 0
+        try:
+            snap["qsnap"] = snap_files(tmp, "qsnap")
+        except FileNotFoundError as exc:
+            print(f"(no qSNAP: {exc})")
         trained = a.mtp is not None
         if trained:
             model = os.path.abspath(a.mtp)
@@ -280,9 +287,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if list(eng.species) != ["Mo"]:
             print(f"error: {model} has species {list(eng.species)}, expected ['Mo']", file=sys.stderr)
             return 1
-        results.update(mtp=desc, mtp_trained=trained, mtp_cutoff=float(eng.cutoff), snap_cutoff=snap["cutoff"])
+        results.update(mtp=desc, mtp_trained=trained, mtp_cutoff=float(eng.cutoff), snap_cutoff=snap["snap"]["cutoff"])
         print(f"MTP:  {desc} (family {eng.family}, cutoff {float(eng.cutoff):.2f} A)")
-        print(f"SNAP: {shared_dir()}/peer_models/snap_Mo (twojmax 6, cutoff {snap['cutoff']:.2f} A)")
+        print(f"SNAP: {shared_dir()}/peer_models/snap_Mo (twojmax 6, cutoff {snap['snap']['cutoff']:.2f} A)"
+              + (" and qsnap_Mo" if "qsnap" in snap else ""))
         print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
         if not a.no_speed:
             results["speed"] = speed(model, snap, a.sizes, a.atom_steps, a.repeats, tmp)
@@ -294,7 +302,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"SKIP accuracy: {test} not found")
             else:
                 frames = read_mlearn(test)
-                acc = {"snap": accuracy("snap", model, snap, frames, tmp)}
+                acc = {k: accuracy(k, model, snap, frames, tmp) for k in snap}
                 if trained:
                     acc["mtp"] = accuracy("mlip", model, snap, frames, tmp)
                 results["accuracy"] = acc

@@ -1,0 +1,71 @@
+"""mlearn (Zuo et al. 2020) accuracy of our MTP: fit the recipe training/mtp_<el>.yaml (MLIP-style
+full-batch variable-projection fit, see mlip/train/mtp_fit.py), then test-set MAE/RMSE through the
+export and the C++ engine (what the ASE calculator and LAMMPS run), next to the published MTP/GAP.
+
+    python benchmarks/bench_mlearn_mtp.py --element Mo Si              # fit + evaluate (~50 min each)
+    python benchmarks/bench_mlearn_mtp.py --element Si --reuse         # evaluate runs/bench_mlearn_mtp_si
+    python benchmarks/bench_mlearn_mtp.py --element Mo --run runs/mtp_mo   # evaluate another fit's export
+Writes benchmarks/results/mlearn_<El>_mtp_<el>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+from common import REPO, evaluate, save, shared
+
+PUBLISHED = {"Mo": {"GAP": (2.24, 0.09), "MTP": (2.83, 0.09)}, "Si": {"GAP": (2.91, 0.07), "MTP": (2.21, 0.06)}}
+
+
+def run_element(el: str, run_dir: str, fit: bool, threads: int) -> dict:
+    recipe = REPO / "training" / f"mtp_{el.lower()}.yaml"
+    if fit:
+        cmd = [sys.executable, "-m", "mlip.train.mtp_fit", str(recipe), "--out", run_dir]
+        print("$", " ".join(cmd), flush=True)
+        subprocess.run(cmd, cwd=str(REPO), check=True)
+    model = os.path.join(run_dir, "model.pt")
+    if not os.path.isfile(model):
+        raise FileNotFoundError(f"{model} not found (run without --reuse to fit it)")
+    data = shared("mlearn", el)
+    test = evaluate(model, [str(data / "test.json")], threads=threads)
+    metrics_path = os.path.join(run_dir, "metrics.json")
+    metrics = json.load(open(metrics_path)) if os.path.isfile(metrics_path) else {}
+    out = {"recipe": recipe.name, "element": el, "family": "mtp", "code": "mlip MTP", "run": run_dir,
+           "level": metrics.get("level"), "n_basis": metrics.get("n_basis"), "n_parameters": metrics.get("n_params"),
+           "train_wall_s": metrics.get("train_time_s"), "weights": metrics.get("weights"),
+           "test_energy_mae_meV": test["energy_mae"] * 1e3, "test_energy_rmse_meV": test["energy_rmse"] * 1e3,
+           "test_force_mae": test["force_mae"], "test_force_rmse": test["force_rmse"],
+           "test_stress_rmse_GPa": test.get("stress_rmse_gpa"),
+           "published_mae": {k: {"energy_meV": e, "force": f} for k, (e, f) in PUBLISHED[el].items()}}
+    pub_e, pub_f = PUBLISHED[el]["MTP"]
+    out["meets_published_mtp"] = bool(out["test_energy_mae_meV"] <= pub_e and out["test_force_mae"] <= pub_f)
+    print(f"\nmlearn {el} test set ({test['n_frames']} structures, {test['n_atoms']} atoms), MTP level "
+          f"{out['level']} ({out['n_basis']} basis functions), fit {(out['train_wall_s'] or 0) / 60:.1f} min")
+    print(f"{'model':<16}{'E MAE meV/atom':>16}{'E RMSE':>10}{'F MAE eV/Å':>12}{'F RMSE':>10}")
+    print(f"{'mlip MTP':<16}{out['test_energy_mae_meV']:>16.2f}{out['test_energy_rmse_meV']:>10.2f}"
+          f"{out['test_force_mae']:>12.3f}{out['test_force_rmse']:>10.3f}")
+    for k, (e, f) in PUBLISHED[el].items():
+        print(f"{k + ' (published)':<16}{e:>16.2f}{'':>10}{f:>12.3f}{'':>10}")
+    print("written", save(f"mlearn_{el}_mtp_{el.lower()}", out))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--element", nargs="+", default=["Mo", "Si"], choices=sorted(PUBLISHED))
+    ap.add_argument("--reuse", action="store_true", help="evaluate an existing fit instead of fitting")
+    ap.add_argument("--run", default=None, help="run directory (default runs/bench_mlearn_mtp_<el>)")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    for el in a.element:
+        run_dir = a.run or str(REPO / "runs" / f"bench_mlearn_mtp_{el.lower()}")
+        fit = not a.reuse and a.run is None
+        run_element(el, run_dir, fit, a.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
