@@ -4,13 +4,18 @@
     python benchmarks/bench_lammps.py --dp default --sizes 1000 10000   # DeePMD-kit-size DP
     python benchmarks/bench_lammps.py --model my.pt --elements Cu
     python benchmarks/bench_lammps.py --sizes 1000 --ranks 1 --quick
+    python benchmarks/bench_lammps.py --family nequip --sizes 1000 10000 --ase-sizes 1000 10000
 
 Reports, for an exported Deep Potential model (random weights unless --model is given; speed does
-not depend on the weights; see DP_PRESETS for the sizes):
+not depend on the weights; see DP_PRESETS for the sizes) or, with --family nequip, a NequIP-style
+model of the size of training/nequip_mo.yaml (NEQUIP_PRESET; message passing: ghost shell of
+num_layers x cutoff):
   1. LAMMPS (`lmp`, fix nve, fcc Cu) at ~1k, ~10k, ~50k atoms on 1 and 2 MPI ranks (1 libtorch
-     thread per rank): loop time per atom-step, and the Pair time per step;
-  2. the ASE calculator (`mlip.MLIPCalculator`, neighbour list + engine) at ~1k atoms, 1 and 2
-     threads;
+     thread per rank): loop time per atom-step, the Pair time per step, and the peak resident memory
+     of MPI rank 0 (LAMMPS `info memory`); memory per atom = the slope of the peak between the
+     smallest and the largest size on one rank;
+  2. the ASE calculator (`mlip.MLIPCalculator`, neighbour list + engine) at --ase-sizes (default:
+     the size closest to 1k), 1 and 2 threads;
   3. the BLAS-clash check: the engine's time per call inside `lmp` (Pair time) against the same
      engine on the same graph in Python (on one rank the pair style folds ghost images onto their
      atoms for local models, so that graph is the periodic graph). Inside lmp
@@ -77,6 +82,22 @@ DP_PRESETS = {
 }
 
 
+# the NequIP-style model of training/nequip_mo.yaml (l_max 2, 32 features, 3 layers, cutoff 5 Å)
+NEQUIP_PRESET = dict(cutoff=5.0, l_max=2, num_features=32, num_layers=3, num_basis=8, envelope_p=6,
+                     radial_hidden=64, radial_layers=2, head_hidden=16, avg_num_neighbors=40.0)
+
+
+def make_nequip_model(path: str, elements: Sequence[str], dtype: str) -> str:
+    import torch
+
+    from mlip.export import export_model
+    from mlip.models.nequip import NequIP
+
+    torch.manual_seed(0)
+    export_model(NequIP(list(elements), **NEQUIP_PRESET), path, dtype)
+    return path
+
+
 def make_dp_model(path: str, elements: Sequence[str], dtype: str, preset: str = "small") -> str:
     from mlip.export import export_model
     from mlip.models.deepmd import DeepPotSeA
@@ -99,8 +120,10 @@ fix 1 all nve
 thermo {max(steps, 1)}
 run 1
 run {steps}
+info memory
 """
     out = ls.run_lmp(script, workdir, nprocs=ranks, env=ls.lammps_env(env_extra), timeout=3600).stdout
+    rss = re.findall(r"Maximum resident set size:\s*([0-9.eE+-]+)\s*Mbyte", out)
     loops = re.findall(r"Loop time of ([0-9.eE+-]+) on (\d+) procs for (\d+) steps with (\d+) atoms", out)
     pairs = re.findall(r"^Pair\s*\|\s*([0-9.eE+-]+)\s*\|\s*([0-9.eE+-]+)\s*\|\s*([0-9.eE+-]+)", out, re.M)
     loop_time, _, nsteps, natoms = loops[-1]
@@ -113,6 +136,7 @@ run {steps}
         "us_per_atom_step": loop_time / (nsteps * natoms) * 1e6,
         "pair_ms_per_step": pair_avg / nsteps * 1e3,
         "loop_s": loop_time,
+        "peak_rss_mb_rank0": float(rss[-1]) if rss else float("nan"),
     }
 
 
@@ -153,6 +177,10 @@ def engine_same_graph_ms(model: str, atoms, calls: int) -> Dict[str, float]:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", help="exported model (default: a DeepPotSeA of size --dp, random weights)")
+    ap.add_argument("--family", default="dp", choices=["dp", "nequip"],
+                    help="model built when --model is not given (nequip: NEQUIP_PRESET)")
+    ap.add_argument("--ase-sizes", type=int, nargs="+", default=None,
+                    help="ASE calculator sizes (default: the --sizes entry closest to 1000)")
     ap.add_argument("--dp", default="small", choices=sorted(DP_PRESETS),
                     help="DeepPotSeA size when no --model is given (default: small; 'default' = DeePMD-kit "
                          "defaults, too big for ~50k atoms in 24 GB)")
@@ -175,12 +203,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         a.atom_steps = 2e4
     results: Dict[str, object] = {"lammps": [], "ase": [], "blas_check": []}
     with tempfile.TemporaryDirectory() as tmp:
-        model = a.model or make_dp_model(os.path.join(tmp, "dp.pt"), a.elements, a.dtype, a.dp)
-        desc = a.model or f"DeepPotSeA '{a.dp}' {DP_PRESETS[a.dp]} (random weights), {a.dtype}"
+        if a.model:
+            model, desc = a.model, a.model
+        elif a.family == "nequip":
+            model = make_nequip_model(os.path.join(tmp, "nequip.pt"), a.elements, a.dtype)
+            desc = f"NequIP {NEQUIP_PRESET} (random weights), {a.dtype}"
+        else:
+            model = make_dp_model(os.path.join(tmp, "dp.pt"), a.elements, a.dtype, a.dp)
+            desc = f"DeepPotSeA '{a.dp}' {DP_PRESETS[a.dp]} (random weights), {a.dtype}"
         print(f"model: {desc}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
         results["model"] = desc
         print("\nLAMMPS (lmp, fix nve, 1 libtorch thread per rank)")
-        print(f"{'atoms':>8} {'ranks':>5} {'steps':>5} {'us/atom-step':>13} {'Pair ms/step':>13}")
+        print(f"{'atoms':>8} {'ranks':>5} {'steps':>5} {'us/atom-step':>13} {'Pair ms/step':>13} {'peak MB/rank':>13}")
         structures = {}
         for size in a.sizes:
             atoms = fcc_atoms(size, a.elements[0])
@@ -192,16 +226,23 @@ def main(argv: Optional[List[str]] = None) -> int:
                 r = lammps_run(model, data, a.elements, steps, ranks, tmp)
                 results["lammps"].append(r)
                 print(f"{r['atoms']:8d} {ranks:5d} {r['steps']:5d} {r['us_per_atom_step']:13.2f} "
-                      f"{r['pair_ms_per_step']:13.2f}", flush=True)
+                      f"{r['pair_ms_per_step']:13.2f} {r['peak_rss_mb_rank0']:13.1f}", flush=True)
+        one = sorted((r for r in results["lammps"] if r["ranks"] == 1), key=lambda r: r["atoms"])
+        if len(one) >= 2 and one[-1]["atoms"] > one[0]["atoms"]:
+            kb = (one[-1]["peak_rss_mb_rank0"] - one[0]["peak_rss_mb_rank0"]) * 1024 / (one[-1]["atoms"] - one[0]["atoms"])
+            results["memory_kb_per_atom"] = kb
+            print(f"memory per atom (1 rank, peak RSS slope {one[0]['atoms']} -> {one[-1]['atoms']} atoms): {kb:.1f} kB")
 
         small = min(a.sizes, key=lambda s: abs(s - 1000))
-        atoms = structures[small]
         print("\nASE calculator (neighbour list + engine per call)")
         print(f"{'atoms':>8} {'threads':>7} {'steps':>5} {'us/atom-step':>13}")
-        for threads in (1, 2):
-            r = ase_run(model, atoms, max(3, int(a.atom_steps / len(atoms) / 2)), threads)
-            results["ase"].append(r)
-            print(f"{r['atoms']:8d} {threads:7d} {r['steps']:5d} {r['us_per_atom_step']:13.2f}", flush=True)
+        for size in a.ase_sizes or [small]:
+            atoms_ase = structures.get(size) or fcc_atoms(size, a.elements[0])
+            for threads in (1, 2):
+                r = ase_run(model, atoms_ase, max(3, int(a.atom_steps / len(atoms_ase) / 2)), threads)
+                results["ase"].append(r)
+                print(f"{r['atoms']:8d} {threads:7d} {r['steps']:5d} {r['us_per_atom_step']:13.2f}", flush=True)
+        atoms = structures[small]
 
         print("\nBLAS-clash check: engine time per call on the LAMMPS graph (1 rank, 1 thread)")
         data = os.path.join(tmp, f"data_{small}.lmp")
