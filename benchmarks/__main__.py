@@ -15,12 +15,13 @@ installed into its own venv first — benchmarks/peers.py, `.peers-venv` or MLIP
 
 * water    — bench_water_dp.py (ours) and peer_deepmd.py water (DeePMD-kit TF), same budget,
              same hyper-parameters, same threads, one after the other.
-* lammps   — bench_lammps.py (pair_style mlip, fcc Cu) and peer_deepmd.py lammps: pair_style deepmd
+* lammps   — bench_lammps.py (pair_style mlip, fcc Cu: small DP 1k-100k atoms, NequIP-style 1k and
+             10k atoms with memory per atom) and peer_deepmd.py lammps: pair_style deepmd
              (plain, compressed) and pair_style mlip with the same se_e2_a water architecture on the
              same water boxes and input, 1 and 2 MPI ranks.
 * ase      — bench_nequip_speed.py (ours) and peer_mace.py: MACE's ASE calculator vs ours (an
              untrained NequIP-style model matched to the MACE size, and our DP), 100 and 1000 atoms.
-* accuracy — bench_mlearn.py (DP, NequIP), bench_mtp.py reference, bench_mlearn_mtp.py (MTP Mo and Si),
+* accuracy — bench_mlearn.py (DP, NequIP; Mo and Si, 40 min each), bench_mtp.py reference, bench_mlearn_mtp.py (MTP Mo and Si),
              bench_mtp_snap.py (MTP vs SNAP and qSNAP in LAMMPS: speed and accuracy).
 
 Runs are sequential so that they do not compete for the two cores; each run's exit status is
@@ -68,8 +69,14 @@ def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
                               "--save-name", f"quick_water_deepmd_{dt}"] if q else []), peer="deepmd"))
     if "lammps" in sections:
         jobs.append(Job("lammps", "pair_style mlip (fcc Cu)", "bench_lammps.py",
-                        (["--quick", "--sizes", "1000", "--ranks", "1", "--no-deepbind-check"] if q else []) +
+                        (["--quick", "--sizes", "1000", "--ranks", "1", "--no-deepbind-check"] if q else
+                         ["--sizes", "1000", "10000", "50000", "100000"]) +
                         ["--json", str(peers.RESULTS / ("quick_lammps_mlip.json" if q else "lammps_mlip.json"))]))
+        jobs.append(Job("lammps", "pair_style mlip, NequIP-style (fcc Cu)", "bench_lammps.py",
+                        ["--family", "nequip", "--no-deepbind-check"] +
+                        (["--sizes", "256", "--ranks", "1", "--atom-steps", "1000"] if q else
+                         ["--sizes", "1000", "10000", "--ase-sizes", "1000", "10000", "--atom-steps", "3e4"]) +
+                        ["--json", str(peers.RESULTS / ("quick_lammps_nequip.json" if q else "lammps_nequip.json"))]))
         jobs.append(Job("lammps", "pair_style deepmd vs mlip (water)", "peer_deepmd.py",
                         ["lammps", "--ours", "{our_water_dp}"] +
                         (["--sizes", "300", "--ranks", "1", "2", "--atom-steps", "3000", "--save-name", "quick_lammps_deepmd"] if q else []),
@@ -82,18 +89,18 @@ def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
                         peer="mace", needs="our_ase_models"))
     if "accuracy" in sections:
         jobs += [
-            Job("accuracy", "mlearn Mo, our DP", "bench_mlearn.py",
-                ["--recipe", "mo_dp.yaml", "--element", "Mo", "--threads", *thr] +
-                (["--steps", "200", "--minutes", "1", "--output", str(REPO / "runs" / "quick_mo_dp")] if q else ["--minutes", "40"])),
+            *[Job("accuracy", f"mlearn {el}, our {fam}", "bench_mlearn.py",
+                  ["--recipe", recipe, "--element", el, "--threads", *thr] +
+                  (["--steps", "50", "--minutes", "1", "--output", str(REPO / "runs" / f"quick_{recipe[:-5]}")]
+                   if q else ["--minutes", "40"]))
+              for el in ("Mo", "Si")
+              for fam, recipe in (("DP", f"{el.lower()}_dp.yaml"), ("NequIP", f"nequip_{el.lower()}.yaml"))],
             Job("accuracy", "MTP vs MLIP-2 reference", "bench_mtp.py", ["reference"]),
             Job("accuracy", "mlearn Mo/Si, our MTP", "bench_mlearn_mtp.py",
                 ["--threads", *thr] + (["--reuse"] if q else [])),
             Job("accuracy", "mlearn Mo: MTP vs SNAP/qSNAP in LAMMPS", "bench_mtp_snap.py",
                 ["--mtp", str(REPO / "runs" / "bench_mlearn_mtp_mo" / "model.pt")] +
                 (["--sizes", "2000", "--atom-steps", "2e4", "--repeats", "1"] if q else [])),
-            Job("accuracy", "mlearn Mo, our NequIP", "bench_mlearn.py",
-                ["--recipe", "nequip_mo.yaml", "--element", "Mo", "--threads", *thr] +
-                (["--steps", "50", "--minutes", "1"] if q else ["--minutes", "40"])),
         ]
     return jobs
 

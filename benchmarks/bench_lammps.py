@@ -213,6 +213,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             desc = f"DeepPotSeA '{a.dp}' {DP_PRESETS[a.dp]} (random weights), {a.dtype}"
         print(f"model: {desc}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
         results["model"] = desc
+        from mlip._core import Engine as _Engine
+
+        results["family"] = {"deepmd": "DP", "nequip": "NequIP", "mtp": "MTP"}.get(_Engine(model, 1).family, "?")
         print("\nLAMMPS (lmp, fix nve, 1 libtorch thread per rank)")
         print(f"{'atoms':>8} {'ranks':>5} {'steps':>5} {'us/atom-step':>13} {'Pair ms/step':>13} {'peak MB/rank':>13}")
         structures = {}

@@ -107,10 +107,18 @@ def section_accuracy(res: Dict[str, Any]) -> str:
         f_mae = _g(d, "test_force_mae", "test_force_mae_eV_A", "force_mae_eV_A")
         if e_mae is None and f_mae is None:
             continue
-        rows.append([name, _g(d, "code", default="mlip"), e_mae,
+        if name == "bench_mtp_snap":
+            continue
+        rows.append([name, _g(d, "code", default="mlip " + str(d.get("family", ""))).strip(), e_mae,
                      _g(d, "test_energy_rmse_meV", "test_energy_rmse_meV_per_atom", "energy_rmse_meV_per_atom"),
                      f_mae, _g(d, "test_force_rmse", "test_force_rmse_eV_A", "force_rmse_eV_A"),
                      _g(d, "test_stress_rmse_GPa"), _g(d, "steps"), _g(d, "n_parameters")])
+    d = res.get("bench_mtp_snap")
+    if isinstance(d, dict) and isinstance(d.get("accuracy"), dict):  # evaluated in LAMMPS, mlearn Mo test set
+        for key, r in d["accuracy"].items():
+            code = {"snap": "SNAP (published model)", "qsnap": "qSNAP (published model)", "mtp": "mlip MTP"}.get(key, key)
+            rows.append([f"mlearn Mo, in LAMMPS ({key})", code, r.get("energy_mae_meV_per_atom"),
+                         r.get("energy_rmse_meV_per_atom"), r.get("force_mae"), r.get("force_rmse"), None, None, None])
     head = ("## Accuracy (mlearn and others)\n\nTest-set errors per atom (energies) and per component "
             "(forces). `python -m benchmarks accuracy`.\n\n")
     if not rows:
@@ -137,7 +145,17 @@ def section_lammps(res: Dict[str, Any]) -> str:
             for r in d["lammps"]:
                 rows.append(["mlip " + str(d.get("family", "DP")), d.get("structure", "fcc Cu"), r.get("atoms"),
                              r.get("ranks"), r.get("steps"), r.get("us_per_atom_step"), r.get("pair_ms_per_step"),
-                             r.get("cpu_use_pct"), "", name])
+                             r.get("cpu_use_pct"), _mem_note(r, d), name])
+    d = res.get("bench_mtp_snap")
+    if isinstance(d, dict) and isinstance(d.get("speed"), list):  # bench_mtp_snap.py: MTP vs SNAP, bcc Mo
+        for r in d["speed"]:
+            for key, code in (("mtp", "mlip MTP"), ("snap", "SNAP"), ("qsnap", "qSNAP")):
+                x = r.get(key)
+                if isinstance(x, dict):
+                    note = f"MTP/SNAP {r.get('ratio_mtp_over_snap', float('nan')):.2f}" if key == "mtp" else ""
+                    rows.append([code, "bcc Mo", x.get("atoms"), 1, x.get("steps"), x.get("us_per_atom_step"),
+                                 (x.get("pair_us_per_atom_step") or float("nan")) * (x.get("atoms") or 0) * 1e-3,
+                                 None, note, "bench_mtp_snap"])
     head = ("## LAMMPS speed\n\nµs per atom-step of `run` (fix nve), 1 thread per MPI rank; Pair = the pair style's "
             "share. The water rows compare `pair_style deepmd` (plain and compressed) and `pair_style mlip` with the "
             "same se_e2_a architecture on the same data file and input. `python -m benchmarks lammps`. On a busy "
@@ -146,6 +164,61 @@ def section_lammps(res: Dict[str, Any]) -> str:
         return head + "_Not measured yet._\n"
     return head + table(["code", "structure", "atoms", "ranks", "steps", "µs/atom-step", "Pair ms/step", "CPU use %",
                          "note", "file"], rows, [0, 0, 0, 0, 0, 2, 2, 0, 0, 0]) + "\n"
+
+
+def _mem_note(r: Dict[str, Any], d: Dict[str, Any]) -> str:
+    parts = []
+    if r.get("peak_rss_mb_rank0") is not None:
+        parts.append(f"peak {r['peak_rss_mb_rank0']:.0f} MB/rank")
+    if d.get("memory_kb_per_atom") is not None and r is max(d["lammps"], key=lambda x: x.get("atoms", 0)):
+        parts.append(f"{d['memory_kb_per_atom']:.0f} kB/atom")
+    return ", ".join(parts)
+
+
+def plot_scaling(res: Dict[str, Any], path: Path) -> Optional[Path]:
+    """µs per atom-step against atoms, one line per (code, ranks): flat = linear scaling."""
+    series: Dict[str, List[tuple]] = {}
+    for name, d in res.items():
+        if not isinstance(d, dict) or "_error" in d:
+            continue
+        if name.startswith("lammps") and isinstance(d.get("lammps"), list):
+            for r in d["lammps"]:
+                series.setdefault(f"mlip {d.get('family', 'DP')} ({name}), {r.get('ranks')} rank(s)", []).append(
+                    (r.get("atoms"), r.get("us_per_atom_step")))
+        if name.startswith("lammps") and isinstance(d.get("rows"), list):
+            for r in d["rows"]:
+                if r.get("us_per_atom_step") is not None and not r.get("error"):
+                    series.setdefault(f"{r.get('code')} (water), {r.get('ranks')} rank(s)", []).append(
+                        (r.get("atoms"), r.get("us_per_atom_step")))
+        if name == "bench_mtp_snap" and isinstance(d.get("speed"), list):
+            for r in d["speed"]:
+                for key in ("mtp", "snap", "qsnap"):
+                    if isinstance(r.get(key), dict):
+                        series.setdefault(f"{key.upper()} (bcc Mo), 1 rank", []).append(
+                            (r[key].get("atoms"), r[key].get("us_per_atom_step")))
+    series = {k: sorted(v) for k, v in series.items() if len(v) >= 2}
+    if not series:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, pts in sorted(series.items()):
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("atoms")
+    ax.set_ylabel("µs per atom-step (LAMMPS loop time)")
+    ax.set_title("Cost per atom-step vs system size (flat = linear scaling)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def section_ase(res: Dict[str, Any]) -> str:
@@ -203,7 +276,11 @@ def write(results: Optional[Path] = None) -> Path:
     results = Path(results or peers.RESULTS)
     results.mkdir(parents=True, exist_ok=True)
     path = results / "README.md"
-    path.write_text(render(results))
+    text = render(results)
+    png = plot_scaling(load_all(results), results / "scaling.png")
+    if png is not None:
+        text += "\n## Scaling\n\n![cost per atom-step vs atoms](scaling.png)\n"
+    path.write_text(text)
     return path
 
 
