@@ -1,5 +1,6 @@
 // mlip::Engine implementation (the only translation unit that includes torch).
 #include "engine.h"
+#include "dp_kernel.h"
 #include "mtp_kernel.h"
 
 #include <ATen/Parallel.h>
@@ -157,6 +158,7 @@ struct Engine::Impl {
   bool optimize = false;
   bool has_grade = false;
   std::unique_ptr<MTPKernel> mtp;  // native MTP path (family "mtp"), else nullptr
+  std::unique_ptr<DPKernel> dp;    // native Deep Potential path (family "deepmd"), else nullptr
   std::string backend = "torchscript";
   std::mutex mutex;
 
@@ -258,21 +260,37 @@ Engine::Engine(const std::string& path, int num_threads) : impl_(std::make_uniqu
   } catch (const c10::Error& e) {
     throw ModelError(quoted(path) + ": cannot read the model attributes (" + torch_message(e) + ")");
   }
-  // MTP: native kernel unless MLIP_MTP_BACKEND=torch (the TorchScript graph stays the reference)
-  if (m.family == "mtp") {
-    const char* be = std::getenv("MLIP_MTP_BACKEND");
+  // MTP and DP: native kernels unless MLIP_BACKEND=torch (the TorchScript graph stays the reference)
+  if (m.family == "mtp" || m.family == "deepmd") {
+    const char* be = std::getenv("MLIP_BACKEND");
     const std::string want = be && *be ? be : "native";
     if (want != "native" && want != "torch") {
-      throw ModelError("MLIP_MTP_BACKEND must be 'native' or 'torch', got '" + want + "'");
+      throw ModelError("MLIP_BACKEND must be 'native' or 'torch', got '" + want + "'");
     }
-    if (want == "native") {
+    // native only for our own model classes (a hand-written export may claim a family name)
+    bool ours = m.module.hasattr("model") && m.module.attr("model").isModule();
+    if (ours) {
+      auto sub = m.module.attr("model").toModule();
+      for (const char* a : m.family == "mtp" ? std::vector<const char*>{"radial_coeffs", "times_a", "basic_mono"}
+                                              : std::vector<const char*>{"embedding", "fitting", "s_avg", "r_std"})
+        ours = ours && sub.hasattr(a);
+    }
+    if (want == "native" && ours) {
       try {
-        m.mtp = std::make_unique<MTPKernel>(mtp_params(m.module));
-        m.backend = "native-mtp";
+        if (m.family == "mtp") {
+          m.mtp = std::make_unique<MTPKernel>(mtp_params(m.module));
+          m.backend = "native-mtp";
+        } else {
+          m.dp = std::make_unique<DPKernel>(m.module.attr("model").toModule());
+          m.backend = "native-deepmd";
+        }
       } catch (const c10::Error& e) {
-        throw ModelError(quoted(path) + ": cannot read the MTP parameters (" + torch_message(e) + ")");
+        throw ModelError(quoted(path) + ": cannot read the " + m.family + " parameters (" + torch_message(e) + ")");
       } catch (const std::invalid_argument& e) {
         throw ModelError(quoted(path) + ": " + e.what());
+      } catch (const std::exception& e) {
+        throw ModelError(quoted(path) + ": cannot read the " + m.family + " parameters (" +
+                         torch_message(std::string(e.what())) + ")");
       }
     }
   }
@@ -395,6 +413,17 @@ void Engine::compute(int64_t n_atoms, int64_t n_local, const int64_t* species, i
   if (m.mtp) {
     m.mtp->compute(n_atoms, n_local, species, n_edges, edge_i, edge_j, edge_vec, energy, atom_energy,
                    forces, virial, atom_virial);
+    return;
+  }
+  if (m.dp) {
+    try {
+      if (at::get_num_threads() != m.num_threads) at::set_num_threads(m.num_threads);
+      c10::InferenceMode inference(true);
+      m.dp->compute(n_atoms, n_local, species, n_edges, edge_i, edge_j, edge_vec, energy, atom_energy,
+                    forces, virial, atom_virial);
+    } catch (const c10::Error& e) {
+      throw ModelError("model evaluation failed: " + torch_message(e));
+    }
     return;
   }
   try {

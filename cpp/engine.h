@@ -44,8 +44,8 @@ class Engine {
   const std::string& mlip_version() const;   // "" if absent
   const std::string& metadata_json() const;  // "{}" if the extra file is absent
   int num_threads() const;
-  // "native-mtp" (MTP evaluated by mlip::MTPKernel; MLIP_MTP_BACKEND=torch turns it off) or
-  // "torchscript". The extrapolation grade always runs the TorchScript `grade` method.
+  // "native-mtp" / "native-deepmd" (mlip::MTPKernel / mlip::DPKernel; MLIP_BACKEND=torch turns
+  // them off) or "torchscript". The extrapolation grade always runs the TorchScript `grade` method.
   const std::string& backend() const;
 
   // n_atoms nodes (locals first), species[n_atoms] model indices,

@@ -14,6 +14,8 @@
 #include "mtp_kernel.h"
 
 #include <algorithm>
+#include "edge_scatter.h"
+
 #include <cmath>
 #include <map>
 #include <stdexcept>
@@ -326,25 +328,7 @@ void MTPKernel::compute(int64_t n_atoms, int64_t n_local, const int64_t* species
       const double radial = D - euler / r;
       const double g3[3] = {radial * u[0] + gx / r, radial * u[1] + gy / r, radial * u[2] + gz / r};
       const int64_t j = edge_j[e];
-      if (forces) {
-        for (int c = 0; c < 3; ++c) {
-          forces[3 * i + c] += g3[c];
-          forces[3 * j + c] -= g3[c];
-        }
-      }
-      if (virial || atom_virial) {
-        const double* v = edge_vec + 3 * e;
-        for (int a = 0; a < 3; ++a) {
-          for (int b = 0; b < 3; ++b) {
-            const double x = -v[a] * g3[b];
-            w[3 * a + b] += x;
-            if (atom_virial) {
-              atom_virial[9 * i + 3 * a + b] += 0.5 * x;
-              atom_virial[9 * j + 3 * a + b] += 0.5 * x;
-            }
-          }
-        }
-      }
+      scatter_edge_gradient(i, j, edge_vec + 3 * e, g3, forces, w, atom_virial);
     }
   }
   *energy = esum;

@@ -111,3 +111,29 @@ def run_python(code: str, timeout: int = 300) -> str:
     if res.returncode != 0:
         raise AssertionError(f"subprocess failed:\n{res.stdout}\n{res.stderr}")
     return res.stdout
+
+
+def torch_and_native_engines(path: str, monkeypatch, native_backend: str):
+    """(TorchScript engine, native engine) on the same export (MLIP_BACKEND switch)."""
+    from mlip import _core
+
+    monkeypatch.setenv("MLIP_BACKEND", "torch")
+    ref = _core.Engine(path, num_threads=1)
+    monkeypatch.setenv("MLIP_BACKEND", "native")
+    nat = _core.Engine(path, num_threads=1)
+    assert ref.backend == "torchscript" and nat.backend == native_backend
+    return ref, nat
+
+
+def assert_same_outputs(ref, nat, species, edge_index, edge_vec, n_local, virial_atol=1e-10):
+    """Every output of two engines on one graph agrees to round-off (per-atom virials included)."""
+    import numpy as np
+
+    a = ref.compute(species, edge_index, edge_vec, n_local, True)
+    b = nat.compute(species, edge_index, edge_vec, n_local, True)
+    scale = max(1.0, np.abs(a["forces"]).max())
+    assert b["energy"] == pytest.approx(a["energy"], rel=1e-12, abs=1e-12)
+    np.testing.assert_allclose(b["atom_energy"], a["atom_energy"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(b["forces"], a["forces"], rtol=0, atol=1e-11 * scale)
+    np.testing.assert_allclose(b["virial"], a["virial"], rtol=0, atol=virial_atol * scale)
+    np.testing.assert_allclose(b["atom_virial"], a["atom_virial"], rtol=0, atol=virial_atol * scale)

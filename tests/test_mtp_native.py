@@ -12,28 +12,17 @@ import torch
 
 from mlip import _core
 from mlip.active.graph import frame_graph
+from conftest import assert_same_outputs, torch_and_native_engines
 from mlip.export import export_model
 from tests.test_mtp import _atoms, _model
 
 
 def _engines(path, monkeypatch):
-    monkeypatch.setenv("MLIP_MTP_BACKEND", "torch")
-    ref = _core.Engine(path, num_threads=1)
-    monkeypatch.setenv("MLIP_MTP_BACKEND", "native")
-    nat = _core.Engine(path, num_threads=1)
-    assert ref.backend == "torchscript" and nat.backend == "native-mtp"
-    return ref, nat
+    return torch_and_native_engines(path, monkeypatch, "native-mtp")
 
 
 def _compare(ref, nat, sp, ei, vec, n_local):
-    a = ref.compute(sp, ei, vec, n_local, True)
-    b = nat.compute(sp, ei, vec, n_local, True)
-    scale = max(1.0, np.abs(a["forces"]).max())
-    assert b["energy"] == pytest.approx(a["energy"], rel=1e-12, abs=1e-12)
-    np.testing.assert_allclose(b["atom_energy"], a["atom_energy"], rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(b["forces"], a["forces"], rtol=0, atol=1e-11 * scale)
-    np.testing.assert_allclose(b["virial"], a["virial"], rtol=0, atol=1e-11 * scale * 10)
-    np.testing.assert_allclose(b["atom_virial"], a["atom_virial"], rtol=0, atol=1e-11 * scale * 10)
+    assert_same_outputs(ref, nat, sp, ei, vec, n_local)
 
 
 @pytest.mark.parametrize("species,level", [(("Mo", "Nb"), 10), (("Mo",), 16), (("Mo", "Nb", "Ta"), 12)])
@@ -70,7 +59,7 @@ def test_native_float32_export_runs_in_float64(tmp_path, monkeypatch):
     p64, p32 = str(tmp_path / "m64.pt"), str(tmp_path / "m32.pt")
     export_model(m, p64, dtype="float64")
     export_model(m, p32, dtype="float32")
-    monkeypatch.setenv("MLIP_MTP_BACKEND", "native")
+    monkeypatch.setenv("MLIP_BACKEND", "native")
     a, b = _core.Engine(p64), _core.Engine(p32)
     atoms = _atoms(seed=5, n=8)
     sp, ei, vec = (x.numpy() for x in frame_graph(atoms, m.species, m.cutoff, torch.float64))
@@ -83,6 +72,6 @@ def test_bad_backend_name(tmp_path, monkeypatch):
     m = _model(species=("Mo",), level=8)
     path = str(tmp_path / "mtp.pt")
     export_model(m, path)
-    monkeypatch.setenv("MLIP_MTP_BACKEND", "fast")
-    with pytest.raises(RuntimeError, match="MLIP_MTP_BACKEND"):
+    monkeypatch.setenv("MLIP_BACKEND", "fast")
+    with pytest.raises(RuntimeError, match="MLIP_BACKEND"):
         _core.Engine(path)
