@@ -13,7 +13,9 @@
 
 #include "edge_scatter.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -108,6 +110,70 @@ void embed_forward(const Net& net, const at::Tensor& s_in, at::Tensor& G, at::Te
   Gd = Xd.contiguous();
 }
 
+// An embedding net G(x) (scalar x -> M1 channels) as quintic Hermite pieces on [lo, lo + n h]: each
+// piece matches G, G' and G'' of the net at both ends (forward mode, second order), so the error is
+// O(h^6 G^(6)) — at h = 0.01 far below float64 round-off of the rest of the model (measured in
+// tests/test_dp_native.py). coef [n, M1, 6] in powers of t = (x − x_k)/h.
+struct Table {
+  double lo = 0.0, h = 0.0;
+  int64_t n = 0, m1 = 0;
+  std::vector<double> coef;
+};
+
+Table build_table(const Net& net, double lo, double hi, double h) {
+  Table t;
+  t.lo = lo;
+  t.h = h;
+  t.n = std::max<int64_t>(1, static_cast<int64_t>(std::ceil((hi - lo) / h)));
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  at::Tensor X = at::arange(t.n + 1, f64).mul_(h).add_(lo).unsqueeze(1);
+  at::Tensor Xd = at::ones_like(X), Xdd = at::zeros_like(X);
+  for (const auto& L : net.layers) {
+    at::Tensor z = at::addmm(L.b, X, L.Wt), zd = at::mm(Xd, L.Wt), zdd = at::mm(Xdd, L.Wt);
+    at::Tensor th = at::tanh(z), d1 = at::rsub(th * th, 1.0);  // tanh' = 1 − tanh², tanh'' = −2 tanh tanh'
+    at::Tensor h0 = th, h1 = d1 * zd, h2 = d1 * zdd - 2.0 * th * d1 * zd * zd;
+    if (L.use_dt) {
+      h0 = h0 * L.dt;
+      h1 = h1 * L.dt;
+      h2 = h2 * L.dt;
+    }
+    if (L.kind == 1) {
+      X = X + h0;
+      Xd = Xd + h1;
+      Xdd = Xdd + h2;
+    } else if (L.kind == 2) {
+      X = at::cat({X, X}, 1) + h0;
+      Xd = at::cat({Xd, Xd}, 1) + h1;
+      Xdd = at::cat({Xdd, Xdd}, 1) + h2;
+    } else {
+      X = h0;
+      Xd = h1;
+      Xdd = h2;
+    }
+  }
+  X = X.contiguous();
+  Xd = (Xd * h).contiguous();         // derivatives in units of t
+  Xdd = (Xdd * (h * h)).contiguous();
+  t.m1 = X.size(1);
+  t.coef.resize(static_cast<size_t>(t.n) * t.m1 * 6);
+  const double *f = X.data_ptr<double>(), *d = Xd.data_ptr<double>(), *dd = Xdd.data_ptr<double>();
+  for (int64_t k = 0; k < t.n; ++k) {
+    for (int64_t c = 0; c < t.m1; ++c) {
+      const double f0 = f[k * t.m1 + c], f1 = f[(k + 1) * t.m1 + c];
+      const double d0 = d[k * t.m1 + c], d1v = d[(k + 1) * t.m1 + c];
+      const double e0 = dd[k * t.m1 + c], e1 = dd[(k + 1) * t.m1 + c];
+      double* q = t.coef.data() + (k * t.m1 + c) * 6;
+      q[0] = f0;
+      q[1] = d0;
+      q[2] = 0.5 * e0;
+      q[3] = 10.0 * (f1 - f0) - 6.0 * d0 - 4.0 * d1v - 1.5 * e0 + 0.5 * e1;
+      q[4] = -15.0 * (f1 - f0) + 8.0 * d0 + 7.0 * d1v + 1.5 * e0 - e1;
+      q[5] = 6.0 * (f1 - f0) - 3.0 * d0 - 3.0 * d1v - 0.5 * e0 + 0.5 * e1;
+    }
+  }
+  return t;
+}
+
 }  // namespace
 
 struct DPKernel::Impl {
@@ -117,6 +183,7 @@ struct DPKernel::Impl {
   bool type_one_side = false;
   std::vector<double> s_avg, s_std, r_std, bias;  // r_std [n_sp, 4]
   std::vector<Net> embedding, fitting;
+  std::vector<Table> tables;  // one per embedding net, empty when MLIP_DP_TABLE=0
   static constexpr int64_t kChunk = 512;
 };
 
@@ -147,6 +214,20 @@ DPKernel::DPKernel(const torch::jit::Module& mod) : impl_(std::make_unique<Impl>
     throw std::invalid_argument("DP parameters: inconsistent sizes");
   for (const auto& e : m.embedding)
     if (e.layers.front().n_in != 1 || e.layers.back().n_out != m.m1) throw std::invalid_argument("DP embedding net shape");
+  // tables over s̃ for s in [0, 1/r_lo] (r_lo = 0.5 Å); closer pairs take the exact path
+  const char* tab = std::getenv("MLIP_DP_TABLE");
+  if (!(tab && std::string(tab) == "0")) {
+    constexpr double kRlo = 0.5, kStep = 0.01;
+    for (size_t k = 0; k < m.embedding.size(); ++k) {
+      double lo = 1e300, hi = -1e300;  // s̃ range over the centre species using this net
+      for (int ti = 0; ti < m.n_sp; ++ti) {
+        if (!m.type_one_side && static_cast<int>(k) / m.n_sp != ti) continue;
+        lo = std::min(lo, (0.0 - m.s_avg[ti]) / m.s_std[ti]);
+        hi = std::max(hi, (1.0 / kRlo - m.s_avg[ti]) / m.s_std[ti]);
+      }
+      m.tables.push_back(build_table(m.embedding[k], lo - kStep, hi + kStep, kStep));
+    }
+  }
   for (auto& f : m.fitting) {
     if (!f.has_out || f.layers.front().n_in != m.m1 * m.m2) throw std::invalid_argument("DP fitting net shape");
     at::Tensor y = net_forward(f, at::zeros({1, m.m1 * m.m2}, at::kDouble), nullptr);
@@ -194,51 +275,78 @@ void DPKernel::compute(int64_t n_atoms, int64_t n_local, const int64_t* species,
   double* Gp = G_all.data_ptr<double>();
   double* Gdp = Gd_all.data_ptr<double>();
   std::vector<double> T(static_cast<size_t>(n_atoms) * M1 * 4, 0.0);
+  std::vector<double> s_tilde(n_in);
+  for (int64_t q = 0; q < n_in; ++q) {
+    const int64_t e = order[q];
+    const double* v = edge_vec + 3 * e;
+    const double r = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
+    const int ti = static_cast<int>(species[edge_i[e]]);
+    double u = (r - rs) / (rc - rs);
+    double dsw = 0.0;
+    if (u <= 0.0) {
+      u = 0.0;
+    } else if (u >= 1.0) {
+      u = 1.0;
+    } else {
+      dsw = -30.0 * u * u * (u - 1.0) * (u - 1.0) / (rc - rs);
+    }
+    const double sw = u * u * u * (-6.0 * u * u + 15.0 * u - 10.0) + 1.0;
+    const double s = sw / r;
+    es[q] = s;
+    er[q] = r;
+    ds_dr[q] = dsw / r - sw / (r * r);
+    const double* rsd = m.r_std.data() + 4 * ti;
+    for (int c = 0; c < 3; ++c) eu[3 * q + c] = v[c] / r;
+    eR[4 * q] = s / rsd[0];
+    for (int c = 0; c < 3; ++c) eR[4 * q + 1 + c] = s * v[c] / r / rsd[1 + c];
+    s_tilde[q] = (s - m.s_avg[ti]) / m.s_std[ti];
+  }
   at::Tensor s_in = at::empty({Impl::kChunk, 1}, f64);
+  std::vector<int64_t> exact;
   for (int k = 0; k < n_nets; ++k) {
-    for (int64_t c0 = count[k]; c0 < count[k + 1]; c0 += Impl::kChunk) {
-      const int64_t c1 = std::min(c0 + Impl::kChunk, count[k + 1]), n = c1 - c0;
-      double* sp = s_in.data_ptr<double>();
-      for (int64_t q = c0; q < c1; ++q) {
-        const int64_t e = order[q];
-        const double* v = edge_vec + 3 * e;
-        const double r = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
-        const int ti = static_cast<int>(species[edge_i[e]]);
-        double u = (r - rs) / (rc - rs);
-        double dsw = 0.0;
-        if (u <= 0.0) {
-          u = 0.0;
-        } else if (u >= 1.0) {
-          u = 1.0;
-        } else {
-          dsw = -30.0 * u * u * (u - 1.0) * (u - 1.0) / (rc - rs);
-        }
-        const double sw = u * u * u * (-6.0 * u * u + 15.0 * u - 10.0) + 1.0;
-        const double s = sw / r;
-        es[q] = s;
-        er[q] = r;
-        ds_dr[q] = dsw / r - sw / (r * r);
-        const double* rsd = m.r_std.data() + 4 * ti;
-        for (int c = 0; c < 3; ++c) eu[3 * q + c] = v[c] / r;
-        eR[4 * q] = s / rsd[0];
-        for (int c = 0; c < 3; ++c) eR[4 * q + 1 + c] = s * v[c] / r / rsd[1 + c];
-        sp[q - c0] = (s - m.s_avg[ti]) / m.s_std[ti];
+    exact.clear();
+    const Table* tb = m.tables.empty() ? nullptr : &m.tables[k];
+    for (int64_t q = count[k]; q < count[k + 1]; ++q) {
+      const double x = s_tilde[q];
+      const double pos = tb ? (x - tb->lo) / tb->h : -1.0;
+      if (!(pos >= 0.0 && pos < static_cast<double>(tb->n))) {
+        exact.push_back(q);
+        continue;
       }
+      const int64_t piece = static_cast<int64_t>(pos);
+      const double t = pos - static_cast<double>(piece), inv_h = 1.0 / tb->h;
+      const double* c = tb->coef.data() + piece * M1 * 6;
+      double* g = Gp + q * M1;
+      double* gd = Gdp + q * M1;
+#pragma omp simd
+      for (int64_t a = 0; a < M1; ++a) {
+        const double* ca = c + 6 * a;
+        g[a] = ca[0] + t * (ca[1] + t * (ca[2] + t * (ca[3] + t * (ca[4] + t * ca[5]))));
+        gd[a] = (ca[1] + t * (2.0 * ca[2] + t * (3.0 * ca[3] + t * (4.0 * ca[4] + t * 5.0 * ca[5])))) * inv_h;
+      }
+    }
+    for (size_t c0 = 0; c0 < exact.size(); c0 += Impl::kChunk) {
+      const size_t c1 = std::min(c0 + static_cast<size_t>(Impl::kChunk), exact.size());
+      const int64_t n = static_cast<int64_t>(c1 - c0);
+      double* sp = s_in.data_ptr<double>();
+      for (size_t k2 = c0; k2 < c1; ++k2) sp[k2 - c0] = s_tilde[exact[k2]];
       at::Tensor G, Gd;
       embed_forward(m.embedding[k], s_in.narrow(0, 0, n), G, Gd);
-      std::memcpy(Gp + c0 * M1, G.data_ptr<double>(), sizeof(double) * n * M1);
-      std::memcpy(Gdp + c0 * M1, Gd.data_ptr<double>(), sizeof(double) * n * M1);
-      for (int64_t q = c0; q < c1; ++q) {
-        double* Ti = T.data() + edge_i[order[q]] * M1 * 4;
-        const double* g = Gp + q * M1;
-        const double* R = eR.data() + 4 * q;
-        for (int64_t a = 0; a < M1; ++a) {
-          Ti[4 * a] += g[a] * R[0];
-          Ti[4 * a + 1] += g[a] * R[1];
-          Ti[4 * a + 2] += g[a] * R[2];
-          Ti[4 * a + 3] += g[a] * R[3];
-        }
+      for (size_t k2 = c0; k2 < c1; ++k2) {
+        std::memcpy(Gp + exact[k2] * M1, G.data_ptr<double>() + (k2 - c0) * M1, sizeof(double) * M1);
+        std::memcpy(Gdp + exact[k2] * M1, Gd.data_ptr<double>() + (k2 - c0) * M1, sizeof(double) * M1);
       }
+    }
+  }
+  for (int64_t q = 0; q < n_in; ++q) {
+    double* Ti = T.data() + edge_i[order[q]] * M1 * 4;
+    const double* g = Gp + q * M1;
+    const double* R = eR.data() + 4 * q;
+    for (int64_t a = 0; a < M1; ++a) {
+      Ti[4 * a] += g[a] * R[0];
+      Ti[4 * a + 1] += g[a] * R[1];
+      Ti[4 * a + 2] += g[a] * R[2];
+      Ti[4 * a + 3] += g[a] * R[3];
     }
   }
   for (double& x : T) x *= m.inv_nnei;

@@ -69,6 +69,10 @@ class Engine {
              const int64_t* edge_i, const int64_t* edge_j, const double* edge_vec, double* gamma);
 
  private:
+  // A native kernel must reproduce the file's own TorchScript on a small test cluster (exports of
+  // an older mlip may carry different code); if it does not, the engine runs the TorchScript.
+  void verify_native();
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

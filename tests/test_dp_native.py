@@ -71,3 +71,38 @@ def test_native_float32_export(tmp_path, monkeypatch):
     b = _core.Engine(p32).compute(sp, np.asarray(ei), np.asarray(vec), len(sp), False)
     assert b["energy"] == pytest.approx(a["energy"], rel=1e-5)
     np.testing.assert_allclose(b["forces"], a["forces"], atol=1e-4 * max(1, np.abs(a["forces"]).max()))
+
+
+class _ShiftedDP(DeepPotSeA):
+    """Same parameters as a DeepPotSeA, different formula: its export must not run natively."""
+
+    def forward(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vec: torch.Tensor) -> torch.Tensor:
+        return self.energy_bias[species] + 1.5 * self.descriptor(species, edge_index, edge_vec).sum(1)
+
+
+def test_export_with_other_code_falls_back_to_torchscript(tmp_path, monkeypatch):
+    m = _ShiftedDP(["H", "O"], rcut=3.5, rcut_smth=1.0, sel=[20, 20], neuron=[5, 10], axis_neuron=4,
+                   fitting_neuron=[12], seed=1).double()
+    path = str(tmp_path / "shifted.pt")
+    export_model(m, path)
+    monkeypatch.setenv("MLIP_BACKEND", "native")
+    assert _core.Engine(path).backend == "torchscript"
+
+
+def test_table_and_exact_paths(tmp_path, monkeypatch):
+    """MLIP_DP_TABLE=0 (exact embedding nets everywhere) equals the tabulated default, and a pair
+    closer than the table's 0.5 Å takes the exact path."""
+    m = _model(False)
+    path = str(tmp_path / "dp.pt")
+    export_model(m, path)
+    sp = np.array([0, 1, 1, 0], dtype=np.int64)
+    pos = np.array([[0.0, 0.0, 0.0], [0.4, 0.1, 0.0], [1.5, -0.3, 0.4], [0.2, 1.6, -0.8]])
+    pairs = [(a, b) for a in range(4) for b in range(4) if a != b]
+    ei = np.array(pairs, dtype=np.int64).T
+    vec = np.array([pos[b] - pos[a] for a, b in pairs])
+    ref, nat = _engines(path, monkeypatch)
+    _compare(ref, nat, sp, ei, vec, 4)
+    monkeypatch.setenv("MLIP_DP_TABLE", "0")
+    exact = _core.Engine(path)
+    assert exact.backend == "native-deepmd"
+    _compare(ref, exact, sp, ei, vec, 4)
