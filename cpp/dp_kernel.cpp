@@ -113,7 +113,8 @@ void embed_forward(const Net& net, const at::Tensor& s_in, at::Tensor& G, at::Te
 // An embedding net G(x) (scalar x -> M1 channels) as quintic Hermite pieces on [lo, lo + n h]: each
 // piece matches G, G' and G'' of the net at both ends (forward mode, second order), so the error is
 // O(h^6 G^(6)) — at h = 0.01 far below float64 round-off of the rest of the model (measured in
-// tests/test_dp_native.py). coef [n, M1, 6] in powers of t = (x − x_k)/h.
+// tests/test_dp_native.py). coef [n, 6, M1] in powers of t = (x − x_k)/h (channel-contiguous, so
+// evaluation vectorises).
 struct Table {
   double lo = 0.0, h = 0.0;
   int64_t n = 0, m1 = 0;
@@ -162,16 +163,36 @@ Table build_table(const Net& net, double lo, double hi, double h) {
       const double f0 = f[k * t.m1 + c], f1 = f[(k + 1) * t.m1 + c];
       const double d0 = d[k * t.m1 + c], d1v = d[(k + 1) * t.m1 + c];
       const double e0 = dd[k * t.m1 + c], e1 = dd[(k + 1) * t.m1 + c];
-      double* q = t.coef.data() + (k * t.m1 + c) * 6;
-      q[0] = f0;
-      q[1] = d0;
-      q[2] = 0.5 * e0;
-      q[3] = 10.0 * (f1 - f0) - 6.0 * d0 - 4.0 * d1v - 1.5 * e0 + 0.5 * e1;
-      q[4] = -15.0 * (f1 - f0) + 8.0 * d0 + 7.0 * d1v + 1.5 * e0 - e1;
-      q[5] = 6.0 * (f1 - f0) - 3.0 * d0 - 3.0 * d1v - 0.5 * e0 + 0.5 * e1;
+      double* q = t.coef.data() + k * 6 * t.m1 + c;
+      const int64_t M = t.m1;
+      q[0 * M] = f0;
+      q[1 * M] = d0;
+      q[2 * M] = 0.5 * e0;
+      q[3 * M] = 10.0 * (f1 - f0) - 6.0 * d0 - 4.0 * d1v - 1.5 * e0 + 0.5 * e1;
+      q[4 * M] = -15.0 * (f1 - f0) + 8.0 * d0 + 7.0 * d1v + 1.5 * e0 - e1;
+      q[5 * M] = 6.0 * (f1 - f0) - 3.0 * d0 - 3.0 * d1v - 0.5 * e0 + 0.5 * e1;
     }
   }
   return t;
+}
+
+// G (and dG/dx if gd) of the table at x; false if x is outside it.
+inline bool eval_table(const Table& t, double x, double* g, double* gd) {
+  const double pos = (x - t.lo) / t.h;
+  if (!(pos >= 0.0 && pos < static_cast<double>(t.n))) return false;
+  const int64_t piece = static_cast<int64_t>(pos), M = t.m1;
+  const double u = pos - static_cast<double>(piece);
+  const double* c = t.coef.data() + piece * 6 * M;
+  const double *c0 = c, *c1 = c + M, *c2 = c + 2 * M, *c3 = c + 3 * M, *c4 = c + 4 * M, *c5 = c + 5 * M;
+#pragma omp simd
+  for (int64_t a = 0; a < M; ++a) g[a] = c0[a] + u * (c1[a] + u * (c2[a] + u * (c3[a] + u * (c4[a] + u * c5[a]))));
+  if (gd) {
+    const double inv_h = 1.0 / t.h;
+#pragma omp simd
+    for (int64_t a = 0; a < M; ++a)
+      gd[a] = (c1[a] + u * (2.0 * c2[a] + u * (3.0 * c3[a] + u * (4.0 * c4[a] + u * 5.0 * c5[a])))) * inv_h;
+  }
+  return true;
 }
 
 }  // namespace
@@ -184,6 +205,10 @@ struct DPKernel::Impl {
   std::vector<double> s_avg, s_std, r_std, bias;  // r_std [n_sp, 4]
   std::vector<Net> embedding, fitting;
   std::vector<Table> tables;  // one per embedding net, empty when MLIP_DP_TABLE=0
+  // scratch reused between calls (no page faults from fresh multi-MB allocations every step;
+  // the engine serialises calls)
+  std::vector<double> G, Gd, T, gT, D, gD;
+  std::vector<int64_t> slot;
   static constexpr int64_t kChunk = 512;
 };
 
@@ -241,7 +266,7 @@ void DPKernel::compute(int64_t n_atoms, int64_t n_local, const int64_t* species,
                        const int64_t* edge_i, const int64_t* edge_j, const double* edge_vec,
                        double* energy, double* atom_energy, double* forces, double* virial,
                        double* atom_virial) {
-  const Impl& m = *impl_;
+  Impl& m = *impl_;
   const int n_sp = m.n_sp;
   const int64_t M1 = m.m1, M2 = m.m2, ND = M1 * M2;
   const double rc = m.rcut, rs = m.rcut_smth;
@@ -271,10 +296,8 @@ void DPKernel::compute(int64_t n_atoms, int64_t n_local, const int64_t* species,
 
   // per-edge geometry (in `order`), G and dG/ds̃ of every edge, T per atom
   std::vector<double> es(n_in), er(n_in), eu(3 * n_in), eR(4 * n_in), ds_dr(n_in);
-  at::Tensor G_all = at::empty({n_in, M1}, f64), Gd_all = at::empty({n_in, M1}, f64);
-  double* Gp = G_all.data_ptr<double>();
-  double* Gdp = Gd_all.data_ptr<double>();
-  std::vector<double> T(static_cast<size_t>(n_atoms) * M1 * 4, 0.0);
+  std::vector<double>& T = m.T;
+  T.assign(static_cast<size_t>(n_atoms) * M1 * 4, 0.0);
   std::vector<double> s_tilde(n_in);
   for (int64_t q = 0; q < n_in; ++q) {
     const int64_t e = order[q];
@@ -301,46 +324,16 @@ void DPKernel::compute(int64_t n_atoms, int64_t n_local, const int64_t* species,
     for (int c = 0; c < 3; ++c) eR[4 * q + 1 + c] = s * v[c] / r / rsd[1 + c];
     s_tilde[q] = (s - m.s_avg[ti]) / m.s_std[ti];
   }
+  // G of every edge, accumulated into T right away. Tabulated edges keep nothing (the reverse
+  // pass re-evaluates the table); the others (closer than the table, or MLIP_DP_TABLE=0) keep G and
+  // dG/ds̃ in slot[q] of m.G / m.Gd.
   at::Tensor s_in = at::empty({Impl::kChunk, 1}, f64);
+  std::vector<int64_t>& slot = m.slot;
+  slot.assign(n_in, -1);
   std::vector<int64_t> exact;
-  for (int k = 0; k < n_nets; ++k) {
-    exact.clear();
-    const Table* tb = m.tables.empty() ? nullptr : &m.tables[k];
-    for (int64_t q = count[k]; q < count[k + 1]; ++q) {
-      const double x = s_tilde[q];
-      const double pos = tb ? (x - tb->lo) / tb->h : -1.0;
-      if (!(pos >= 0.0 && pos < static_cast<double>(tb->n))) {
-        exact.push_back(q);
-        continue;
-      }
-      const int64_t piece = static_cast<int64_t>(pos);
-      const double t = pos - static_cast<double>(piece), inv_h = 1.0 / tb->h;
-      const double* c = tb->coef.data() + piece * M1 * 6;
-      double* g = Gp + q * M1;
-      double* gd = Gdp + q * M1;
-#pragma omp simd
-      for (int64_t a = 0; a < M1; ++a) {
-        const double* ca = c + 6 * a;
-        g[a] = ca[0] + t * (ca[1] + t * (ca[2] + t * (ca[3] + t * (ca[4] + t * ca[5]))));
-        gd[a] = (ca[1] + t * (2.0 * ca[2] + t * (3.0 * ca[3] + t * (4.0 * ca[4] + t * 5.0 * ca[5])))) * inv_h;
-      }
-    }
-    for (size_t c0 = 0; c0 < exact.size(); c0 += Impl::kChunk) {
-      const size_t c1 = std::min(c0 + static_cast<size_t>(Impl::kChunk), exact.size());
-      const int64_t n = static_cast<int64_t>(c1 - c0);
-      double* sp = s_in.data_ptr<double>();
-      for (size_t k2 = c0; k2 < c1; ++k2) sp[k2 - c0] = s_tilde[exact[k2]];
-      at::Tensor G, Gd;
-      embed_forward(m.embedding[k], s_in.narrow(0, 0, n), G, Gd);
-      for (size_t k2 = c0; k2 < c1; ++k2) {
-        std::memcpy(Gp + exact[k2] * M1, G.data_ptr<double>() + (k2 - c0) * M1, sizeof(double) * M1);
-        std::memcpy(Gdp + exact[k2] * M1, Gd.data_ptr<double>() + (k2 - c0) * M1, sizeof(double) * M1);
-      }
-    }
-  }
-  for (int64_t q = 0; q < n_in; ++q) {
+  std::vector<double> gbuf(M1);
+  auto accumulate_T = [&](int64_t q, const double* g) {
     double* Ti = T.data() + edge_i[order[q]] * M1 * 4;
-    const double* g = Gp + q * M1;
     const double* R = eR.data() + 4 * q;
     for (int64_t a = 0; a < M1; ++a) {
       Ti[4 * a] += g[a] * R[0];
@@ -348,11 +341,39 @@ void DPKernel::compute(int64_t n_atoms, int64_t n_local, const int64_t* species,
       Ti[4 * a + 2] += g[a] * R[2];
       Ti[4 * a + 3] += g[a] * R[3];
     }
+  };
+  for (int k = 0; k < n_nets; ++k) {
+    const Table* tb = m.tables.empty() ? nullptr : &m.tables[k];
+    for (int64_t q = count[k]; q < count[k + 1]; ++q) {
+      if (tb && eval_table(*tb, s_tilde[q], gbuf.data(), nullptr)) {
+        accumulate_T(q, gbuf.data());
+      } else {
+        slot[q] = static_cast<int64_t>(exact.size());
+        exact.push_back(q);
+      }
+    }
+  }
+  m.G.resize(exact.size() * M1);
+  m.Gd.resize(exact.size() * M1);
+  for (size_t c0 = 0; c0 < exact.size();) {
+    const int net = net_of[order[exact[c0]]];
+    size_t c1 = c0;
+    while (c1 < exact.size() && c1 - c0 < static_cast<size_t>(Impl::kChunk) && net_of[order[exact[c1]]] == net) ++c1;
+    const int64_t n = static_cast<int64_t>(c1 - c0);
+    double* sp = s_in.data_ptr<double>();
+    for (size_t k2 = c0; k2 < c1; ++k2) sp[k2 - c0] = s_tilde[exact[k2]];
+    at::Tensor G, Gd;
+    embed_forward(m.embedding[net], s_in.narrow(0, 0, n), G, Gd);
+    std::memcpy(m.G.data() + c0 * M1, G.data_ptr<double>(), sizeof(double) * n * M1);
+    std::memcpy(m.Gd.data() + c0 * M1, Gd.data_ptr<double>(), sizeof(double) * n * M1);
+    for (size_t k2 = c0; k2 < c1; ++k2) accumulate_T(exact[k2], m.G.data() + k2 * M1);
+    c0 = c1;
   }
   for (double& x : T) x *= m.inv_nnei;
 
   // descriptor D_i = T T[:M2]ᵀ
-  at::Tensor D = at::empty({n_atoms, ND}, f64);
+  m.D.resize(static_cast<size_t>(n_atoms) * ND);
+  at::Tensor D = at::from_blob(m.D.data(), {n_atoms, ND}, f64);
   double* Dp = D.data_ptr<double>();
   for (int64_t i = 0; i < n_atoms; ++i) {
     const double* Ti = T.data() + i * M1 * 4;
@@ -365,7 +386,8 @@ void DPKernel::compute(int64_t n_atoms, int64_t n_local, const int64_t* species,
 
   // fitting nets per species: energies and ∂E/∂D (locals only)
   std::vector<double> ae(n_atoms);
-  at::Tensor gD = at::zeros({n_atoms, ND}, f64);
+  m.gD.assign(static_cast<size_t>(n_atoms) * ND, 0.0);
+  at::Tensor gD = at::from_blob(m.gD.data(), {n_atoms, ND}, f64);
   for (int t = 0; t < n_sp; ++t) {
     std::vector<int64_t> idx;
     for (int64_t i = 0; i < n_atoms; ++i)
@@ -404,7 +426,9 @@ void DPKernel::compute(int64_t n_atoms, int64_t n_local, const int64_t* species,
   }
 
   // ∂E/∂T_raw (T_raw = Σ_j G ⊗ R̃, before 1/Σsel), zero for ghost centres
-  std::vector<double> gT(static_cast<size_t>(n_atoms) * M1 * 4, 0.0);
+  std::vector<double> gdbuf(M1);
+  std::vector<double>& gT = m.gT;
+  gT.assign(static_cast<size_t>(n_atoms) * M1 * 4, 0.0);
   const double* gDp = gD.data_ptr<double>();
   for (int64_t i = 0; i < n_local; ++i) {
     const double* Ti = T.data() + i * M1 * 4;
@@ -431,8 +455,15 @@ void DPKernel::compute(int64_t n_atoms, int64_t n_local, const int64_t* species,
     if (i >= n_local) continue;
     const int ti = static_cast<int>(species[i]);
     const double* o = gT.data() + i * M1 * 4;
-    const double* g = Gp + q * M1;
-    const double* gd = Gdp + q * M1;
+    const double *g, *gd;
+    if (slot[q] >= 0) {
+      g = m.G.data() + slot[q] * M1;
+      gd = m.Gd.data() + slot[q] * M1;
+    } else {
+      eval_table(m.tables[net_of[e]], s_tilde[q], gbuf.data(), gdbuf.data());
+      g = gbuf.data();
+      gd = gdbuf.data();
+    }
     const double* R = eR.data() + 4 * q;
     double gsin = 0.0, gR[4] = {0.0, 0.0, 0.0, 0.0};
     for (int64_t a = 0; a < M1; ++a) {
