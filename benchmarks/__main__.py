@@ -13,7 +13,7 @@ repository yet prints "not yet available" and the run continues; a peer that is 
 installed into its own venv first — benchmarks/peers.py, `.peers-venv` or MLIP_PEERS_VENV — unless
 --no-install, in which case its runs print SKIP):
 
-* water    — bench_water_dp.py (ours) and peer_deepmd.py water (DeePMD-kit TF), same budget,
+* water    — bench_water.py (our DP; our NequIP-style in float32) and peer_deepmd.py water (DeePMD-kit TF), same budget,
              same hyper-parameters, same threads, one after the other.
 * lammps   — bench_lammps.py (pair_style mlip, fcc Cu: small DP 1k-100k atoms, NequIP-style 1k and
              10k atoms with memory per atom) and peer_deepmd.py lammps: pair_style deepmd
@@ -60,13 +60,16 @@ def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
     minutes = str(a.minutes if a.minutes is not None else (1.0 if q else 30.0))
     if "water" in sections:
         for dt in a.dtypes:
-            jobs.append(Job("water", f"water, our DP ({dt})", "bench_water_dp.py",
+            jobs.append(Job("water", f"water, our DP ({dt})", "bench_water.py",
                             ["--minutes", minutes, "--dtype", dt, "--threads", *thr] +
                             (["--output", str(REPO / "runs" / f"quick_water_dp_{dt}")] if q else [])))
             jobs.append(Job("water", f"water, DeePMD-kit TF ({dt})", "peer_deepmd.py",
                             ["water", "--minutes", minutes, "--precision", dt, "--threads", *thr] +
                             (["--probe-steps", "30", "--output", str(REPO / "runs" / f"quick_peer_deepmd_{dt}"),
                               "--save-name", f"quick_water_deepmd_{dt}"] if q else []), peer="deepmd"))
+        jobs.append(Job("water", "water, our NequIP-style (float32)", "bench_water.py",
+                        ["--recipe", "nequip_water.yaml", "--minutes", minutes, "--dtype", "float32", "--threads", *thr] +
+                        (["--output", str(REPO / "runs" / "quick_water_nequip")] if q else [])))
     if "lammps" in sections:
         jobs.append(Job("lammps", "pair_style mlip (fcc Cu)", "bench_lammps.py",
                         (["--quick", "--sizes", "1000", "--ranks", "1", "--no-deepbind-check"] if q else

@@ -12,7 +12,7 @@ se_e2_a, rcut 6, rcut_smth 0.5, sel [46, 92], embedding [25, 50, 100] (type_one_
 fitting [240, 240, 240] with resnet_dt, exp LR 1e-3 → 3.51e-8 with 200 decays, prefactors
 e 0.02 → 1, f 1000 → 1, batch 1; train data_0 + data_1, validate data_2. DeePMD-kit has no time budget,
 so a short throughput probe (not counted) fixes `numb_steps` so that the schedule completes in the
-budget, as benchmarks/bench_water_dp.py does for ours; a run that overshoots the budget by more than
+budget, as benchmarks/bench_water.py does for ours; a run that overshoots the budget by more than
 25 % is stopped and its last checkpoint is used (reported as `schedule_completed: false`). Then
 `dp freeze`, `dp compress`, and `dp test` on data_2 for both → energy RMSE per atom and force RMSE.
 Writes benchmarks/results/water_deepmd_<precision>.json.
