@@ -4,8 +4,9 @@
     python benchmarks/bench_mtp.py mlearn RUN_DIR [--element Mo]   # test MAE/RMSE of a trained run
     python benchmarks/bench_mtp.py grade RUN_DIR --element Mo       # γ on train / strained / hot cfgs
 
-`reference` evaluates through the Python model, the TorchScript export and (when the compiled
-extension is built) the ASE calculator `mlip.calculator.MLIPCalculator`.
+`reference` evaluates through the Python model, the TorchScript export, the ASE calculator
+`mlip.calculator.MLIPCalculator` (C++ engine, native MTP kernel) and, when LAMMPS is installed,
+`pair_style mlip` (`run 0` on every --lammps-every-th configuration).
 """
 from __future__ import annotations
 
@@ -81,8 +82,55 @@ def reference(args) -> dict:
             w = -atoms.get_stress(voigt=False) * atoms.get_volume()
             err = np.maximum(err, [abs(e - fr.energy), np.abs(f - fr.forces).max(), np.abs(w - fr.virial).max()])
         out["ase_calculator"] = {"max_dE": err[0], "max_dF": err[1], "max_dW": err[2], "time_s": time.time() - t}
+    out["lammps"] = _reference_lammps(path, frames[::max(1, getattr(args, "lammps_every", 10))])
     out["print_precision"] = {"E": 1e-12, "F": 1e-6, "W": 1e-5}
     return out
+
+
+def _reference_lammps(model: str, frames) -> dict:
+    """Max |ΔE|, |ΔF|, |ΔW| of pair_style mlip against MLIP-2's numbers (cubic cells: no rotation)."""
+    import tempfile
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_mtp_snap import read_forces, write_frame_data
+
+    from mlip import lammps_support as ls
+
+    reason = ls.unavailable_reason()
+    if reason:
+        return {"skipped": reason}
+    nktv2p = 1.6021765e6  # bar·Å³ per eV (LAMMPS metal units)
+    blocks = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, fr in enumerate(frames):
+            write_frame_data(fr, os.path.join(tmp, f"c{k}.data"))
+            blocks.append(f"""
+clear
+units metal
+atom_style atomic
+atom_modify map array
+read_data c{k}.data
+pair_style mlip {model} threads 1
+pair_coeff * * Cu
+compute pv all pressure NULL virial
+variable vol equal vol
+thermo_style custom step pe c_pv[1] c_pv[2] c_pv[3] c_pv[4] c_pv[5] c_pv[6] v_vol
+thermo_modify format float %.17g norm no
+dump d all custom 1 f{k}.txt id fx fy fz
+dump_modify d format float %.17g sort id
+run 0
+""")
+        t = time.time()
+        ls.run_lmp("".join(blocks), tmp, env=ls.lammps_env(), timeout=3600, args=["-screen", "none"])
+        rows = ls.parse_thermo(open(os.path.join(tmp, "log.lammps")).read())
+        err = np.zeros(3)
+        for k, (fr, row) in enumerate(zip(frames, rows)):
+            v = row["v_vol"] / nktv2p
+            xx, yy, zz, xy, xz, yz = (row[f"c_pv[{c}]"] * v for c in range(1, 7))
+            w = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+            f = read_forces(os.path.join(tmp, f"f{k}.txt"))
+            err = np.maximum(err, [abs(row["PotEng"] - fr.energy), np.abs(f - fr.forces).max(), np.abs(w - fr.virial).max()])
+    return {"n_cfg": len(frames), "max_dE": err[0], "max_dF": err[1], "max_dW": err[2], "time_s": time.time() - t}
 
 
 def mlearn(args) -> dict:
@@ -135,9 +183,16 @@ def main(argv=None) -> int:
     ap.add_argument("what", choices=["reference", "mlearn", "grade"])
     ap.add_argument("run", nargs="?")
     ap.add_argument("--element", default="Mo")
+    ap.add_argument("--lammps-every", type=int, default=10, help="reference: LAMMPS on every k-th configuration")
     args = ap.parse_args(argv)
     res = {"reference": reference, "mlearn": mlearn, "grade": grade}[args.what](args)
     print(json.dumps(res, indent=1, default=float))
+    if res and args.what in ("reference", "grade"):
+        name = "mtp_reference" if args.what == "reference" else f"mtp_grade_{args.element}"
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"{name}.json")
+        with open(path, "w") as fh:
+            json.dump(res, fh, indent=1, default=float)
+        print("written", path)
     return 0
 
 
