@@ -188,13 +188,16 @@ void MTPKernel::compute(int64_t n_atoms, int64_t n_local, const int64_t* species
   double w[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
   double esum = 0.0;
 
-  moments_.resize(p_.n_moments);
-  grad_moments_.resize(p_.n_moments);
+  // Atoms go in blocks of kB: moments are stored [n_moments][kB], so the contraction program (the
+  // bulk of the work at high levels) runs once per block with kB-wide vector arithmetic.
+  constexpr int kB = 8;
+  moments_.resize(static_cast<size_t>(p_.n_moments) * kB);
+  grad_moments_.resize(static_cast<size_t>(p_.n_moments) * kB);
   std::vector<double> T(n_rb), dT(n_rb), H(n_mono);
 
-  for (int64_t i = 0; i < n_atoms; ++i) {
-    const int ti = static_cast<int>(species[i]);
-    const int64_t e0 = start_[i], ne = start_[i + 1] - start_[i];
+  for (int64_t i0 = 0; i0 < n_atoms; i0 += kB) {
+    const int nb = static_cast<int>(std::min<int64_t>(kB, n_atoms - i0));
+    const int64_t e0 = start_[i0], ne = start_[i0 + nb] - e0;  // the block's edges, by centre
     double* M = moments_.data();
     std::fill(moments_.begin(), moments_.end(), 0.0);
     edge_f_.resize(static_cast<size_t>(ne) * n_mu);
@@ -203,132 +206,157 @@ void MTPKernel::compute(int64_t n_atoms, int64_t n_local, const int64_t* species
     edge_r_.resize(static_cast<size_t>(ne));
     edge_mono_.resize(static_cast<size_t>(ne) * n_mono);
 
-    for (int64_t q = 0; q < ne; ++q) {
-      const int64_t e = order_[e0 + q];
-      const double* v = edge_vec + 3 * e;
-      const double r = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
-      if (!(r < rc) || r <= 0.0) {  // outside the cutoff: no contribution, no gradient
-        edge_r_[q] = -1.0;
-        continue;
-      }
-      edge_r_[q] = r;
-      double* u = edge_u_.data() + 3 * q;
-      u[0] = v[0] / r;
-      u[1] = v[1] / r;
-      u[2] = v[2] / r;
-      const double ksi = (2.0 * r - (rmin + rc)) * (0.5 * dksi);
-      T[0] = 1.0;
-      T[1] = ksi;
-      dT[0] = 0.0;
-      dT[1] = 1.0;
-      for (int k = 2; k < n_rb; ++k) {
-        T[k] = 2.0 * ksi * T[k - 1] - T[k - 2];
-        dT[k] = 2.0 * T[k - 1] + 2.0 * ksi * dT[k - 1] - dT[k - 2];
-      }
-      const double env = scal * (rc - r) * (rc - r), denv = -2.0 * scal * (rc - r);
-      const int tj = static_cast<int>(species[edge_j[e]]);
-      const double* coef = p_.radial.data() + static_cast<size_t>(ti * S + tj) * n_mu * n_rb;
-      double* f = edge_f_.data() + q * n_mu;
-      double* df = edge_df_.data() + q * n_mu;
-      for (int mu = 0; mu < n_mu; ++mu) {
-        const double* c = coef + mu * n_rb;
-        double s = 0.0, ds = 0.0;
-        for (int k = 0; k < n_rb; ++k) {
-          s += c[k] * T[k];
-          ds += c[k] * dT[k];
+    for (int l = 0; l < nb; ++l) {
+      const int64_t i = i0 + l;
+      const int ti = static_cast<int>(species[i]);
+      for (int64_t q = start_[i] - e0; q < start_[i + 1] - e0; ++q) {
+        const int64_t e = order_[e0 + q];
+        const double* v = edge_vec + 3 * e;
+        const double r = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
+        if (!(r < rc) || r <= 0.0) {  // outside the cutoff: no contribution, no gradient
+          edge_r_[q] = -1.0;
+          continue;
         }
-        f[mu] = s * env;
-        df[mu] = ds * dksi * env + s * denv;
-      }
-      double* mono = edge_mono_.data() + q * n_mono;
-      mono[0] = 1.0;
-      for (int m = 1; m < n_mono; ++m) mono[m] = mono[parent[m]] * u[dir[m]];
-      if (blocked_) {
-        double* Mb = M;
+        edge_r_[q] = r;
+        double* u = edge_u_.data() + 3 * q;
+        u[0] = v[0] / r;
+        u[1] = v[1] / r;
+        u[2] = v[2] / r;
+        const double ksi = (2.0 * r - (rmin + rc)) * (0.5 * dksi);
+        T[0] = 1.0;
+        T[1] = ksi;
+        dT[0] = 0.0;
+        dT[1] = 1.0;
+        for (int k = 2; k < n_rb; ++k) {
+          T[k] = 2.0 * ksi * T[k - 1] - T[k - 2];
+          dT[k] = 2.0 * T[k - 1] + 2.0 * ksi * dT[k - 1] - dT[k - 2];
+        }
+        const double env = scal * (rc - r) * (rc - r), denv = -2.0 * scal * (rc - r);
+        const int tj = static_cast<int>(species[edge_j[e]]);
+        const double* coef = p_.radial.data() + static_cast<size_t>(ti * S + tj) * n_mu * n_rb;
+        double* f = edge_f_.data() + q * n_mu;
+        double* df = edge_df_.data() + q * n_mu;
         for (int mu = 0; mu < n_mu; ++mu) {
-          const double fm = f[mu];
-          const int len = block_len_[mu];
-          for (int m = 0; m < len; ++m) Mb[m] += fm * mono[m];
-          Mb += len;
+          const double* c = coef + mu * n_rb;
+          double s = 0.0, ds = 0.0;
+          for (int k = 0; k < n_rb; ++k) {
+            s += c[k] * T[k];
+            ds += c[k] * dT[k];
+          }
+          f[mu] = s * env;
+          df[mu] = ds * dksi * env + s * denv;
         }
-      } else {
-        for (int k = 0; k < n_basic_; ++k) M[k] += f[basic_mu[k]] * mono[basic_mono[k]];
+        double* mono = edge_mono_.data() + q * n_mono;
+        mono[0] = 1.0;
+        for (int m = 1; m < n_mono; ++m) mono[m] = mono[parent[m]] * u[dir[m]];
+        if (blocked_) {
+          double* Mb = M + l;
+          for (int mu = 0; mu < n_mu; ++mu) {
+            const double fm = f[mu];
+            const int len = block_len_[mu];
+            for (int m = 0; m < len; ++m) Mb[m * kB] += fm * mono[m];
+            Mb += static_cast<size_t>(len) * kB;
+          }
+        } else {
+          for (int k = 0; k < n_basic_; ++k) M[k * kB + l] += f[basic_mu[k]] * mono[basic_mono[k]];
+        }
       }
     }
 
     for (int g = 0; g < n_groups; ++g) {
-      double s = 0.0;
-#pragma omp simd reduction(+ : s)
-      for (int r = gs[g]; r < gs[g + 1]; ++r) s += rm[r] * M[ra[r]] * M[rb[r]];
-      M[gc_[g]] += s;
+      double acc[kB] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int r = gs[g]; r < gs[g + 1]; ++r) {
+        const double mr = rm[r];
+        const double *xa = M + static_cast<size_t>(ra[r]) * kB, *xb = M + static_cast<size_t>(rb[r]) * kB;
+#pragma omp simd
+        for (int l = 0; l < kB; ++l) acc[l] += mr * xa[l] * xb[l];
+      }
+      double* xc = M + static_cast<size_t>(gc_[g]) * kB;
+#pragma omp simd
+      for (int l = 0; l < kB; ++l) xc[l] += acc[l];
     }
-    double ei = p_.species_coeffs[ti];
-    for (size_t s = 0; s < n_map; ++s) ei += mcoef[s] * M[mapping[s]];
-    if (atom_energy) atom_energy[i] = ei;
-    if (i >= n_local) continue;  // only local energies are summed: ghost centres get no gradient
-    esum += ei;
-    if (!want_grad || ne == 0) continue;
+    bool any_local = false;
+    for (int l = 0; l < nb; ++l) {
+      const int64_t i = i0 + l;
+      double ei = p_.species_coeffs[species[i]];
+      for (size_t s = 0; s < n_map; ++s) ei += mcoef[s] * M[static_cast<size_t>(mapping[s]) * kB + l];
+      if (atom_energy) atom_energy[i] = ei;
+      if (i < n_local) {  // only local energies are summed: ghost centres get no gradient
+        esum += ei;
+        any_local = true;
+      }
+    }
+    if (!want_grad || !any_local || ne == 0) continue;
 
     double* G = grad_moments_.data();
     std::fill(grad_moments_.begin(), grad_moments_.end(), 0.0);
-    for (size_t s = 0; s < n_map; ++s) G[mapping[s]] += mcoef[s];
+    for (size_t s = 0; s < n_map; ++s)
+      for (int l = 0; l < kB; ++l) G[static_cast<size_t>(mapping[s]) * kB + l] += mcoef[s];
     for (int g = n_groups; g-- > 0;) {
-      const double gc = G[gc_[g]];
-      if (gc == 0.0) continue;
+      const double* gcv = G + static_cast<size_t>(gc_[g]) * kB;
       for (int r = gs[g]; r < gs[g + 1]; ++r) {
-        const double mg = rm[r] * gc;
-        G[ra[r]] += mg * M[rb[r]];
-        G[rb[r]] += mg * M[ra[r]];
+        const double mr = rm[r];
+        double *ga = G + static_cast<size_t>(ra[r]) * kB, *gb = G + static_cast<size_t>(rb[r]) * kB;
+        const double *xa = M + static_cast<size_t>(ra[r]) * kB, *xb = M + static_cast<size_t>(rb[r]) * kB;
+#pragma omp simd
+        for (int l = 0; l < kB; ++l) {
+          const double mg = mr * gcv[l];
+          ga[l] += mg * xb[l];
+          gb[l] += mg * xa[l];
+        }
       }
     }
 
-    for (int64_t q = 0; q < ne; ++q) {
-      const double r = edge_r_[q];
-      if (r < 0.0) continue;
-      const int64_t e = order_[e0 + q];
-      const double* u = edge_u_.data() + 3 * q;
-      const double* f = edge_f_.data() + q * n_mu;
-      const double* df = edge_df_.data() + q * n_mu;
-      const double* mono = edge_mono_.data() + q * n_mono;
-      std::fill(H.begin(), H.end(), 0.0);
-      double D = 0.0;
-      if (blocked_) {
-        const double* Gb = G;
-        for (int mu = 0; mu < n_mu; ++mu) {
-          const double fm = f[mu];
-          const int len = block_len_[mu];
-          double dot = 0.0;
-#pragma omp simd reduction(+ : dot)
-          for (int m = 0; m < len; ++m) {
-            H[m] += fm * Gb[m];
-            dot += Gb[m] * mono[m];
+    for (int l = 0; l < nb; ++l) {
+      const int64_t i = i0 + l;
+      if (i >= n_local) continue;
+      for (int64_t q = start_[i] - e0; q < start_[i + 1] - e0; ++q) {
+        const double r = edge_r_[q];
+        if (r < 0.0) continue;
+        const int64_t e = order_[e0 + q];
+        const double* u = edge_u_.data() + 3 * q;
+        const double* f = edge_f_.data() + q * n_mu;
+        const double* df = edge_df_.data() + q * n_mu;
+        const double* mono = edge_mono_.data() + q * n_mono;
+        std::fill(H.begin(), H.end(), 0.0);
+        double D = 0.0;
+        if (blocked_) {
+          const double* Gb = G + l;
+          for (int mu = 0; mu < n_mu; ++mu) {
+            const double fm = f[mu];
+            const int len = block_len_[mu];
+            double dot = 0.0;
+            for (int m = 0; m < len; ++m) {
+              const double gm = Gb[static_cast<size_t>(m) * kB];
+              H[m] += fm * gm;
+              dot += gm * mono[m];
+            }
+            D += df[mu] * dot;
+            Gb += static_cast<size_t>(len) * kB;
           }
-          D += df[mu] * dot;
-          Gb += len;
+        } else {
+          for (int k = 0; k < n_basic_; ++k) {
+            const double g = G[static_cast<size_t>(k) * kB + l];
+            const int mu = basic_mu[k], m = basic_mono[k];
+            H[m] += g * f[mu];
+            D += g * df[mu] * mono[m];
+          }
         }
-      } else {
-        for (int k = 0; k < n_basic_; ++k) {
-          const double g = G[k];
-          const int mu = basic_mu[k], m = basic_mono[k];
-          H[m] += g * f[mu];
-          D += g * df[mu] * mono[m];
-        }
-      }
-      double gx = 0.0, gy = 0.0, gz = 0.0, euler = 0.0;
-      const double *na = mono_a_.data(), *nb = mono_b_.data(), *nc = mono_c_.data(), *nn = mono_nu_.data();
-      const int *dx = mono_dx_.data(), *dy = mono_dy_.data(), *dz = mono_dz_.data();
+        double gx = 0.0, gy = 0.0, gz = 0.0, euler = 0.0;
+        const double *na = mono_a_.data(), *nbv = mono_b_.data(), *nc = mono_c_.data(), *nn = mono_nu_.data();
+        const int *dx = mono_dx_.data(), *dy = mono_dy_.data(), *dz = mono_dz_.data();
 #pragma omp simd reduction(+ : gx, gy, gz, euler)
-      for (int m = 1; m < n_mono; ++m) {
-        const double h = H[m];
-        euler += h * nn[m] * mono[m];
-        gx += h * na[m] * mono[dx[m]];
-        gy += h * nb[m] * mono[dy[m]];
-        gz += h * nc[m] * mono[dz[m]];
+        for (int m = 1; m < n_mono; ++m) {
+          const double h = H[m];
+          euler += h * nn[m] * mono[m];
+          gx += h * na[m] * mono[dx[m]];
+          gy += h * nbv[m] * mono[dy[m]];
+          gz += h * nc[m] * mono[dz[m]];
+        }
+        const double radial = D - euler / r;
+        const double g3[3] = {radial * u[0] + gx / r, radial * u[1] + gy / r, radial * u[2] + gz / r};
+        scatter_edge_gradient(i, edge_j[e], edge_vec + 3 * e, g3, forces, w, atom_virial);
       }
-      const double radial = D - euler / r;
-      const double g3[3] = {radial * u[0] + gx / r, radial * u[1] + gy / r, radial * u[2] + gz / r};
-      const int64_t j = edge_j[e];
-      scatter_edge_gradient(i, j, edge_vec + 3 * e, g3, forces, w, atom_virial);
     }
   }
   *energy = esum;
