@@ -193,7 +193,7 @@ void MTPKernel::compute(int64_t n_atoms, int64_t n_local, const int64_t* species
   constexpr int kB = 8;
   moments_.resize(static_cast<size_t>(p_.n_moments) * kB);
   grad_moments_.resize(static_cast<size_t>(p_.n_moments) * kB);
-  std::vector<double> T(n_rb), dT(n_rb), H(n_mono);
+  std::vector<double> T(n_rb), dT(n_rb), H(n_mono), Gl(n_basic_);
 
   for (int64_t i0 = 0; i0 < n_atoms; i0 += kB) {
     const int nb = static_cast<int>(std::min<int64_t>(kB, n_atoms - i0));
@@ -310,6 +310,7 @@ void MTPKernel::compute(int64_t n_atoms, int64_t n_local, const int64_t* species
     for (int l = 0; l < nb; ++l) {
       const int64_t i = i0 + l;
       if (i >= n_local) continue;
+      for (int k = 0; k < n_basic_; ++k) Gl[k] = G[static_cast<size_t>(k) * kB + l];  // contiguous copy
       for (int64_t q = start_[i] - e0; q < start_[i + 1] - e0; ++q) {
         const double r = edge_r_[q];
         if (r < 0.0) continue;
@@ -321,22 +322,22 @@ void MTPKernel::compute(int64_t n_atoms, int64_t n_local, const int64_t* species
         std::fill(H.begin(), H.end(), 0.0);
         double D = 0.0;
         if (blocked_) {
-          const double* Gb = G + l;
+          const double* Gb = Gl.data();
           for (int mu = 0; mu < n_mu; ++mu) {
             const double fm = f[mu];
             const int len = block_len_[mu];
             double dot = 0.0;
+#pragma omp simd reduction(+ : dot)
             for (int m = 0; m < len; ++m) {
-              const double gm = Gb[static_cast<size_t>(m) * kB];
-              H[m] += fm * gm;
-              dot += gm * mono[m];
+              H[m] += fm * Gb[m];
+              dot += Gb[m] * mono[m];
             }
             D += df[mu] * dot;
-            Gb += static_cast<size_t>(len) * kB;
+            Gb += len;
           }
         } else {
           for (int k = 0; k < n_basic_; ++k) {
-            const double g = G[static_cast<size_t>(k) * kB + l];
+            const double g = Gl[k];
             const int mu = basic_mu[k], m = basic_mono[k];
             H[m] += g * f[mu];
             D += g * df[mu] * mono[m];
