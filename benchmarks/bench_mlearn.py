@@ -21,6 +21,29 @@ PUBLISHED = {  # test-set MAE: meV/atom, eV/Å (Zuo et al. 2020)
 }
 
 
+def _learning_curve(run_dir: str, name: str) -> list:
+    """Validation rows of the run's metrics.csv (step, minutes, E RMSE meV/atom, F RMSE eV/Å) for the
+    results JSON; the run's learning_curve.png is copied to benchmarks/results/<name>_curve.png."""
+    import csv
+    import shutil
+
+    from common import RESULTS
+
+    rows = []
+    path = os.path.join(run_dir, "metrics.csv")
+    if os.path.isfile(path):
+        with open(path) as fh:
+            for r in csv.DictReader(fh):
+                if r.get("val_energy_rmse"):
+                    rows.append([int(r["step"]), round(float(r["time"]) / 60, 2), float(r["val_energy_rmse"]) * 1e3,
+                                 float(r["val_force_rmse"])])
+    png = os.path.join(run_dir, "learning_curve.png")
+    if os.path.isfile(png):
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(png, RESULTS / f"{name}_curve.png")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--recipe", required=True, help="file in training/, e.g. mo_dp.yaml")
@@ -48,15 +71,17 @@ def main() -> None:
            "test_energy_mae_meV": test["energy_mae"] * 1e3, "test_energy_rmse_meV": test["energy_rmse"] * 1e3,
            "test_force_mae": test["force_mae"], "test_force_rmse": test["force_rmse"],
            "test_stress_rmse_GPa": test.get("stress_rmse_gpa"),
-           "learning_curve": os.path.join(out_dir, "learning_curve.png")}
+           "learning_curve": _learning_curve(out_dir, f"mlearn_{el}_{name}")}
     print(f"\nmlearn {el} test set ({test['n_frames']} structures, {test['n_atoms']} atoms)")
     print(f"{'model':<16}{'E MAE meV/atom':>16}{'E RMSE':>10}{'F MAE eV/Å':>12}{'F RMSE':>10}")
     print(f"{'mlip ' + out['family']:<16}{out['test_energy_mae_meV']:>16.2f}{out['test_energy_rmse_meV']:>10.2f}"
           f"{out['test_force_mae']:>12.3f}{out['test_force_rmse']:>10.3f}")
     for k, (e, f) in PUBLISHED[el].items():
         print(f"{k + ' (published)':<16}{e:>16.2f}{'':>10}{f:>12.3f}{'':>10}")
-    print(f"training: {res['steps']} steps, {res['elapsed_s'] / 60:.1f} min, {res['n_parameters']} parameters; "
-          f"learning curve {out['learning_curve']}")
+    print(f"training: {res['steps']} steps, {res['elapsed_s'] / 60:.1f} min, {res['n_parameters']} parameters")
+    print("learning curve (validation): step, minutes, E RMSE meV/atom, F RMSE eV/Å")
+    for r in out["learning_curve"]:
+        print(f"  {r[0]:>7d} {r[1]:>7.1f} {r[2]:>10.2f} {r[3]:>8.3f}")
     print("written", save(f"mlearn_{el}_{name}", out))
 
 
