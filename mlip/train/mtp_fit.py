@@ -152,6 +152,12 @@ def chunk_loss(model, c: Chunk, w: Dict[str, float], create_graph: bool = True, 
     return (c.weight * per).sum()
 
 
+def chunks_loss(model, chunks: Sequence[Chunk], w: Dict[str, float]) -> float:
+    """The loss (as in `loss_and_grad`) without any parameter gradient: validation."""
+    wsum = float(sum(float(c.weight.sum()) for c in chunks))
+    return float(sum(float(chunk_loss(model, c, w, create_graph=False).detach()) for c in chunks)) / max(wsum, 1e-300)
+
+
 def loss_and_grad(model, chunks: Sequence[Chunk], w: Dict[str, float], params: Sequence[Tensor], fn=None
                   ) -> Tuple[float, List[Tensor]]:
     wsum = float(sum(float(c.weight.sum()) for c in chunks))
@@ -525,11 +531,18 @@ def fit(model, frames: Sequence[Any], weights: Any = "mlip", max_iter: int = 200
         history: int = 100, optimizer: str = "varpro", patience: int = 30, lr: float = 1e-2, max_time: Optional[float] = None,
         max_edges: int = 20000, init_linear: bool = True, log: Callable[[str], None] = print,
         callback: Optional[Callable[[int, float], None]] = None, min_rel_improvement: float = 1e-6,
-        precondition: bool = True) -> Dict[str, Any]:
-    """Fit `model` (an MTP) on all `frames` (full batch). Returns a history dictionary."""
+        precondition: bool = True, validation: Optional[Sequence[Any]] = None) -> Dict[str, Any]:
+    """Fit `model` (an MTP) on all `frames` (full batch). Returns a history dictionary.
+
+    `validation` (frames, varpro only): the loss on them is computed at every evaluation and the model
+    returned is the one with the lowest validation loss (early stopping: a long fit keeps lowering the
+    training loss while the energies of unseen structures get worse); `patience` then counts
+    evaluations without a new best validation loss."""
     w = resolve_weights(weights)
     t0 = time.time()
     chunks = make_chunks(frames, model.species, model.cutoff, max_edges, model.radial_coeffs.dtype)
+    val_chunks = (make_chunks(validation, model.species, model.cutoff, max_edges, model.radial_coeffs.dtype)
+                  if validation else [])
     log(f"mtp_fit: {len(frames)} frames, {sum(int(c.species.shape[0]) for c in chunks)} atoms, "
         f"{sum(int(c.edge_index.shape[1]) for c in chunks)} edges in {len(chunks)} chunks; weights {w}; "
         f"{model.n_alpha} basis functions, {sum(p.numel() for p in model.parameters())} parameters")
@@ -567,7 +580,8 @@ def fit(model, frames: Sequence[Any], weights: Any = "mlip", max_iter: int = 200
         opt = torch.optim.LBFGS([theta], lr=1.0, max_iter=max_iter, max_eval=max_iter,
                                 history_size=history, tolerance_grad=0.0, tolerance_change=0.0,
                                 line_search_fn="strong_wolfe")
-        state = {"n": 0, "best": math.inf, "best_theta": theta.detach().clone(), "since": 0}
+        state = {"n": 0, "best": math.inf, "best_theta": theta.detach().clone(), "since": 0, "best_val": math.inf}
+        hist["val_loss"] = []
 
         def vp_closure():
             if out_of_time() or state["since"] >= patience:
@@ -577,18 +591,33 @@ def fit(model, frames: Sequence[Any], weights: Any = "mlip", max_iter: int = 200
             loss, grads = loss_and_grad(model, chunks, w, [theta])
             theta.grad = grads[0]
             state["n"] += 1
-            if loss < state["best"] * (1.0 - min_rel_improvement):
-                state["since"] = 0
+            if val_chunks:  # select by validation loss; the training loss only drives L-BFGS
+                vl = chunks_loss(model, val_chunks, w)
+                hist["val_loss"].append(vl)
+                state["best"] = min(state["best"], loss)
+                if vl < state["best_val"] * (1.0 - min_rel_improvement):
+                    state["since"] = 0
+                else:
+                    state["since"] += 1
+                if vl < state["best_val"]:
+                    state["best_val"] = vl
+                    state["best_theta"] = theta.detach().clone()
+                    state["best_n"] = state["n"]
             else:
-                state["since"] += 1
-            if loss < state["best"]:
-                state["best"] = loss
-                state["best_theta"] = theta.detach().clone()
+                if loss < state["best"] * (1.0 - min_rel_improvement):
+                    state["since"] = 0
+                else:
+                    state["since"] += 1
+                if loss < state["best"]:
+                    state["best"] = loss
+                    state["best_theta"] = theta.detach().clone()
             hist["loss"].append(loss)
             hist["time"].append(time.time() - t0)
             hist["iter"].append(state["n"])
             if state["n"] % 5 == 0 or state["n"] == 1:
-                log(f"  varpro eval {state['n']}: loss {loss:.6e} (best {state['best']:.6e}, {time.time() - t0:.0f} s)")
+                extra = (f", validation {hist['val_loss'][-1]:.6e} (best {state['best_val']:.6e} at eval "
+                         f"{state.get('best_n')})" if val_chunks else "")
+                log(f"  varpro eval {state['n']}: loss {loss:.6e} (best {state['best']:.6e}{extra}, {time.time() - t0:.0f} s)")
             if callback is not None:
                 callback(state["n"], loss)
             return torch.tensor(loss, dtype=torch.float64)
@@ -600,6 +629,10 @@ def fit(model, frames: Sequence[Any], weights: Any = "mlip", max_iter: int = 200
         with torch.no_grad():
             theta.copy_(state["best_theta"])
         ll = solve_linear(model, chunks, w)
+        if val_chunks:
+            hist["best_eval"] = state.get("best_n")
+            log(f"  validation: best loss {state['best_val']:.6e} at evaluation {state.get('best_n')} "
+                f"of {state['n']} (the model returned)")
         log(f"  varpro done after {state['n']} evaluations: loss {ll:.6e} ({time.time() - t0:.0f} s)")
         hist["loss"].append(ll)
         return hist
@@ -720,6 +753,16 @@ def run_recipe(cfg: Dict[str, Any], out_dir: str, log: Callable[[str], None] = p
     data = cfg["data"]
     train = _read(data["train"])
     test = _read(data["test"]) if data.get("test") else []
+    # early-stopping set: data.validation (a file) or data.validation_fraction of the training frames
+    val: List[Any] = _read(data["validation"]) if data.get("validation") else []
+    frac = float(data.get("validation_fraction", 0.0) or 0.0)
+    if not val and frac > 0.0:
+        if not 0.0 < frac < 0.5:
+            raise ValueError(f"data.validation_fraction must be in (0, 0.5), got {frac}")
+        perm = np.random.default_rng(int(data.get("split_seed", 0))).permutation(len(train))
+        n_val = max(1, int(round(frac * len(train))))
+        val = [train[k] for k in sorted(perm[:n_val])]
+        train = [train[k] for k in sorted(perm[n_val:])]
     mcfg = dict(cfg["model"])
     mcfg.pop("family", None)
     if not mcfg.get("species"):
@@ -757,10 +800,14 @@ def run_recipe(cfg: Dict[str, Any], out_dir: str, log: Callable[[str], None] = p
                 save("checkpoint")
                 log(f"  checkpoint: {out_dir} (loss {loss:.6e} at evaluation {n})")
 
-    hist = fit(model, train, weights=weights, log=log, callback=checkpoint, **fcfg)
+    if val:
+        log(f"validation: {len(val)} frames held out of the fit (early stopping), {len(train)} fitted")
+    hist = fit(model, train, weights=weights, log=log, callback=checkpoint, validation=val or None, **fcfg)
     train_time = time.time() - t0
     save("final")
     metrics = {"train": evaluate(model, train), "test": evaluate(model, test) if test else {},
+               "validation": evaluate(model, val) if val else {}, "best_eval": hist.get("best_eval"),
+               "n_train_frames": len(train), "n_validation_frames": len(val),
                "train_time_s": train_time, "level": model.level, "n_basis": model.n_alpha,
                "n_params": int(sum(p.numel() for p in model.parameters())), "cutoff": model.cutoff,
                "weights": weights, "final_loss": hist["loss"][-1] if hist["loss"] else None}
@@ -790,7 +837,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.level is not None:
         cfg["model"]["level"] = args.level
     base = os.path.dirname(os.path.abspath(args.recipe))
-    for key in ("train", "test"):  # relative data paths are relative to the recipe file
+    for key in ("train", "test", "validation"):  # relative data paths are relative to the recipe file
         p = cfg.get("data", {}).get(key)
         if p and not os.path.isabs(p):
             cfg["data"][key] = os.path.normpath(os.path.join(base, p))
