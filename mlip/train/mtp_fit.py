@@ -591,26 +591,18 @@ def fit(model, frames: Sequence[Any], weights: Any = "mlip", max_iter: int = 200
             loss, grads = loss_and_grad(model, chunks, w, [theta])
             theta.grad = grads[0]
             state["n"] += 1
-            if val_chunks:  # select by validation loss; the training loss only drives L-BFGS
-                vl = chunks_loss(model, val_chunks, w)
-                hist["val_loss"].append(vl)
+            # selection criterion: the validation loss if there is a validation set (the training loss
+            # then only drives L-BFGS), else the training loss
+            crit, key = loss, "best"
+            if val_chunks:
+                crit, key = chunks_loss(model, val_chunks, w), "best_val"
+                hist["val_loss"].append(crit)
                 state["best"] = min(state["best"], loss)
-                if vl < state["best_val"] * (1.0 - min_rel_improvement):
-                    state["since"] = 0
-                else:
-                    state["since"] += 1
-                if vl < state["best_val"]:
-                    state["best_val"] = vl
-                    state["best_theta"] = theta.detach().clone()
-                    state["best_n"] = state["n"]
-            else:
-                if loss < state["best"] * (1.0 - min_rel_improvement):
-                    state["since"] = 0
-                else:
-                    state["since"] += 1
-                if loss < state["best"]:
-                    state["best"] = loss
-                    state["best_theta"] = theta.detach().clone()
+            state["since"] = 0 if crit < state[key] * (1.0 - min_rel_improvement) else state["since"] + 1
+            if crit < state[key]:
+                state[key] = crit
+                state["best_theta"] = theta.detach().clone()
+                state["best_n"] = state["n"]
             hist["loss"].append(loss)
             hist["time"].append(time.time() - t0)
             hist["iter"].append(state["n"])
