@@ -59,7 +59,15 @@ def model_efv(model, atoms) -> Tuple[float, np.ndarray, np.ndarray]:
     return float(out["energy"][0].detach()), out["forces"].detach().numpy(), out["virial"][0].detach().numpy()
 
 
+def _energy_fn(model):
+    """model: an eager model, or any callable atoms -> energy (e.g. through the ASE calculator)."""
+    if isinstance(model, torch.nn.Module):
+        return lambda atoms: model_efv(model, atoms)[0]
+    return model
+
+
 def fd_forces(model, atoms, h: float = 1e-5) -> np.ndarray:
+    energy = _energy_fn(model)
     pos0 = atoms.get_positions()
     fd = np.zeros_like(pos0)
     for a in range(len(atoms)):
@@ -68,13 +76,14 @@ def fd_forces(model, atoms, h: float = 1e-5) -> np.ndarray:
                 p = pos0.copy()
                 p[a, c] += sgn * h
                 atoms.set_positions(p)
-                fd[a, c] -= sgn * model_efv(model, atoms)[0] / (2 * h)
+                fd[a, c] -= sgn * energy(atoms) / (2 * h)
     atoms.set_positions(pos0)
     return fd
 
 
 def fd_virial(model, atoms, h: float = 1e-5) -> np.ndarray:
     """W = −∂E/∂ε by central differences of a homogeneous (symmetric) strain."""
+    energy = _energy_fn(model)
     cell0, pos0 = atoms.cell[:].copy(), atoms.get_positions()
     w = np.zeros((3, 3))
     for a in range(3):
@@ -86,7 +95,7 @@ def fd_virial(model, atoms, h: float = 1e-5) -> np.ndarray:
                 eps[b, a] += 0.5 * sgn * h
                 atoms.set_cell(cell0 @ (np.eye(3) + eps), scale_atoms=False)
                 atoms.set_positions(pos0 @ (np.eye(3) + eps))
-                e.append(model_efv(model, atoms)[0])
+                e.append(energy(atoms))
             w[a, b] = -(e[0] - e[1]) / (2 * h)
     atoms.set_cell(cell0)
     atoms.set_positions(pos0)
@@ -137,3 +146,18 @@ def assert_same_outputs(ref, nat, species, edge_index, edge_vec, n_local, virial
     np.testing.assert_allclose(b["forces"], a["forces"], rtol=0, atol=1e-11 * scale)
     np.testing.assert_allclose(b["virial"], a["virial"], rtol=0, atol=virial_atol * scale)
     np.testing.assert_allclose(b["atom_virial"], a["atom_virial"], rtol=0, atol=virial_atol * scale)
+
+
+def calculator_fd_errors(calc, atoms) -> Tuple[float, float]:
+    """Max relative errors of the calculator's forces and virial (−stress·V) against central finite
+    differences of its own energy."""
+    atoms = atoms.copy()
+    atoms.calc = calc
+
+    def energy(a):
+        a.calc = calc
+        return a.get_potential_energy()
+
+    f = atoms.get_forces()
+    w = -atoms.get_stress(voigt=False) * atoms.get_volume()
+    return rel_err(f, fd_forces(energy, atoms.copy())), rel_err(w, fd_virial(energy, atoms.copy()))

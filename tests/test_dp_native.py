@@ -23,7 +23,9 @@ def _model(type_one_side: bool, species=("H", "O")):
     with torch.no_grad():
         m.s_avg.copy_(torch.tensor([0.3, 0.25, 0.35][: len(species)], dtype=torch.float64))
         m.s_std.copy_(torch.tensor([0.2, 0.3, 0.25][: len(species)], dtype=torch.float64))
-        m.r_std.copy_(torch.rand(len(species), 4, dtype=torch.float64) + 0.3)
+        # the angular rows share one scale (as fit_statistics sets them): rotation invariance
+        r = torch.rand(len(species), 2, dtype=torch.float64) + 0.3
+        m.r_std.copy_(torch.cat([r[:, :1], r[:, 1:].expand(-1, 3)], 1))
         for p in m.parameters():  # make the trainable dt's differ from their 0.1 start
             p.add_(0.05 * torch.randn_like(p))
     m.set_energy_bias(torch.tensor([-1.5, -3.0, -2.0][: len(species)], dtype=torch.float64))
@@ -106,3 +108,17 @@ def test_table_and_exact_paths(tmp_path, monkeypatch):
     exact = _core.Engine(path)
     assert exact.backend == "native-deepmd"
     _compare(ref, exact, sp, ei, vec, 4)
+
+
+def test_native_finite_differences(tmp_path):
+    """Forces and stress of the native kernel (tables included) through the ASE calculator against
+    finite differences of its own energy (float64)."""
+    from conftest import calculator_fd_errors
+    from mlip import MLIPCalculator
+
+    m = _model(False)
+    export_model(m, str(tmp_path / "dp.pt"))
+    calc = MLIPCalculator(str(tmp_path / "dp.pt"))
+    assert calc.engine.backend == "native-deepmd"
+    ef, ew = calculator_fd_errors(calc, random_structure(4, 10, cell_scale=5.0))
+    assert ef < 1e-6 and ew < 1e-6, (ef, ew)

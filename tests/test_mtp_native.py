@@ -75,3 +75,20 @@ def test_bad_backend_name(tmp_path, monkeypatch):
     monkeypatch.setenv("MLIP_BACKEND", "fast")
     with pytest.raises(RuntimeError, match="MLIP_BACKEND"):
         _core.Engine(path)
+
+
+def test_native_finite_differences():
+    """Forces and stress of the native kernel (through the ASE calculator) against finite
+    differences of its own energy, two species, triclinic cell (float64)."""
+    import tempfile
+
+    from conftest import calculator_fd_errors
+    from mlip import MLIPCalculator
+
+    m = _model(species=("Mo", "Nb"), level=12)
+    with tempfile.TemporaryDirectory() as d:
+        export_model(m, f"{d}/m.pt")
+        calc = MLIPCalculator(f"{d}/m.pt")
+        assert calc.engine.backend == "native-mtp"
+        ef, ew = calculator_fd_errors(calc, _atoms(seed=7, n=8))
+    assert ef < 1e-6 and ew < 1e-6, (ef, ew)
