@@ -5,6 +5,7 @@
     python -m benchmarks lammps | ase | accuracy
     python -m benchmarks water lammps --quick     # short smoke versions of the same runs
     python -m benchmarks all --dry-run            # print what would run (and what would be skipped)
+    python -m benchmarks all --resume             # only the runs whose results/*.json are missing
     python -m benchmarks report                   # only rebuild benchmarks/results/README.md
     python -m benchmarks peers-install | peers-status
 
@@ -48,9 +49,10 @@ SECTIONS = ("water", "lammps", "ase", "accuracy")
 
 class Job:
     def __init__(self, section: str, label: str, script: str, args: List[str], peer: Optional[str] = None,
-                 needs: Optional[str] = None) -> None:
+                 needs: Optional[str] = None, results: Optional[List[str]] = None) -> None:
         self.section, self.label, self.script, self.args, self.peer = section, label, script, args, peer
         self.needs = needs  # "our_water_dp" | "our_ase_models": models built (once) before the run
+        self.results = results or []  # result JSON stems it writes (--resume skips the job if all exist)
 
 
 def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
@@ -62,48 +64,53 @@ def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
         for dt in a.dtypes:
             jobs.append(Job("water", f"water, our DP ({dt})", "bench_water.py",
                             ["--minutes", minutes, "--dtype", dt, "--threads", *thr] +
-                            (["--output", str(REPO / "runs" / f"quick_water_dp_{dt}")] if q else [])))
+                            (["--output", str(REPO / "runs" / f"quick_water_dp_{dt}")] if q else []),
+                            results=[f"water_dp_{dt}"]))
             jobs.append(Job("water", f"water, DeePMD-kit TF ({dt})", "peer_deepmd.py",
                             ["water", "--minutes", minutes, "--precision", dt, "--threads", *thr] +
                             (["--probe-steps", "30", "--output", str(REPO / "runs" / f"quick_peer_deepmd_{dt}"),
-                              "--save-name", f"quick_water_deepmd_{dt}"] if q else []), peer="deepmd"))
+                              "--save-name", f"quick_water_deepmd_{dt}"] if q else []), peer="deepmd",
+                            results=[f"water_deepmd_{dt}"]))
         jobs.append(Job("water", "water, our NequIP-style (float32)", "bench_water.py",
                         ["--recipe", "nequip_water.yaml", "--minutes", minutes, "--dtype", "float32", "--threads", *thr] +
-                        (["--output", str(REPO / "runs" / "quick_water_nequip")] if q else [])))
+                        (["--output", str(REPO / "runs" / "quick_water_nequip")] if q else []),
+                        results=["water_nequip_float32"]))
     if "lammps" in sections:
         jobs.append(Job("lammps", "pair_style mlip (fcc Cu)", "bench_lammps.py",
                         (["--quick", "--sizes", "1000", "--ranks", "1", "--no-deepbind-check"] if q else
                          ["--sizes", "1000", "10000", "50000", "100000"]) +
-                        ["--json", str(peers.RESULTS / ("quick_lammps_mlip.json" if q else "lammps_mlip.json"))]))
+                        ["--json", str(peers.RESULTS / ("quick_lammps_mlip.json" if q else "lammps_mlip.json"))],
+                        results=["lammps_mlip"]))
         jobs.append(Job("lammps", "pair_style mlip, NequIP-style (fcc Cu)", "bench_lammps.py",
                         ["--family", "nequip", "--no-deepbind-check"] +
                         (["--sizes", "256", "--ranks", "1", "--atom-steps", "1000"] if q else
                          ["--sizes", "1000", "10000", "--ase-sizes", "1000", "10000", "--atom-steps", "3e4"]) +
-                        ["--json", str(peers.RESULTS / ("quick_lammps_nequip.json" if q else "lammps_nequip.json"))]))
+                        ["--json", str(peers.RESULTS / ("quick_lammps_nequip.json" if q else "lammps_nequip.json"))],
+                        results=["lammps_nequip"]))
         jobs.append(Job("lammps", "pair_style deepmd vs mlip (water)", "peer_deepmd.py",
                         ["lammps", "--ours", "{our_water_dp}"] +
                         (["--sizes", "300", "--ranks", "1", "2", "--atom-steps", "3000", "--save-name", "quick_lammps_deepmd"] if q else []),
-                        peer="deepmd", needs="our_water_dp"))
+                        peer="deepmd", needs="our_water_dp", results=["lammps_deepmd"]))
     if "ase" in sections:
         jobs.append(Job("ase", "our NequIP speed", "bench_nequip_speed.py", ["--threads", *thr] + (["--reps", "1"] if q else [])))
         jobs.append(Job("ase", "MACE vs mlip ASE calculators", "peer_mace.py",
                         ["--threads", *thr, "--ours", "{our_ase_models}"] +
                         (["--sizes", "100", "--calls", "3", "--dtypes", "float64", "--save-name", "quick_ase_mace"] if q else []),
-                        peer="mace", needs="our_ase_models"))
+                        peer="mace", needs="our_ase_models", results=["ase_mace"]))
     if "accuracy" in sections:
         jobs += [
             *[Job("accuracy", f"mlearn {el}, our {fam}", "bench_mlearn.py",
                   ["--recipe", recipe, "--element", el, "--threads", *thr] +
                   (["--steps", "50", "--minutes", "1", "--output", str(REPO / "runs" / f"quick_{recipe[:-5]}")]
-                   if q else ["--minutes", "40"]))
+                   if q else ["--minutes", "40"]), results=[f"mlearn_{el}_{recipe[:-5]}"])
               for el in ("Mo", "Si")
               for fam, recipe in (("DP", f"{el.lower()}_dp.yaml"), ("NequIP", f"nequip_{el.lower()}.yaml"))],
-            Job("accuracy", "MTP vs MLIP-2 reference", "bench_mtp.py", ["reference"]),
+            Job("accuracy", "MTP vs MLIP-2 reference", "bench_mtp.py", ["reference"], results=["mtp_reference"]),
             Job("accuracy", "mlearn Mo/Si, our MTP", "bench_mlearn_mtp.py",
-                ["--threads", *thr] + (["--reuse"] if q else [])),
+                ["--threads", *thr] + (["--reuse"] if q else []), results=["mlearn_Mo_mtp_mo", "mlearn_Si_mtp_si"]),
             Job("accuracy", "mlearn Mo: MTP vs SNAP/qSNAP in LAMMPS", "bench_mtp_snap.py",
                 ["--mtp", str(REPO / "runs" / "bench_mlearn_mtp_mo" / "model.pt")] +
-                (["--sizes", "2000", "--atom-steps", "2e4", "--repeats", "1"] if q else [])),
+                (["--sizes", "2000", "--atom-steps", "2e4", "--repeats", "1"] if q else []), results=["bench_mtp_snap"]),
         ]
     return jobs
 
@@ -181,6 +188,10 @@ def run(a: argparse.Namespace) -> int:
         if not script.exists():
             print(f"\n=== {title}: not yet available (benchmarks/{job.script} is not in the repository)", flush=True)
             status.append((title, "not yet available"))
+            continue
+        if a.resume and not a.quick and job.results and all((peers.RESULTS / f"{r}.json").exists() for r in job.results):
+            print(f"\n=== {title}: done before (--resume; {', '.join(job.results)})", flush=True)
+            status.append((title, "kept (--resume)"))
             continue
         print(f"\n=== {title}", flush=True)
         if job.peer:
@@ -267,6 +278,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="threads per run (default 1)")
     ap.add_argument("--quick", action="store_true", help="short smoke versions (results saved as quick_*.json)")
     ap.add_argument("--dry-run", action="store_true", help="print the runs without running them")
+    ap.add_argument("--resume", action="store_true",
+                    help="skip the runs whose result files already exist (a long `all` spread over several sittings)")
     ap.add_argument("--no-install", action="store_true", help="never create/install the peers venv; skip instead")
     ap.add_argument("--no-report", action="store_true", help="do not rebuild benchmarks/results/README.md")
     a = ap.parse_args(argv)
