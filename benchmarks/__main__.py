@@ -84,7 +84,9 @@ def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
         jobs.append(Job("lammps", "pair_style mlip, NequIP-style (fcc Cu)", "bench_lammps.py",
                         ["--family", "nequip", "--no-deepbind-check"] +
                         (["--sizes", "256", "--ranks", "1", "--atom-steps", "1000"] if q else
-                         ["--sizes", "1000", "10000", "--ase-sizes", "1000", "10000", "--atom-steps", "3e4"]) +
+                         # one rank: at 10k atoms the float64 ghost shell alone takes ~15 GB per rank
+                         ["--sizes", "1000", "10000", "--ranks", "1", "--ase-sizes", "1000", "10000",
+                          "--atom-steps", "2e4"]) +
                         ["--json", str(peers.RESULTS / ("quick_lammps_nequip.json" if q else "lammps_nequip.json"))],
                         results=["lammps_nequip"]))
         jobs.append(Job("lammps", "pair_style deepmd vs mlip (water)", "peer_deepmd.py",
