@@ -239,7 +239,7 @@ def section_ase(res: Dict[str, Any]) -> str:
                              r.get("us_per_atom"), r.get("cpu_us_per_atom"), name])
         elif name.startswith("lammps") and isinstance(d.get("ase"), list):
             for r in d["ase"]:
-                rows.append(["mlip DP (bench_lammps)", "fcc Cu", None, r.get("atoms"), r.get("threads"), None,
+                rows.append([f"mlip {d.get('family', 'DP')} (bench_lammps)", "fcc Cu", None, r.get("atoms"), r.get("threads"), None,
                              r.get("us_per_atom_step"), None, name])
     head = ("## ASE calculator speed\n\nOne force call (`atoms.get_forces()` after a small displacement: neighbour "
             "list + model + forces), random-weight models, CPU. `python -m benchmarks ase`.\n\n")
