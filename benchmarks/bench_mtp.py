@@ -99,7 +99,6 @@ def _reference_lammps(model: str, frames) -> dict:
     reason = ls.unavailable_reason()
     if reason:
         return {"skipped": reason}
-    nktv2p = 1.6021765e6  # bar·Å³ per eV (LAMMPS metal units)
     blocks = []
     with tempfile.TemporaryDirectory() as tmp:
         for k, fr in enumerate(frames):
@@ -125,9 +124,7 @@ run 0
         rows = ls.parse_thermo(open(os.path.join(tmp, "log.lammps")).read())
         err = np.zeros(3)
         for k, (fr, row) in enumerate(zip(frames, rows)):
-            v = row["v_vol"] / nktv2p
-            xx, yy, zz, xy, xz, yz = (row[f"c_pv[{c}]"] * v for c in range(1, 7))
-            w = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+            w = ls.virial_from_thermo(row)
             f = read_forces(os.path.join(tmp, f"f{k}.txt"))
             err = np.maximum(err, [abs(row["PotEng"] - fr.energy), np.abs(f - fr.forces).max(), np.abs(w - fr.virial).max()])
     return {"n_cfg": len(frames), "max_dE": err[0], "max_dF": err[1], "max_dW": err[2], "time_s": time.time() - t}

@@ -7,11 +7,10 @@
 // Reverse pass: fitting nets (input gradient only) → ∂E/∂T → per edge ∂E/∂G, ∂E/∂R̃ → with the
 // forward-mode dG/ds̃ → ∂E/∂r_ij.
 #include "dp_kernel.h"
+#include "edge_scatter.h"
 
 #include <ATen/ATen.h>
 #include <torch/csrc/jit/api/module.h>
-
-#include "edge_scatter.h"
 
 #include <algorithm>
 #include <cmath>

@@ -12,10 +12,9 @@
 //             (monomials are homogeneous of degree ν, so the tangential projection of ∇_û is the
 //             Euler term −ν mono û).
 #include "mtp_kernel.h"
-
-#include <algorithm>
 #include "edge_scatter.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <stdexcept>

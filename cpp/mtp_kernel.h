@@ -45,8 +45,6 @@ class MTPKernel {
                const int64_t* edge_i, const int64_t* edge_j, const double* edge_vec, double* energy,
                double* atom_energy, double* forces, double* virial, double* atom_virial);
 
-  const MTPParams& params() const { return p_; }
-
  private:
   MTPParams p_;
   int n_basic_ = 0;

@@ -264,6 +264,20 @@ MODEL_DEVI_COLUMNS = ("step", "max_devi_v", "min_devi_v", "avg_devi_v", "max_dev
                       "avg_devi_f", "devi_e")
 
 
+NKTV2P_METAL = 1.6021765e6  # LAMMPS metal units: pressure (bar) x volume (Å³) per eV
+
+
+def virial_from_thermo(row: Dict[str, float], nktv2p: float = NKTV2P_METAL):
+    """W (3x3, eV, LAMMPS sign) from a thermo row with the virial part of the pressure tensor
+    (`compute pv all pressure NULL virial`, columns c_pv[1..6] = xx yy zz xy xz yz) and v_vol:
+    W = P V / nktv2p."""
+    import numpy as np
+
+    v = row["v_vol"] / nktv2p
+    xx, yy, zz, xy, xz, yz = (row[f"c_pv[{k}]"] * v for k in range(1, 7))
+    return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+
+
 def read_model_devi(path: str) -> List[Dict[str, float]]:
     """Rows of a model-deviation file written by ``pair_style mlip m0.pt m1.pt ... out_freq N
     out_file FILE`` (DeePMD-kit's columns, see lammps_plugin/README.md): one dict per line with

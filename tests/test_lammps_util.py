@@ -24,7 +24,7 @@ REASON = ls.unavailable_reason()
 requires_lammps = pytest.mark.skipif(REASON is not None, reason=f"LAMMPS tests skipped: {REASON}")
 
 # eV/Angstrom^3 -> bar (LAMMPS metal nktv2p)
-NKTV2P_METAL = 1.6021765e6
+NKTV2P_METAL = ls.NKTV2P_METAL
 MASSES = {"Cu": 63.546, "Ag": 107.8682, "Au": 196.96657, "H": 1.008, "O": 15.999}
 
 # Morse parameters (D eV, a 1/A, r0 A) for Cu and Ag, mixed arithmetically for Cu-Ag
@@ -255,8 +255,4 @@ run 0
 """
 
 
-def virial_from_thermo(row: Dict[str, float], nktv2p: float = NKTV2P_METAL) -> np.ndarray:
-    """W (3x3, eV) from the virial part of the pressure tensor, W = P V / nktv2p."""
-    v = row["v_vol"] / nktv2p
-    xx, yy, zz, xy, xz, yz = (row[f"c_pv[{k}]"] * v for k in range(1, 7))
-    return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+virial_from_thermo = ls.virial_from_thermo  # W (3x3, eV) = P_virial V / nktv2p
