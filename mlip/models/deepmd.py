@@ -205,22 +205,25 @@ class DeepPotSeA(AtomicModel):
         r_pad = r_pad / self.r_std[ti_atom].unsqueeze(1)
         s_in = ((s_pad - self.s_avg[ti_atom].unsqueeze(1)) / self.s_std[ti_atom].unsqueeze(1)).unsqueeze(2)
 
-        t = edge_vec.new_zeros(n_atoms, self.m1, 4)
+        # T is kept transposed, [N, 4, M1]: the products then run with the wide M1 axis contiguous
+        # (bmm with an inner size of 4 on the other side is several times slower, forward and backward)
+        t = edge_vec.new_zeros(n_atoms, 4, self.m1)
+        r_pad_t = r_pad.transpose(1, 2)
         for k, net in enumerate(self.embedding):
             nb = k if self.type_one_side else k % n_sp
             w = widths_l[nb]
             lo = offs_l[nb]
             if w > 0 and self.type_one_side:
                 g = net(s_in[:, lo: lo + w])  # [N, w, M1]
-                t = t + torch.bmm(g.transpose(1, 2), r_pad[:, lo: lo + w])
+                t = t + torch.bmm(r_pad_t[:, :, lo: lo + w], g)
             elif w > 0:
                 idx = torch.nonzero(ti_atom == k // n_sp).squeeze(1)
                 if idx.numel() > 0:
                     g = net(s_in.index_select(0, idx)[:, lo: lo + w])
-                    part = torch.bmm(g.transpose(1, 2), r_pad.index_select(0, idx)[:, lo: lo + w])
+                    part = torch.bmm(r_pad_t.index_select(0, idx)[:, :, lo: lo + w], g)
                     t = t.index_add(0, idx, part)
         t = t * self.inv_nnei
-        d = torch.bmm(t, t[:, : self.m2, :].transpose(1, 2))
+        d = torch.bmm(t.transpose(1, 2), t[:, :, : self.m2])
         return d.reshape(n_atoms, self.m1 * self.m2)
 
     def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
