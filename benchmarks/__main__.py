@@ -20,7 +20,9 @@ installed into its own venv first — benchmarks/peers.py, `.peers-venv` or MLIP
              10k atoms with memory per atom) and peer_deepmd.py lammps: pair_style deepmd
              (plain, compressed) and pair_style mlip with the same se_e2_a water architecture on the
              same water boxes and input, 1 and 2 MPI ranks.
-* ase      — bench_nequip_speed.py (ours) and peer_mace.py: MACE's ASE calculator vs ours (an
+* ase      — peer_deepmd.py ase: DeePMD-kit's ASE calculator (plain, compressed) vs ours with the same
+             se_e2_a water architecture on the same water boxes, 100 and 1000 atoms;
+             bench_nequip_speed.py (ours) and peer_mace.py: MACE's ASE calculator vs ours (an
              untrained NequIP-style model matched to the MACE size, and our DP), 100 and 1000 atoms.
 * accuracy — bench_mlearn.py (DP, NequIP; Mo and Si, 40 min each), bench_mtp.py reference, bench_mlearn_mtp.py (MTP Mo and Si),
              bench_mtp_snap.py (MTP vs SNAP and qSNAP in LAMMPS: speed and accuracy).
@@ -99,6 +101,10 @@ def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
                         ["--threads", *thr, "--ours", "{our_ase_models}"] +
                         (["--sizes", "100", "--calls", "3", "--dtypes", "float64", "--save-name", "quick_ase_mace"] if q else []),
                         peer="mace", needs="our_ase_models", results=["ase_mace"]))
+        jobs.append(Job("ase", "DeePMD-kit vs mlip ASE calculators (water)", "peer_deepmd.py",
+                        ["ase", "--threads", *thr, "--ours", "{our_water_dp}"] +
+                        (["--sizes", "100", "--calls", "3", "--no-compress", "--save-name", "quick_ase_deepmd"] if q else []),
+                        peer="deepmd", needs="our_water_dp", results=["ase_deepmd"]))
     if "accuracy" in sections:
         jobs += [
             *[Job("accuracy", f"mlearn {el}, our {fam}", "bench_mlearn.py",

@@ -6,6 +6,7 @@ project venv or the peers venv); DeePMD-kit itself is called through the peers v
     python benchmarks/peer_deepmd.py water  --minutes 30 [--precision float64|float32] [--threads 1]
     python benchmarks/peer_deepmd.py lammps [--sizes 1000 10000] [--ranks 1 2] [--ours model.pt]
                                             [--atom-steps 2e5] [--model frozen.pb] [--no-compress]
+    python benchmarks/peer_deepmd.py ase    [--sizes 100 1000] [--threads 1] [--ours model.pt]
 
 `water`: exactly the hyper-parameters of training/water_dp.yaml (DeePMD-kit's se_e2_a water example):
 se_e2_a, rcut 6, rcut_smth 0.5, sel [46, 92], embedding [25, 50, 100] (type_one_side), axis 16,
@@ -22,6 +23,11 @@ depend on the weights), frozen and compressed, timed with `pair_style deepmd` (f
 of about the requested sizes, 1 TF thread per rank) on 1 and 2 MPI ranks: µs per atom-step and the
 Pair time per step. `--ours model.pt` times our `pair_style mlip` on the same data file and input
 (needs the project venv). Writes benchmarks/results/lammps_deepmd.json.
+
+`ase`: the same frozen (and compressed) model through DeePMD-kit's ASE calculator
+(`deepmd.calculator.DP`, run in the peers venv) and, with `--ours`, our `MLIPCalculator` on the same
+water boxes (about 100 and 1000 atoms), timed with the protocol of benchmarks/peer_mace.py (warm-up
+calls, then force calls each after a small displacement). Writes benchmarks/results/ase_deepmd.json.
 """
 from __future__ import annotations
 
@@ -430,6 +436,62 @@ def lammps_benchmark(sizes: Sequence[int] = (1000, 10000), ranks: Sequence[int] 
 
 
 # ----------------------------------------------------------------------------------------------
+# ASE calculators
+
+def _ase_child(models: Sequence[str], sizes: Sequence[int], threads: int, calls: Optional[int], atom_calls: float,
+               out: str) -> None:
+    """Inside the peers venv: time deepmd.calculator.DP for each "label=model.pb"."""
+    import peer_mace
+    from deepmd.calculator import DP
+
+    rows = []
+    for spec in models:
+        label, _, path = spec.partition("=")
+        calc = DP(model=path)
+        for n in sizes:
+            atoms = water_box(n)
+            r = peer_mace.time_calculator(calc, atoms, peer_mace.calls_for(len(atoms), calls, atom_calls))
+            rows.append({"code": label, "system": "water", "dtype": "float64", "threads": threads, **r})
+    Path(out).write_text(json.dumps(rows))
+
+
+def ase_benchmark(sizes: Sequence[int] = (100, 1000), threads: int = 1, calls: Optional[int] = None,
+                  atom_calls: float = 2e4, model: Optional[str] = None, do_compress: bool = True,
+                  ours: Optional[str] = None, workdir: Optional[str] = None, save_name: str = "ase_deepmd") -> Dict:
+    import peer_mace
+
+    peers.require("deepmd")
+    wd = Path(workdir or tempfile.mkdtemp(prefix="peer_deepmd_ase_"))
+    wd.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    models = {"plain": Path(model)} if model else build_speed_model(wd / "model", do_compress=do_compress)
+    specs = [f"DeePMD-kit{'' if k == 'plain' else ' ' + k}={Path(m).resolve()}" for k, m in models.items()]
+    out = wd / "deepmd_ase.json"
+    cmd = [str(peers.venv_python()), os.path.abspath(__file__), "ase-child", "--models", *specs,
+           "--sizes", *map(str, sizes), "--threads", str(threads), "--atom-calls", str(atom_calls), "--json", str(out)]
+    if calls:
+        cmd += ["--calls", str(calls)]
+    p = subprocess.run(cmd, env=peers.lammps_env(threads=threads), capture_output=True, text=True)
+    if p.returncode != 0 or not out.exists():
+        raise RuntimeError("DeePMD-kit ASE timing failed: " + "\n".join((p.stdout + p.stderr).splitlines()[-10:]))
+    rows = json.loads(out.read_text())
+    if ours:
+        import torch
+
+        torch.set_num_threads(threads)
+        rows += peer_mace.run_ours([f"DP (water_dp.yaml architecture)={ours}"], "water", sizes, threads, calls, atom_calls)
+    print(f"{'calculator':>26} {'atoms':>6} {'calls':>5} {'ms/call':>10} {'us/atom':>9} {'cpu us/atom':>11}")
+    for r in rows:
+        name = r.get("label") or r["code"]
+        print(f"{name[:26]:>26} {r['atoms']:6d} {r['calls']:5d} {r['ms_per_call']:10.2f} {r['us_per_atom']:9.2f} "
+              f"{r['cpu_us_per_atom']:11.2f}", flush=True)
+    res = {"system": "water", "threads": threads, "model": model or "se_e2_a water architecture, 10 training steps",
+           "ours": ours, "rows": rows, "versions": _versions(), "wall_s": time.time() - t0}
+    print("written", save(save_name, res))
+    return res
+
+
+# ----------------------------------------------------------------------------------------------
 
 def _versions() -> Dict[str, Optional[str]]:
     try:
@@ -466,13 +528,35 @@ def main(argv: Optional[List[str]] = None) -> int:
     lm.add_argument("--precision", default="float64", choices=["float64", "float32"])
     lm.add_argument("--workdir")
     lm.add_argument("--save-name", default="lammps_deepmd")
+    ae = sub.add_parser("ase", help="DeePMD-kit's ASE calculator vs ours (ms per force call) on water boxes")
+    ae.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
+    ae.add_argument("--threads", type=int, default=1)
+    ae.add_argument("--calls", type=int, help="timed calls per case (default: atom-calls / atoms, at least 3)")
+    ae.add_argument("--atom-calls", type=float, default=2e4)
+    ae.add_argument("--model", help="a frozen DeePMD model (.pb) instead of building one")
+    ae.add_argument("--no-compress", action="store_true")
+    ae.add_argument("--ours", help="also time our MLIPCalculator with this exported model (O H)")
+    ae.add_argument("--workdir")
+    ae.add_argument("--save-name", default="ase_deepmd")
+    ch = sub.add_parser("ase-child", help=argparse.SUPPRESS)
+    ch.add_argument("--models", nargs="+", required=True)
+    ch.add_argument("--sizes", type=int, nargs="+", required=True)
+    ch.add_argument("--threads", type=int, default=1)
+    ch.add_argument("--calls", type=int)
+    ch.add_argument("--atom-calls", type=float, default=2e4)
+    ch.add_argument("--json", required=True)
     a = ap.parse_args(argv)
     try:
         if a.cmd == "water":
             water_benchmark(a.minutes, a.precision, a.threads, a.output, a.probe_steps, not a.no_compress, a.save_name)
-        else:
+        elif a.cmd == "lammps":
             lammps_benchmark(a.sizes, a.ranks, a.atom_steps, a.model, not a.no_compress, a.ours, a.precision,
                              a.workdir, a.save_name)
+        elif a.cmd == "ase":
+            ase_benchmark(a.sizes, a.threads, a.calls, a.atom_calls, a.model, not a.no_compress, a.ours, a.workdir,
+                          a.save_name)
+        else:
+            _ase_child(a.models, a.sizes, a.threads, a.calls, a.atom_calls, a.json)
     except (Skip, peers.PeerUnavailable) as e:
         print(f"SKIP: DeePMD-kit benchmark: {e}")
     return 0

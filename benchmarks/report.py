@@ -68,6 +68,88 @@ def _g(d: Dict, *keys, default=None):
 
 
 # ----------------------------------------------------------------------------------------------
+# the goals of the benchmark issue, each with the figure that decides it
+
+def _rows_by(rows: List[Dict[str, Any]], code: str) -> Dict[tuple, float]:
+    return {(r["atoms"], r["ranks"]): r["us_per_atom_step"] for r in rows
+            if r.get("code") == code and r.get("us_per_atom_step") is not None}
+
+
+def goal_rows(res: Dict[str, Any]) -> List[List[Any]]:
+    """[goal, measured, met?, source] per goal; a goal without results says so."""
+    out: List[List[Any]] = []
+    dm = res.get("lammps_deepmd") if isinstance(res.get("lammps_deepmd"), dict) else {}
+    ours, plain = _rows_by(dm.get("rows", []), "mlip"), _rows_by(dm.get("rows", []), "deepmd plain")
+    pairs = [(k, ours[k] / plain[k]) for k in sorted(ours) if k in plain]
+    if pairs:
+        txt = "; ".join(f"{a} atoms/{r} rank{'s' if r > 1 else ''}: {x:.2f}×" for (a, r), x in pairs)
+        out.append(["DP in LAMMPS ≤ 0.5× `pair_style deepmd` (plain, same architecture)", txt,
+                    all(x <= 0.5 for _, x in pairs), "lammps_deepmd"])
+    else:
+        out.append(["DP in LAMMPS ≤ 0.5× `pair_style deepmd`", "not measured", None, "lammps_deepmd"])
+    ms = res.get("bench_mtp_snap") if isinstance(res.get("bench_mtp_snap"), dict) else {}
+    sp = ms.get("speed")
+    sp = sp if isinstance(sp, list) else ([sp] if isinstance(sp, dict) else [])
+    acc = ms.get("accuracy") or {}
+    ratios = [(r["atoms"], r["ratio_mtp_over_snap"]) for r in sp if "ratio_mtp_over_snap" in r]
+    e_mtp, e_snap = _g(acc.get("mtp") or {}, "energy_mae_meV_per_atom"), _g(acc.get("snap") or {}, "energy_mae_meV_per_atom")
+    f_mtp, f_snap = _g(acc.get("mtp") or {}, "force_mae"), _g(acc.get("snap") or {}, "force_mae")
+    if ratios:
+        better = None if None in (e_mtp, e_snap, f_mtp, f_snap) else (e_mtp < e_snap and f_mtp < f_snap)
+        txt = "; ".join(f"{a} atoms: {x:.2f}×" for a, x in ratios)
+        if better is not None:
+            txt += f"; test MAE {e_mtp:.2f} vs {e_snap:.2f} meV/atom, {f_mtp:.3f} vs {f_snap:.3f} eV/Å"
+        out.append(["MTP ≤ 1.0× SNAP per atom-step at better accuracy (Mo)", txt,
+                    all(x <= 1.0 for _, x in ratios) and bool(better), "bench_mtp_snap"])
+    else:
+        out.append(["MTP ≤ 1.0× SNAP at better accuracy", "not measured", None, "bench_mtp_snap"])
+    found = False
+    for dt in ("float32", "float64"):
+        ours_w, peer_w = res.get(f"water_dp_{dt}"), res.get(f"water_deepmd_{dt}")
+        if isinstance(ours_w, dict) and isinstance(peer_w, dict) and "val_force_rmse_eV_A" in ours_w \
+                and "val_force_rmse_eV_A" in peer_w:
+            found = True
+            a, b = ours_w["val_force_rmse_eV_A"], peer_w["val_force_rmse_eV_A"]
+            out.append([f"water DP force RMSE ≤ DeePMD-kit's at equal budget ({dt})",
+                        f"{a:.4f} vs {b:.4f} eV/Å ({ours_w.get('frames_per_s', math.nan):.2f} vs "
+                        f"{peer_w.get('frames_per_s', math.nan):.2f} frames/s, {ours_w.get('minutes')} min each)",
+                        a <= b, f"water_dp_{dt}, water_deepmd_{dt}"])
+    if not found:
+        out.append(["water DP force RMSE ≤ DeePMD-kit's", "not measured", None, "water_*"])
+    lm = res.get("lammps_mlip") if isinstance(res.get("lammps_mlip"), dict) else {}
+    one = sorted((r["atoms"], r["us_per_atom_step"]) for r in lm.get("lammps", []) if r.get("ranks") == 1
+                 and r.get("us_per_atom_step"))
+    if len(one) >= 2:
+        base = one[0][1]
+        dev = [x / base - 1 for _, x in one]
+        txt = "; ".join(f"{a}: {x:.2f}" for a, x in one) + f" µs/atom-step (range {min(dev):+.0%} … {max(dev):+.0%} of {one[0][0]} atoms)"
+        out.append([f"cost per atom-step flat within ±20% from ~1k to {one[-1][0]} atoms (DP, 1 rank)", txt,
+                    all(abs(d) <= 0.2 for d in dev) and one[-1][0] >= 90000, "lammps_mlip"])
+    else:
+        out.append(["cost per atom-step flat within ±20%, 1k to 100k atoms", "not measured", None, "lammps_mlip"])
+    speedups = []
+    for name, code, key in (("lammps_mlip", None, "lammps"), ("lammps_deepmd", "mlip", "rows")):
+        d = res.get(name) if isinstance(res.get(name), dict) else {}
+        t = {(r["atoms"], r["ranks"]): r["us_per_atom_step"] for r in d.get(key, [])
+             if (code is None or r.get("code") == code) and r.get("us_per_atom_step")}
+        speedups += [(name, a, t[(a, 1)] / t[(a, 2)]) for (a, r) in sorted(t) if r == 2 and (a, 1) in t]
+    if speedups:
+        txt = "; ".join(f"{'DP Cu' if n == 'lammps_mlip' else 'DP water'} {a} atoms: {x:.2f}×" for n, a, x in speedups)
+        out.append(["2-rank speed-up ≥ 1.7× (pair_style mlip)", txt, all(x >= 1.7 for _, _, x in speedups),
+                    "lammps_mlip, lammps_deepmd"])
+    else:
+        out.append(["2-rank speed-up ≥ 1.7×", "not measured", None, "lammps_mlip, lammps_deepmd"])
+    return out
+
+
+def section_goals(res: Dict[str, Any]) -> str:
+    head = ("## Goals\n\nThe targets of the benchmark issue, each decided by the figure beside it (ratios of "
+            "times measured in one run on this machine).\n\n")
+    rows = [[g, m, "–" if ok is None else ("met" if ok else "missed"), src] for g, m, ok, src in goal_rows(res)]
+    return head + table(["goal", "measured", "status", "file"], rows) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
 
 def section_water(res: Dict[str, Any]) -> str:
     rows = []
@@ -233,6 +315,8 @@ def section_ase(res: Dict[str, Any]) -> str:
                 label = r.get("code")
                 if label == "MACE":
                     label = f"MACE ({r.get('hidden_irreps', '')}, {r.get('n_parameters', '?')} params)"
+                elif str(label).startswith("DeePMD-kit"):
+                    label = f"{label} (se_e2_a water architecture)"
                 elif r.get("model"):
                     label = f"mlip {r.get('label') or os.path.basename(str(r['model']))}"
                 rows.append([label, r.get("system"), r.get("dtype"), r.get("atoms"), r.get("threads"), r.get("ms_per_call"),
@@ -267,7 +351,7 @@ def render(results: Path) -> str:
              f"Generated by `python benchmarks/report.py` from benchmarks/results/*.json "
              f"({len(res)} file(s); {time.strftime('%Y-%m-%d')}). Machine: {os.cpu_count()} cores. "
              "Reproduce everything with `python -m benchmarks all` (see `python -m benchmarks --help`).\n",
-             section_accuracy(res), section_water(res), section_lammps(res), section_ase(res), section_peers(res)]
+             section_goals(res), section_accuracy(res), section_water(res), section_lammps(res), section_ase(res), section_peers(res)]
     bad = [k for k, v in res.items() if isinstance(v, dict) and "_error" in v]
     if bad:
         parts.append("Unreadable result files: " + ", ".join(bad) + "\n")
