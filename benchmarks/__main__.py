@@ -80,7 +80,8 @@ def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
     if "lammps" in sections:
         jobs.append(Job("lammps", "pair_style mlip (fcc Cu)", "bench_lammps.py",
                         (["--quick", "--sizes", "1000", "--ranks", "1", "--no-deepbind-check"] if q else
-                         ["--sizes", "1000", "10000", "50000", "100000"]) +
+                         # 1e6 atom-steps per point: 10 steps at 100k atoms (2e5 gave 2, too few to time)
+                         ["--sizes", "1000", "10000", "50000", "100000", "--atom-steps", "1e6"]) +
                         ["--json", str(peers.RESULTS / ("quick_lammps_mlip.json" if q else "lammps_mlip.json"))],
                         results=["lammps_mlip"]))
         jobs.append(Job("lammps", "pair_style mlip, NequIP-style (fcc Cu)", "bench_lammps.py",

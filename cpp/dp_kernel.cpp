@@ -370,11 +370,20 @@ void DPKernel::compute(int64_t n_atoms, int64_t n_local, const int64_t* species,
   }
   for (double& x : T) x *= m.inv_nnei;
 
+  // Nodes that need the fitting net: the locals and any ghost that is an edge centre. Every other
+  // node (the LAMMPS ghosts of a local model: half the nodes on 2 ranks) has D = 0 and therefore
+  // exactly its species' bias, so the fitting net — the dominant cost once G is tabulated — is
+  // never run for it.
+  std::vector<char> fit(n_atoms, 0);
+  std::fill(fit.begin(), fit.begin() + n_local, 1);
+  for (int64_t q = 0; q < n_in; ++q) fit[edge_i[order[q]]] = 1;
+
   // descriptor D_i = T T[:M2]ᵀ
   m.D.resize(static_cast<size_t>(n_atoms) * ND);
   at::Tensor D = at::from_blob(m.D.data(), {n_atoms, ND}, f64);
   double* Dp = D.data_ptr<double>();
   for (int64_t i = 0; i < n_atoms; ++i) {
+    if (!fit[i]) continue;
     const double* Ti = T.data() + i * M1 * 4;
     double* Di = Dp + i * ND;
     for (int64_t a = 0; a < M1; ++a)
@@ -385,12 +394,13 @@ void DPKernel::compute(int64_t n_atoms, int64_t n_local, const int64_t* species,
 
   // fitting nets per species: energies and ∂E/∂D (locals only)
   std::vector<double> ae(n_atoms);
+  for (int64_t i = 0; i < n_atoms; ++i) ae[i] = m.bias[species[i]];
   m.gD.assign(static_cast<size_t>(n_atoms) * ND, 0.0);
   at::Tensor gD = at::from_blob(m.gD.data(), {n_atoms, ND}, f64);
   for (int t = 0; t < n_sp; ++t) {
     std::vector<int64_t> idx;
     for (int64_t i = 0; i < n_atoms; ++i)
-      if (species[i] == t) idx.push_back(i);
+      if (species[i] == t && fit[i]) idx.push_back(i);
     if (idx.empty()) continue;
     at::Tensor index = at::from_blob(idx.data(), {static_cast<int64_t>(idx.size())}, at::kLong).clone();
     const Net& net = m.fitting[t];

@@ -197,6 +197,15 @@ void MTPKernel::compute(int64_t n_atoms, int64_t n_local, const int64_t* species
   for (int64_t i0 = 0; i0 < n_atoms; i0 += kB) {
     const int nb = static_cast<int>(std::min<int64_t>(kB, n_atoms - i0));
     const int64_t e0 = start_[i0], ne = start_[i0 + nb] - e0;  // the block's edges, by centre
+    if (ne == 0) {  // no neighbours (e.g. the LAMMPS ghost nodes of a local model): every moment is 0
+      for (int l = 0; l < nb; ++l) {
+        const int64_t i = i0 + l;
+        const double ei = p_.species_coeffs[species[i]];
+        if (atom_energy) atom_energy[i] = ei;
+        if (i < n_local) esum += ei;
+      }
+      continue;
+    }
     double* M = moments_.data();
     std::fill(moments_.begin(), moments_.end(), 0.0);
     edge_f_.resize(static_cast<size_t>(ne) * n_mu);
