@@ -116,9 +116,9 @@ def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
               for fam, recipe in (("DP", f"{el.lower()}_dp.yaml"), ("NequIP", f"nequip_{el.lower()}.yaml"))],
             Job("accuracy", "MTP vs MLIP-2 reference", "bench_mtp.py", ["reference"], results=["mtp_reference"]),
             Job("accuracy", "mlearn Mo/Si, our MTP", "bench_mlearn_mtp.py",
-                ["--threads", *thr] + (["--reuse"] if q else []), results=["mlearn_Mo_mtp_mo", "mlearn_Si_mtp_si"]),
+                ["--threads", *thr] + (["--quick"] if q else []), results=["mlearn_Mo_mtp_mo", "mlearn_Si_mtp_si"]),
             Job("accuracy", "mlearn Mo: MTP vs SNAP/qSNAP in LAMMPS", "bench_mtp_snap.py",
-                ["--mtp", str(REPO / "runs" / "bench_mlearn_mtp_mo" / "model.pt")] +
+                ["--mtp", str(REPO / "runs" / ("quick_mlearn_mtp_mo" if q else "bench_mlearn_mtp_mo") / "model.pt")] +
                 (["--sizes", "2000", "--atom-steps", "2e4", "--repeats", "1"] if q else []), results=["bench_mtp_snap"]),
         ]
     return jobs
@@ -255,20 +255,26 @@ def _expand(args: List[str], token: str, values: List[str]) -> List[str]:
 
 class _QuickResults:
     """--quick: our scripts save under fixed names (benchmarks/common.py); keep the real results
-    intact by renaming whatever a quick run writes to quick_<name>.json and restoring the originals."""
+    intact by renaming whatever a quick run writes (JSON, and the PNGs some scripts copy there) to
+    quick_<name> and restoring the originals."""
+
+    PATTERNS = ("*.json", "*.png")
 
     def __init__(self, results: Path, active: bool) -> None:
         self.results, self.active, self.before = results, active, {}
 
+    def _files(self):
+        return [p for pat in self.PATTERNS for p in self.results.glob(pat)]
+
     def __enter__(self):
         if self.active and self.results.is_dir():
-            self.before = {p.name: p.read_bytes() for p in self.results.glob("*.json")}
+            self.before = {p.name: p.read_bytes() for p in self._files()}
         return self
 
     def __exit__(self, *exc) -> None:
         if not self.active or not self.results.is_dir():
             return
-        for p in self.results.glob("*.json"):
+        for p in self._files():
             if p.name.startswith(("quick_", "smoke_")) or self.before.get(p.name) == p.read_bytes():
                 continue
             p.replace(self.results / f"quick_{p.name}")

@@ -4,6 +4,7 @@ export and the C++ engine (what the ASE calculator and LAMMPS run), next to the 
 
     python benchmarks/bench_mlearn_mtp.py --element Mo Si              # fit + evaluate (~50 min each)
     python benchmarks/bench_mlearn_mtp.py --element Si --reuse         # evaluate runs/bench_mlearn_mtp_si
+    python benchmarks/bench_mlearn_mtp.py --quick                       # smoke fit (level 8, 5 iterations)
     python benchmarks/bench_mlearn_mtp.py --element Mo --run runs/mtp_mo   # evaluate another fit's export
 Writes benchmarks/results/mlearn_<El>_mtp_<el>.json.
 """
@@ -20,10 +21,13 @@ from common import REPO, evaluate, save, shared
 PUBLISHED = {"Mo": {"GAP": (2.24, 0.09), "MTP": (2.83, 0.09)}, "Si": {"GAP": (2.91, 0.07), "MTP": (2.21, 0.06)}}
 
 
-def run_element(el: str, run_dir: str, fit: bool, threads: int) -> dict:
+QUICK_FIT = ["--level", "8", "--max-iter", "5"]  # --quick: a smoke fit, seconds instead of an hour
+
+
+def run_element(el: str, run_dir: str, fit: bool, threads: int, quick: bool = False) -> dict:
     recipe = REPO / "training" / f"mtp_{el.lower()}.yaml"
     if fit:
-        cmd = [sys.executable, "-m", "mlip.train.mtp_fit", str(recipe), "--out", run_dir]
+        cmd = [sys.executable, "-m", "mlip.train.mtp_fit", str(recipe), "--out", run_dir] + (QUICK_FIT if quick else [])
         print("$", " ".join(cmd), flush=True)
         subprocess.run(cmd, cwd=str(REPO), check=True)
     model = os.path.join(run_dir, "model.pt")
@@ -59,11 +63,14 @@ def main() -> int:
     ap.add_argument("--reuse", action="store_true", help="evaluate an existing fit instead of fitting")
     ap.add_argument("--run", default=None, help="run directory (default runs/bench_mlearn_mtp_<el>)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: level 8, 5 iterations, in runs/quick_mlearn_mtp_<el> (results not comparable)")
     a = ap.parse_args()
     for el in a.element:
-        run_dir = a.run or str(REPO / "runs" / f"bench_mlearn_mtp_{el.lower()}")
+        prefix = "quick_mlearn_mtp" if a.quick else "bench_mlearn_mtp"
+        run_dir = a.run or str(REPO / "runs" / f"{prefix}_{el.lower()}")
         fit = not a.reuse and a.run is None
-        run_element(el, run_dir, fit, a.threads)
+        run_element(el, run_dir, fit, a.threads, a.quick)
     return 0
 
 

@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MLIP_SHARED_DATA", REPO.parent / "shared" / "data"))
-RESULTS = REPO / "benchmarks" / "results"
+# the same place as benchmarks/peers.py (MLIP_BENCH_RESULTS overrides it for every script)
+RESULTS = Path(os.environ.get("MLIP_BENCH_RESULTS", str(REPO / "benchmarks" / "results")))
 
 
 def shared(*parts: str) -> Path:
