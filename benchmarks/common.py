@@ -11,8 +11,8 @@ from typing import Any, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MLIP_SHARED_DATA", REPO.parent / "shared" / "data"))
-# the same place as benchmarks/peers.py (MLIP_BENCH_RESULTS overrides it for every script)
-RESULTS = Path(os.environ.get("MLIP_BENCH_RESULTS", str(REPO / "benchmarks" / "results")))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peers import RESULTS  # noqa: E402  (one results directory for every script; MLIP_BENCH_RESULTS overrides it)
 
 
 def shared(*parts: str) -> Path:

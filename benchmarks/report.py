@@ -70,9 +70,10 @@ def _g(d: Dict, *keys, default=None):
 # ----------------------------------------------------------------------------------------------
 # the goals of the benchmark issue, each with the figure that decides it
 
-def _rows_by(rows: List[Dict[str, Any]], code: str) -> Dict[tuple, float]:
+def _rows_by(rows: List[Dict[str, Any]], code: Optional[str] = None) -> Dict[tuple, float]:
+    """{(atoms, ranks): µs/atom-step} of the LAMMPS rows of one code (all rows when code is None)."""
     return {(r["atoms"], r["ranks"]): r["us_per_atom_step"] for r in rows
-            if r.get("code") == code and r.get("us_per_atom_step") is not None}
+            if (code is None or r.get("code") == code) and r.get("us_per_atom_step")}
 
 
 def goal_rows(res: Dict[str, Any]) -> List[List[Any]]:
@@ -134,8 +135,7 @@ def goal_rows(res: Dict[str, Any]) -> List[List[Any]]:
     speedups = []
     for name, code, key in (("lammps_mlip", None, "lammps"), ("lammps_deepmd", "mlip", "rows")):
         d = res.get(name) if isinstance(res.get(name), dict) else {}
-        t = {(r["atoms"], r["ranks"]): r["us_per_atom_step"] for r in d.get(key, [])
-             if (code is None or r.get("code") == code) and r.get("us_per_atom_step")}
+        t = _rows_by(d.get(key, []), code)
         speedups += [(name, a, t[(a, 1)] / t[(a, 2)]) for (a, r) in sorted(t) if r == 2 and (a, 1) in t]
     if speedups:
         txt = "; ".join(f"{'DP Cu' if n == 'lammps_mlip' else 'DP water'} {a} atoms: {x:.2f}×" for n, a, x in speedups)

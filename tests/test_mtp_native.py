@@ -92,3 +92,24 @@ def test_native_finite_differences():
         assert calc.engine.backend == "native-mtp"
         ef, ew = calculator_fd_errors(calc, _atoms(seed=7, n=8))
     assert ef < 1e-6 and ew < 1e-6, (ef, ew)
+
+
+def test_native_edgeless_node_blocks(tmp_path, monkeypatch):
+    """Nodes without edges in whole blocks of the kernel (the LAMMPS ghosts of a local model, listed
+    after the locals): their energies are the species energies, summed only when local."""
+    m = _model(species=("Mo", "Nb"), level=10)
+    with torch.no_grad():
+        m.species_coeffs.copy_(torch.tensor([-1.3, 0.7], dtype=torch.float64))
+    path = str(tmp_path / "mtp.pt")
+    export_model(m, path)
+    ref, nat = _engines(path, monkeypatch)
+    atoms = _atoms(seed=3, n=10, species=("Mo", "Nb"))
+    sp, ei, vec = (t.numpy() for t in frame_graph(atoms, m.species, m.cutoff, torch.float64))
+    n_with_edges = len(sp)
+    extra = np.array([0, 1] * 9, dtype=np.int64)  # 18 edge-less nodes: blocks 16-23 and 24-27 have no edges
+    sp_all = np.concatenate([sp, extra])
+    _compare(ref, nat, sp_all, ei, vec, n_with_edges)  # as ghosts
+    _compare(ref, nat, sp_all, ei, vec, len(sp_all))  # as locals: their energies count
+    out = nat.compute(sp_all, ei, vec, n_with_edges, False)
+    coeffs = m.species_coeffs.detach().numpy()
+    np.testing.assert_allclose(out["atom_energy"][n_with_edges:], coeffs[extra], rtol=0, atol=1e-14)
