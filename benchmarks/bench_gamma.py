@@ -60,9 +60,8 @@ def emt_md_snapshots(n, temperature, strain=0.0, vacancies=0, seed=0, size=2, st
 
 
 def train(family, frames, workdir, steps):
-    from mlip.active.nn_grade import build_active_set
+    from mlip.active.grade import build_active_set, export_graded
     from mlip.data import write_extxyz
-    from mlip.export import export_model
     from mlip.train.config import load_config
     from mlip.train.trainer import Trainer, load_checkpoint_model
 
@@ -95,7 +94,7 @@ def train(family, frames, workdir, steps):
     m = load_checkpoint_model(os.path.join(cfg["output"], "checkpoints", "last.pt"))
     aset = build_active_set(m, frames)
     path = os.path.join(workdir, f"{family}.pt")
-    export_model(m, path, active_set=aset)
+    export_graded(m, path, aset)
     return path, aset, time.time() - t0
 
 

@@ -1,6 +1,7 @@
 """mlearn (Zuo et al. 2020) accuracy of our MTP: fit the recipe training/mtp_<el>.yaml (MLIP-style
-full-batch variable-projection fit, see mlip/train/mtp_fit.py), then test-set MAE/RMSE through the
-export and the C++ engine (what the ASE calculator and LAMMPS run), next to the published MTP/GAP.
+full-batch variable-projection fit, `mlip train` with optimizer varpro, see mlip/train/varpro.py),
+then test-set MAE/RMSE of the run's export through the C++ engine (what the ASE calculator and LAMMPS
+run), next to the published MTP/GAP.
 
     python benchmarks/bench_mlearn_mtp.py --element Mo Si              # fit + evaluate (~50 min each)
     python benchmarks/bench_mlearn_mtp.py --element Si --reuse         # evaluate runs/bench_mlearn_mtp_si
@@ -21,13 +22,34 @@ from common import REPO, evaluate, save, shared
 PUBLISHED = {"Mo": {"GAP": (2.24, 0.09), "MTP": (2.83, 0.09)}, "Si": {"GAP": (2.91, 0.07), "MTP": (2.21, 0.06)}}
 
 
-QUICK_FIT = ["--level", "8", "--max-iter", "5"]  # --quick: a smoke fit, seconds instead of an hour
+QUICK_FIT = ["--set", "model.level=8", "--set", "optimizer.max_iter=5"]  # --quick: a smoke fit, seconds
+
+
+def run_info(run_dir: str) -> dict:
+    """Model size, fit time and loss weights of a `mlip train` run directory (empty if absent)."""
+    import yaml
+
+    out: dict = {}
+    cfg_path, summary_path = os.path.join(run_dir, "config.yaml"), os.path.join(run_dir, "summary.json")
+    ckpt = os.path.join(run_dir, "checkpoints", "best.pt")
+    if os.path.isfile(ckpt):
+        from mlip.train.trainer import load_checkpoint_model
+
+        model = load_checkpoint_model(ckpt)
+        out.update(level=getattr(model, "level", None), n_basis=getattr(model, "n_alpha", None),
+                   n_params=int(sum(p.numel() for p in model.parameters())))
+    if os.path.isfile(summary_path):
+        out["train_time_s"] = json.load(open(summary_path)).get("elapsed_s")
+    if os.path.isfile(cfg_path):
+        loss = yaml.safe_load(open(cfg_path)).get("loss", {})
+        out["weights"] = {k: loss.get(k) for k in ("energy", "forces", "virial")}
+    return out
 
 
 def run_element(el: str, run_dir: str, fit: bool, threads: int, quick: bool = False) -> dict:
     recipe = REPO / "training" / f"mtp_{el.lower()}.yaml"
     if fit:
-        cmd = [sys.executable, "-m", "mlip.train.mtp_fit", str(recipe), "--out", run_dir] + (QUICK_FIT if quick else [])
+        cmd = [sys.executable, "-m", "mlip", "train", str(recipe), "-o", run_dir, "--overwrite"] + (QUICK_FIT if quick else [])
         print("$", " ".join(cmd), flush=True)
         subprocess.run(cmd, cwd=str(REPO), check=True)
     model = os.path.join(run_dir, "model.pt")
@@ -35,8 +57,7 @@ def run_element(el: str, run_dir: str, fit: bool, threads: int, quick: bool = Fa
         raise FileNotFoundError(f"{model} not found (run without --reuse to fit it)")
     data = shared("mlearn", el)
     test = evaluate(model, [str(data / "test.json")], threads=threads)
-    metrics_path = os.path.join(run_dir, "metrics.json")
-    metrics = json.load(open(metrics_path)) if os.path.isfile(metrics_path) else {}
+    metrics = run_info(run_dir)
     out = {"recipe": recipe.name, "element": el, "family": "mtp", "code": "mlip MTP", "run": run_dir,
            "level": metrics.get("level"), "n_basis": metrics.get("n_basis"), "n_parameters": metrics.get("n_params"),
            "train_wall_s": metrics.get("train_time_s"), "weights": metrics.get("weights"),

@@ -23,10 +23,10 @@ SHARED = os.environ.get("MLIP_SHARED_DATA", os.path.join(os.path.dirname(__file_
 
 
 def _efv_model(model, fr):
-    from mlip.active.graph import frame_graph
-    from mlip.export import forces_virials_from_edges
+    from mlip.graph import frame_edges
+    from mlip.models.base import forces_virials_from_edges
 
-    sp, ei, vec = frame_graph(fr, model.species, model.cutoff)
+    sp, ei, vec = frame_edges(fr, model.species, model.cutoff)
     vec.requires_grad_(True)
     e = model(sp, ei, vec).sum()
     (g,) = torch.autograd.grad(e, vec)
@@ -35,7 +35,7 @@ def _efv_model(model, fr):
 
 
 def reference(args) -> dict:
-    from mlip.active.graph import frame_graph
+    from mlip.graph import frame_edges
     from mlip.data import read_cfg
     from mlip.export import export_model
     from mlip.models.mtp import MTP
@@ -60,7 +60,7 @@ def reference(args) -> dict:
     t = time.time()
     err = np.zeros(3)
     for fr in frames:
-        sp, ei, vec = frame_graph(fr, ["Cu"], ts.cutoff)
+        sp, ei, vec = frame_edges(fr, ["Cu"], ts.cutoff)
         ae, f, w, _ = ts(sp, ei, vec, len(sp), False)
         err = np.maximum(err, [abs(float(ae.sum()) - fr.energy), np.abs(f.numpy() - fr.forces).max(),
                                np.abs(w.numpy() - fr.virial).max()])
@@ -132,17 +132,18 @@ run 0
 
 def mlearn(args) -> dict:
     from mlip.data import read_frames
+    from mlip.graph import build_graphs
     from mlip.models.mtp import MTP
-    from mlip.train.mtp_fit import evaluate
+    from mlip.train.trainer import evaluate_graphs
 
     model = MTP.from_export(os.path.join(args.run, "model.pt")).double()
     out = {}
     for split in ("training", "test"):
         frames = read_frames(os.path.join(SHARED, "mlearn", args.element, f"{split}.json"))
-        out[split] = evaluate(model, frames)
-    mpath = os.path.join(args.run, "metrics.json")
-    if os.path.exists(mpath):
-        out["train_time_s"] = json.load(open(mpath)).get("train_time_s")
+        out[split] = evaluate_graphs(model, build_graphs(frames, model.species, model.cutoff, torch.float64))
+    spath = os.path.join(args.run, "summary.json")  # a `mlip train` run directory
+    if os.path.exists(spath):
+        out["train_time_s"] = json.load(open(spath)).get("elapsed_s")
     out["level"] = model.level
     return out
 
@@ -159,8 +160,8 @@ def grade(args) -> dict:
     for mode in ("nbh", "cfg"):
         t = time.time()
         a = build_active_set(model, train, mode)
-        g_train = max(float(x.max()) for x in grade_frames(model, train, mode))
-        g_test = [float(x.max()) for x in grade_frames(model, test, mode)]
+        g_train = max(float(x.max()) for x in grade_frames(model, train, a))
+        g_test = [float(x.max()) for x in grade_frames(model, test, a)]
         strained, hot = train[0].copy(), train[0].copy()
         strained.positions = strained.positions * 1.2
         strained.cell = strained.cell * 1.2
@@ -169,8 +170,8 @@ def grade(args) -> dict:
         out[mode] = {"rank": a.rank, "n_features": a.n_features, "build_s": time.time() - t,
                      "max_gamma_train": g_train, "max_gamma_test": max(g_test),
                      "median_gamma_test": float(np.median(g_test)),
-                     "gamma_strained_20pct": float(grade_frames(model, [strained], mode)[0].max()),
-                     "gamma_hot_0.35A": float(grade_frames(model, [hot], mode)[0].max())}
+                     "gamma_strained_20pct": float(grade_frames(model, [strained], a)[0].max()),
+                     "gamma_hot_0.35A": float(grade_frames(model, [hot], a)[0].max())}
     return out
 
 

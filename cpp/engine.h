@@ -2,6 +2,8 @@
 //
 // This header deliberately does not include any torch header (pimpl), so that
 // users (pybind11 module, C ABI) compile quickly and need no libtorch headers.
+// Inside, the engine evaluates through a backend (cpp/backend.h): the export's
+// TorchScript or, for our MTP and DP models, a verified native kernel.
 #pragma once
 
 #include <cstdint>
@@ -45,7 +47,9 @@ class Engine {
   const std::string& metadata_json() const;  // "{}" if the extra file is absent
   int num_threads() const;
   // "native-mtp" / "native-deepmd" (mlip::MTPKernel / mlip::DPKernel; MLIP_BACKEND=torch turns
-  // them off) or "torchscript". The extrapolation grade always runs the TorchScript `grade` method.
+  // them off, and a kernel that does not reproduce the file's own TorchScript on a small test
+  // cluster is not used: backend_factory.h) or "torchscript". The extrapolation grade always runs
+  // the TorchScript `grade` method.
   const std::string& backend() const;
 
   // n_atoms nodes (locals first), species[n_atoms] model indices,
@@ -69,10 +73,6 @@ class Engine {
              const int64_t* edge_i, const int64_t* edge_j, const double* edge_vec, double* gamma);
 
  private:
-  // A native kernel must reproduce the file's own TorchScript on a small test cluster (exports of
-  // an older mlip may carry different code); if it does not, the engine runs the TorchScript.
-  void verify_native();
-
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -3,9 +3,11 @@
 #
 #   bash lammps_plugin/install_into_lammps.sh /path/to/lammps        # (the directory holding src/)
 #
-# pair_mlip.cpp/.h and compute_mlip_gamma.cpp/.h land in lammps/src/, where both LAMMPS build
-# systems pick them up (CMake globs src/*.cpp, make compiles src/*.cpp; the PairStyle(mlip,PairMLIP)
-# and ComputeStyle(mlip/gamma,ComputeMLIPGamma) lines register the styles).
+# pair_mlip.cpp/.h with the helpers it owns (mlip_engine_api, mlip_model_set, mlip_graph_builder,
+# mlip_committee, mlip_gamma_monitor) and compute_mlip_gamma.cpp/.h land in lammps/src/, where both
+# LAMMPS build systems pick them up (CMake globs src/*.cpp, make compiles src/*.cpp; the PairStyle(mlip,PairMLIP)
+# and ComputeStyle(mlip/gamma,ComputeMLIPGamma) lines register the styles). The mlip_ prefix keeps
+# the helpers apart from LAMMPS' own files in that flat directory.
 # Then rebuild LAMMPS as usual. pair_style mlip needs neither torch nor mlip headers to compile:
 # at run time it dlopen()s libmlip_engine.so from the installed mlip Python package. Its path (as
 # found by `python -m mlip.lammps_support --engine` when this script runs) is compiled in as the
@@ -29,20 +31,28 @@ fi
 
 engine="$("${PYTHON:-python3}" -m mlip.lammps_support --engine 2>/dev/null || true)"
 
-cp "$here/pair_mlip.h" "$src/pair_mlip.h"
-{
-  echo "// copied from mlip's lammps_plugin/ by install_into_lammps.sh"
-  if [ -n "$engine" ]; then
-    echo "#ifndef MLIP_ENGINE_DEFAULT_PATH"
-    echo "#define MLIP_ENGINE_DEFAULT_PATH \"$engine\""
-    echo "#endif"
+# the same sources as MLIP_STYLE_SOURCES in CMakeLists.txt, with their headers
+styles=(pair_mlip mlip_engine_api mlip_model_set mlip_graph_builder mlip_committee
+        mlip_gamma_monitor compute_mlip_gamma)
+for name in "${styles[@]}"; do
+  cp "$here/$name.h" "$src/$name.h"
+  if [ "$name" = mlip_engine_api ]; then
+    # the engine loader falls back to the engine of the mlip package found now
+    {
+      echo "// copied from mlip's lammps_plugin/ by install_into_lammps.sh"
+      if [ -n "$engine" ]; then
+        echo "#ifndef MLIP_ENGINE_DEFAULT_PATH"
+        echo "#define MLIP_ENGINE_DEFAULT_PATH \"$engine\""
+        echo "#endif"
+      fi
+      cat "$here/$name.cpp"
+    } > "$src/$name.cpp"
+  else
+    cp "$here/$name.cpp" "$src/$name.cpp"
   fi
-  cat "$here/pair_mlip.cpp"
-} > "$src/pair_mlip.cpp"
-cp "$here/compute_mlip_gamma.h" "$src/compute_mlip_gamma.h"
-cp "$here/compute_mlip_gamma.cpp" "$src/compute_mlip_gamma.cpp"
+done
 
-echo "installed pair_mlip.cpp/.h and compute_mlip_gamma.cpp/.h into $src"
+echo "installed ${styles[*]} (.cpp/.h) into $src"
 if [ -n "$engine" ]; then
   echo "default engine: $engine (override with MLIP_ENGINE_LIBRARY)"
 else

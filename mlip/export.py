@@ -1,42 +1,47 @@
-"""TorchScript export: one file = model + derivative code + metadata.
+"""TorchScript export: one file = model + derivative code + metadata (+ an optional grade matrix).
 
-`ExportedModel` wraps any `AtomicModel` and adds the edge-gradient → forces/virials code, so the C++
-engine (ASE calculator and LAMMPS pair_style alike) only scatters nothing and copies arrays: every
-front-end runs the very same TorchScript graph. Metadata is stored twice on purpose: as scripted
-attributes (cheap to read from C++ without a JSON parser) and as the extra file `mlip_metadata.json`
-(complete, human-readable, family-specific data such as MaxVol active sets).
+`ExportedModel` wraps any `AtomicModel` with the edge-gradient → forces/virials code of
+`mlip.models.base.forces_virials_from_edges`, so the TorchScript graph the C++ engine runs for the ASE
+calculator and the LAMMPS pair_style is the same function training differentiates. (The engine's
+native MTP and Deep Potential kernels compute the same numbers without TorchScript, from the
+parameters stored in this file; the TorchScript graph stays the reference they are checked against
+and the path for every other family.) Metadata is stored twice on purpose: as scripted attributes
+(cheap to read from C++ without a JSON parser) and as the extra file `mlip_metadata.json` (complete,
+human-readable, family-specific data; read it with `read_metadata`).
+
+Extrapolation grade: the export takes a plain grade matrix G [n_features, r] (float64) and its mode
+("nbh": γ per atom from its own feature row; "cfg": γ of the configuration from the sum of the local
+atoms' rows) and stores it as the buffer `grade_matrix` behind the scripted `grade` method, with
+`has_grade` and `grade_mode` attributes; the JSON that describes how G was built (MaxVol rows,
+projection, sources: `mlip.active.grade`) goes to the metadata under `active_set.<mode>`. This module
+knows nothing about MaxVol.
 """
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from mlip import __version__
-from mlip.models.base import AtomicModel
+from mlip.io.export_metadata import METADATA_FILE, read_metadata
+from mlip.models.base import AtomicModel, forces_virials_from_edges, model_dtype
+
+__all__ = ["FORMAT_VERSION", "GRADE_MODES", "METADATA_FILE", "ExportedModel", "export_model", "model_metadata",
+           "read_metadata"]
 
 FORMAT_VERSION = 1
-METADATA_FILE = "mlip_metadata.json"
-
-
-def forces_virials_from_edges(
-    edge_grad: Tensor, edge_index: Tensor, edge_vec: Tensor, n_atoms: int
-) -> Tuple[Tensor, Tensor]:
-    """F_i += g_e, F_j -= g_e; per-edge virial −r_e ⊗ g_e (see docs/CONTRACT.md)."""
-    forces = torch.zeros((n_atoms, 3), dtype=edge_grad.dtype, device=edge_grad.device)
-    forces.index_add_(0, edge_index[0], edge_grad)
-    forces.index_add_(0, edge_index[1], -edge_grad)
-    edge_virial = -(edge_vec.unsqueeze(2) * edge_grad.unsqueeze(1))
-    return forces, edge_virial
+GRADE_MODES = ("nbh", "cfg")
 
 
 class ExportedModel(nn.Module):
     """The deployable module (see docs/CONTRACT.md, section Export)."""
 
-    def __init__(self, model: AtomicModel, dtype: str, grade_matrix: Optional[Tensor] = None) -> None:
+    def __init__(self, model: AtomicModel, dtype: str, grade_matrix: Optional[Tensor] = None,
+                 grade_mode: str = "nbh") -> None:
         super().__init__()
         self.model = model
         self.species: List[str] = list(model.species)
@@ -47,11 +52,12 @@ class ExportedModel(nn.Module):
         self.dtype: str = dtype
         self.format_version: int = FORMAT_VERSION
         self.mlip_version: str = __version__
-        # extrapolation grade (MaxVol active set, see `grade`): G = P A^-1 [n_features, r], float64
-        # whatever the model dtype; [0, 0] = no active set
+        # extrapolation grade (see `grade`): G [n_features, r], float64 whatever the model dtype
+        # (γ involves ill-conditioned solves); [0, 0] = no active set
         gm = torch.zeros(0, 0, dtype=torch.float64) if grade_matrix is None else grade_matrix.to(torch.float64)
         self.register_buffer("grade_matrix", gm.contiguous())
         self.has_grade: bool = int(gm.shape[1]) > 0
+        self.grade_mode: str = str(grade_mode)
 
     def atom_energies(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_local: int) -> Tensor:
         return self.model(species, edge_index, edge_vec)
@@ -84,15 +90,21 @@ class ExportedModel(nn.Module):
 
     @torch.jit.export
     def grade(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_local: int) -> Tensor:
-        """Per-atom extrapolation grade γ_i = max_k |(b_i G)_k| of the first n_local atoms ([n_local],
-        float64; b_i = the family's `grade_features` row); an empty tensor when the export has no
-        active set. γ ≤ 1 interpolation, > 1 extrapolation (see docs/CONTRACT.md)."""
+        """Extrapolation grade of the first n_local atoms, [n_local] float64; an empty tensor when the
+        export has no active set. nbh: γ_i = max_k |(b_i G)_k| with b_i the family's `grade_features`
+        row of atom i; cfg: every entry is the configuration's γ = max_k |((Σ_i b_i) G)_k| over the
+        local atoms (with several LAMMPS ranks: each rank's sub-domain). γ ≤ 1 interpolation, > 1
+        extrapolation (see docs/CONTRACT.md)."""
         g = self.grade_matrix
         if g.shape[1] == 0:
             return torch.zeros(0, dtype=torch.float64, device=edge_vec.device)
         rows = self.grade_rows(species, edge_index, edge_vec.detach(), n_local).detach()
         if rows.shape[0] == 0:
             return torch.zeros(0, dtype=torch.float64, device=edge_vec.device)
+        if self.grade_mode == "cfg":
+            total = rows.to(g.dtype).sum(0, keepdim=True)
+            gamma = torch.matmul(total, g).abs().max(dim=1)[0]
+            return gamma.expand(rows.shape[0]).contiguous()
         return torch.matmul(rows.to(g.dtype), g).abs().max(dim=1)[0]
 
 
@@ -131,21 +143,6 @@ def wrapper_class(model: AtomicModel) -> type:
     return ExportedModel if graded else _ExportedModelNoGrade
 
 
-def grade_matrix_of(model: AtomicModel, active_set: Any = None) -> Tuple[Optional[Tensor], Optional[Dict[str, Any]]]:
-    """(G, metadata) of the per-atom ("nbh") active set to store in an export: `active_set` (a
-    `mlip.active.maxvol.ActiveSet` built on the model's `grade_features`) if given, else the one an
-    MTP carries (`active_nbh`), else (None, None)."""
-    if active_set is not None:
-        if not hasattr(model, "grade_features"):
-            raise ValueError(f"family '{model.family}' has no grade features: it cannot carry an active set")
-        g = torch.from_numpy(active_set.G).to(torch.float64)
-        return g, {"mode": "nbh", **active_set.to_dict()}
-    own = getattr(model, "active_nbh", None)
-    if isinstance(own, Tensor) and own.dim() == 2 and own.shape[1] > 0:
-        return own.detach().to(torch.float64).clone(), None  # its metadata comes with extra_metadata()
-    return None, None
-
-
 def model_metadata(model: AtomicModel, dtype: str) -> Dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
@@ -161,54 +158,56 @@ def model_metadata(model: AtomicModel, dtype: str) -> Dict[str, Any]:
     }
 
 
+def _grade_width(model: AtomicModel) -> int:
+    """Number of columns of the model's grade-feature rows (one isolated atom is enough)."""
+    species = torch.zeros(1, dtype=torch.long)
+    edges = torch.zeros(2, 0, dtype=torch.long)
+    vec = torch.zeros(0, 3, dtype=model_dtype(model))
+    with torch.no_grad():
+        return int(model.grade_features(species, edges, vec).shape[1])
+
+
 def export_model(
     model: AtomicModel, path: str, dtype: str = "float64", extra: Optional[Dict[str, Any]] = None,
-    active_set: Any = None,
+    grade_matrix: Optional[Union[Tensor, np.ndarray]] = None, grade_mode: str = "nbh",
+    grade_meta: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Script `model` (a copy, in `dtype`) with its derivative code and write it to `path`.
 
-    `active_set`: a MaxVol `ActiveSet` on the model's per-atom `grade_features` (built with
-    `mlip.active.nn_grade.build_active_set`); stored as the buffer behind the export's `grade` method
-    and in the metadata under active_set.nbh. An MTP's own nbh active set is stored the same way.
+    `grade_matrix` G [n_features, r] (with `grade_mode` "nbh" | "cfg") becomes the buffer behind the
+    export's `grade` method; `grade_meta` (JSON: how G was built, e.g. `ActiveSet.to_dict()` from
+    `mlip.active.grade.build_active_set`) is stored in the metadata under active_set.<mode>.
+    Returns the metadata.
 
     The file is written to a temporary name and renamed, so an interrupted export never leaves a
     half-written model where a previous good one was.
     """
     if dtype not in ("float64", "float32"):
         raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    if grade_mode not in GRADE_MODES:
+        raise ValueError(f"grade mode must be one of {GRADE_MODES}, got {grade_mode!r}")
     import copy
 
-    if active_set is not None and hasattr(model, "set_active_set"):  # MTP: keep one active set
-        model = copy.deepcopy(model)
-        model.set_active_set("nbh", torch.from_numpy(active_set.G), {"mode": "nbh", **active_set.to_dict()})
-        active_set = None
-    grade_matrix, grade_meta = grade_matrix_of(model, active_set)
+    gm: Optional[Tensor] = None
+    if grade_matrix is not None:
+        if not hasattr(model, "grade_features"):
+            raise ValueError(f"family '{model.family}' has no grade features: it cannot carry a grade matrix")
+        gm = torch.as_tensor(grade_matrix).detach().to(torch.float64).cpu()
+        width = _grade_width(model)
+        if gm.dim() != 2 or gm.shape[0] != width or gm.shape[1] == 0:
+            raise ValueError(f"grade matrix must be [{width}, r > 0] for this model's grade features, "
+                             f"got {list(gm.shape)}")
     m = copy.deepcopy(model).to(getattr(torch, dtype)).eval()
     for p in m.parameters():
         p.requires_grad_(False)
     meta = model_metadata(m, dtype)
-    if grade_meta is not None:
-        meta.setdefault("active_set", {})["nbh"] = grade_meta
-    meta["has_grade"] = grade_matrix is not None
+    if gm is not None:
+        meta["active_set"] = {grade_mode: {**(grade_meta or {}), "mode": grade_mode}}
+    meta["has_grade"] = gm is not None
     if extra:
         meta.update(extra)
-    scripted = torch.jit.script(wrapper_class(m)(m, dtype, grade_matrix))
+    scripted = torch.jit.script(wrapper_class(m)(m, dtype, gm, grade_mode))
     tmp = f"{path}.tmp{os.getpid()}"
     torch.jit.save(scripted, tmp, _extra_files={METADATA_FILE: json.dumps(meta, indent=1)})
     os.replace(tmp, path)
     return meta
-
-
-def read_metadata(path: str) -> Dict[str, Any]:
-    """Metadata of an export without running it (raises ValueError with the file name)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model file '{path}' does not exist")
-    files = {METADATA_FILE: ""}
-    try:
-        torch.jit.load(path, map_location="cpu", _extra_files=files)
-    except Exception as exc:  # torch raises RuntimeError with a C++ backtrace: keep the first line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"'{path}' is not a loadable TorchScript file: {first}") from None
-    if not files[METADATA_FILE]:
-        raise ValueError(f"'{path}' is not an mlip export (no {METADATA_FILE})")
-    return json.loads(files[METADATA_FILE])

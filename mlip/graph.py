@@ -1,20 +1,22 @@
-"""Frames → edge graphs → batches, and the batched energy/force/virial evaluation used in training.
+"""Frames → edges → graphs → batches: the model input of training, grading and conversion checks.
 
-Training positions never move, so each frame's edge vectors are computed once (C++ neighbour list)
-and kept; a batch is the disjoint union of its frames' graphs. Forces and virials come from ∂E/∂r_e
-through `mlip.export.forces_virials_from_edges`, the same function the export runs, so training and
-deployment cannot disagree about signs or conventions.
+`frame_edges` turns one frame (an `mlip.data.Frame` or an `ase.Atoms`) into the model's input
+(species indices, edge_index, edge_vec) through `mlip.neighbors.neighbor_edges`; `species_indices`
+is the one element → model-species lookup (clear error for an element the model does not know).
+Training positions never move, so each frame's edge vectors are computed once and kept in a
+`Graph` with its labels; a `Batch` is the disjoint union of its frames' graphs. Running a model on
+a batch (`predict`) is in `mlip.models.base`, next to the derivative code it uses.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from mlip.export import forces_virials_from_edges
+from mlip.neighbors import neighbor_edges
 
 
 @dataclass
@@ -36,6 +38,8 @@ class Graph:
 
 
 def species_indices(symbols: Sequence[str], species: Sequence[str], source: str = "") -> np.ndarray:
+    """Index of each symbol in `species` (int64[N]); ValueError naming the atom and element if one
+    is not there (`source`, e.g. a file name, prefixes the message)."""
     lookup = {s: k for k, s in enumerate(species)}
     out = np.empty(len(symbols), dtype=np.int64)
     for a, s in enumerate(symbols):
@@ -47,15 +51,30 @@ def species_indices(symbols: Sequence[str], species: Sequence[str], source: str 
     return out
 
 
-def frame_to_graph(frame, species: Sequence[str], cutoff: float, dtype: torch.dtype = torch.float64) -> Graph:
-    from mlip.neighbors import neighbor_list
+def frame_edges(frame: Any, species: Sequence[str], cutoff: float, dtype: torch.dtype = torch.float64
+                ) -> Tuple[Tensor, Tensor, Tensor]:
+    """(species [N] long, edge_index [2, E] long, edge_vec [E, 3] `dtype`) of an `mlip.data.Frame`
+    or an `ase.Atoms`: the arguments of a model's `forward`."""
+    if hasattr(frame, "get_positions"):  # ase.Atoms
+        symbols = frame.get_chemical_symbols()
+        pos, cell, pbc = frame.get_positions(), np.asarray(frame.get_cell()[:]), frame.get_pbc()
+        source = ""
+    else:
+        symbols, pos, cell, pbc = frame.symbols, frame.positions, frame.cell, frame.pbc
+        source = str(getattr(frame, "source", "") or "")
+    sp = species_indices(symbols, species, source)
+    ei, vec = neighbor_edges(pos, cell, pbc, cutoff)
+    return torch.from_numpy(sp), torch.from_numpy(ei), torch.from_numpy(vec).to(dtype)
 
-    idx = species_indices(frame.symbols, species, frame.source)
-    edge_index, _, edge_vec = neighbor_list(frame.positions, frame.cell, frame.pbc, cutoff)
+
+def frame_to_graph(frame: Any, species: Sequence[str], cutoff: float, dtype: torch.dtype = torch.float64
+                   ) -> Graph:
+    """A frame with its labels (energy, forces, virial, weight) as a `Graph`."""
+    sp, ei, vec = frame_edges(frame, species, cutoff, dtype)
     return Graph(
-        species=torch.from_numpy(idx),
-        edge_index=torch.from_numpy(np.ascontiguousarray(edge_index, dtype=np.int64)),
-        edge_vec=torch.from_numpy(np.ascontiguousarray(edge_vec)).to(dtype),
+        species=sp,
+        edge_index=ei,
+        edge_vec=vec,
         energy=None if frame.energy is None else float(frame.energy),
         forces=None if frame.forces is None else torch.as_tensor(frame.forces, dtype=dtype),
         virial=None if frame.virial is None else torch.as_tensor(np.asarray(frame.virial).reshape(3, 3), dtype=dtype),
@@ -107,29 +126,6 @@ def collate(graphs: Sequence[Graph]) -> Batch:
                  forces, force_mask, virial, virial_mask, weight)
 
 
-def predict(model, batch: Batch, create_graph: bool = False, need_virial: bool = True) -> Dict[str, Tensor]:
-    """Energies per frame, forces per atom and virials per frame of a batch (differentiable if asked)."""
-    vec = batch.edge_vec.detach().requires_grad_(True)
-    atom_e = model(batch.species, batch.edge_index, vec)
-    energy = torch.zeros(batch.n_frames, dtype=atom_e.dtype).index_add_(0, batch.node_frame, atom_e)
-    if atom_e.requires_grad:
-        (grad,) = torch.autograd.grad(energy.sum(), vec, create_graph=create_graph, allow_unused=True)
-    else:
-        grad = None
-    if grad is None:
-        grad = torch.zeros_like(vec)
-    forces, edge_virial = forces_virials_from_edges(grad, batch.edge_index, vec, batch.species.shape[0])
-    if not create_graph:  # evaluation: hand back plain tensors
-        energy, forces, atom_e = energy.detach(), forces.detach(), atom_e.detach()
-    out = {"energy": energy, "forces": forces, "atom_energy": atom_e}
-    if need_virial:
-        virial = torch.zeros(batch.n_frames, 9, dtype=atom_e.dtype).index_add_(
-            0, batch.edge_frame, edge_virial.reshape(-1, 9)
-        ).reshape(-1, 3, 3)
-        out["virial"] = virial if create_graph else virial.detach()
-    return out
-
-
 def fit_energy_bias(graphs: Sequence[Graph], n_species: int) -> Tensor:
     """Per-species energies from a least-squares fit E_frame ≈ Σ_s n_s b_s (minimum-norm when
     species always appear in fixed ratios, as in water)."""
@@ -147,5 +143,5 @@ def fit_energy_bias(graphs: Sequence[Graph], n_species: int) -> Tensor:
     return torch.from_numpy(sol)
 
 
-def build_graphs(frames, species: Sequence[str], cutoff: float, dtype: torch.dtype) -> List[Graph]:
+def build_graphs(frames: Sequence[Any], species: Sequence[str], cutoff: float, dtype: torch.dtype) -> List[Graph]:
     return [frame_to_graph(f, species, cutoff, dtype) for f in frames]

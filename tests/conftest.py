@@ -48,7 +48,8 @@ def random_structure(seed: int, n: int, species=("H", "O"), cell_scale: float = 
 
 def model_efv(model, atoms) -> Tuple[float, np.ndarray, np.ndarray]:
     """Energy, forces and virial of an eager model on an ASE structure (training code path)."""
-    from mlip.graph import Graph, collate, predict
+    from mlip.graph import Graph, collate
+    from mlip.models.base import predict
     from mlip.neighbors import neighbor_list
 
     idx = model.species_index(atoms.get_chemical_symbols())

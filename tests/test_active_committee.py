@@ -93,9 +93,8 @@ def test_committee_gamma_is_max_over_graded_members(committee, tmp_path):
     from ase.build import bulk
 
     from mlip import MLIPCalculator
-    from mlip.active.nn_grade import build_active_set, grade_frames
+    from mlip.active.grade import build_active_set, export_graded, grade_frames
     from mlip.data import Frame
-    from mlip.export import export_model
 
     frames = []
     for k in range(3):
@@ -106,8 +105,8 @@ def test_committee_gamma_is_max_over_graded_members(committee, tmp_path):
     m0, m1 = dp(0, 4.2), dp(1, 3.7)
     a0, a1 = build_active_set(m0, frames), build_active_set(m1, frames)
     p0, p1 = str(tmp_path / "g0.pt"), str(tmp_path / "g1.pt")
-    export_model(m0, p0, active_set=a0)
-    export_model(m1, p1, active_set=a1)
+    export_graded(m0, p0, a0)
+    export_graded(m1, p1, a1)
     at = structure(5)
     at.calc = MLIPCalculator([p0, p1, committee[2]])
     at.get_potential_energy()

@@ -1,7 +1,9 @@
-"""Extrapolation grade γ for every family through the export and the C++ engine (issue 5, part 1):
-the export's `grade` equals the Python MaxVol reference, γ ≤ 1 + 1e-6 on the active set's own
-configurations and grows far from them, the ASE calculator reports it, ghost atoms / n_local work,
-and the C ABI (`mlip_engine_has_grade`, `mlip_engine_grade`) gives the same numbers."""
+"""Extrapolation grade γ for every family through one mechanism (`mlip.active.grade`), the export and
+the C++ engine: the export's `grade` equals the Python MaxVol reference in both modes (nbh, cfg),
+γ ≤ 1 + 1e-6 on the active set's own configurations and grows far from them, the ASE calculator
+reports it, ghost atoms / n_local work, `mlip select` builds, grades and selects for each family
+(export or run directory), and the C ABI (`mlip_engine_has_grade`, `mlip_engine_grade`) gives the
+same numbers."""
 from __future__ import annotations
 
 import json
@@ -68,20 +70,19 @@ def make_model(family):
 
 @pytest.fixture(scope="module", params=["deepmd", "nequip", "mtp"])
 def graded(request, tmp_path_factory):
-    from mlip.active.nn_grade import build_active_set
-    from mlip.export import export_model
+    from mlip.active.grade import build_active_set, export_graded
 
     model = make_model(request.param)
     frames = cu_frames()
     aset = build_active_set(model, frames)
     path = str(tmp_path_factory.mktemp("grade") / f"{request.param}.pt")
-    export_model(model, path, active_set=aset)
+    export_graded(model, path, aset)
     return model, aset, frames, path
 
 
 def test_export_grade_equals_python_and_bounds(graded):
     from mlip import MLIPCalculator
-    from mlip.active.nn_grade import grade_frames
+    from mlip.active.grade import grade_frames
     from mlip.export import read_metadata
 
     model, aset, frames, path = graded
@@ -109,28 +110,57 @@ def test_export_grade_equals_python_and_bounds(graded):
         assert calc.results["gamma"] > 1.05, kind
 
 
-def test_mtp_export_grade_is_the_mtp_grade(tmp_path):
-    """MTP: the export's generic grade and the MTP's own scripted `grade` are one thing."""
-    from mlip.active.graph import frame_graph
-    from mlip.active.nn_grade import build_active_set
+def test_export_grade_equals_python_for_every_family(graded):
+    """The export's scripted `grade` (what the engine runs) equals the Python reference far from the
+    training set too, and the active set read back from the export grades the same."""
+    from mlip.active.grade import grade_frames, read_active_set
+    from mlip.data import Frame
+
+    model, aset, frames, path = graded
+    far = [Frame.from_atoms(far_atoms(k)) for k in ("hot", "strained", "vacancies")]
+    ref = grade_frames(model, far, aset)
+    np.testing.assert_allclose(np.concatenate(grade_frames(path, far)), np.concatenate(ref), rtol=1e-9)
+    back = read_active_set(path)
+    assert back.mode == "nbh" and back.rank == aset.rank
+    np.testing.assert_allclose(np.concatenate(grade_frames(model, far, back)), np.concatenate(ref), rtol=1e-9)
+
+
+@pytest.mark.parametrize("family", ["deepmd", "nequip", "mtp"])
+def test_cfg_grade_in_export(family, tmp_path):
+    """cfg mode: one row per configuration (Σ of the atoms' rows); the export's `grade` gives every
+    atom the configuration's γ, equal to the Python reference; training configurations γ ≤ 1."""
+    from mlip import MLIPCalculator
+    from mlip.active.grade import build_active_set, export_graded, grade_frames
+    from mlip.data import Frame
+    from mlip.export import read_metadata
+
+    model = make_model(family)
+    frames = cu_frames(n=40, rattle=0.1)
+    aset = build_active_set(model, frames, "cfg")
+    assert aset.mode == "cfg"
+    path = str(tmp_path / "cfg.pt")
+    export_graded(model, path, aset)
+    assert set(read_metadata(path)["active_set"]) == {"cfg"}
+    assert max(float(g.max()) for g in grade_frames(path, frames)) <= 1.0 + 1e-6
+    hot = Frame.from_atoms(far_atoms("hot"))
+    (ref,) = grade_frames(model, [hot], aset)
+    (g,) = grade_frames(path, [hot])
+    assert ref.shape == g.shape == (1,)
+    np.testing.assert_allclose(g, ref, rtol=1e-9)
+    at = far_atoms("hot")
+    at.calc = MLIPCalculator(path)
+    at.get_potential_energy()
+    np.testing.assert_allclose(at.calc.results["atom_gamma"], np.full(len(at), ref[0]), rtol=1e-9)
+
+
+def test_export_rejects_a_grade_matrix_of_the_wrong_width(tmp_path):
     from mlip.export import export_model
 
     model = make_model("mtp")
-    aset = build_active_set(model, cu_frames())
-    path = str(tmp_path / "m.pt")
-    export_model(model, path, active_set=aset)
-    s = torch.jit.load(path)
-    sp, ei, ev = frame_graph(far_atoms("hot"), model.species, model.cutoff)
-    np.testing.assert_allclose(s.grade(sp, ei, ev, len(sp)).numpy(), s.model.grade(sp, ei, ev, len(sp)).numpy(),
-                               rtol=1e-12)
-    # an MTP carrying its own active set is exported with it
-    path2 = str(tmp_path / "m2.pt")
-    from mlip.models.mtp import MTP
-
-    export_model(MTP.from_export(path), path2)
-    s2 = torch.jit.load(path2)
-    assert s2.has_grade
-    np.testing.assert_allclose(s2.grade(sp, ei, ev, len(sp)).numpy(), s.grade(sp, ei, ev, len(sp)).numpy(), rtol=1e-10)
+    with pytest.raises(ValueError, match=r"grade matrix must be \[\d+, r > 0\]"):
+        export_model(model, str(tmp_path / "x.pt"), grade_matrix=np.ones((3, 2)))
+    with pytest.raises(ValueError, match="grade mode"):
+        export_model(model, str(tmp_path / "x.pt"), grade_matrix=np.ones((3, 2)), grade_mode="atoms")
 
 
 def test_no_active_set(tmp_path):
@@ -175,13 +205,12 @@ def ghost_graph(atoms, cutoff, reach):
 @pytest.mark.parametrize("family", ["deepmd", "nequip"])
 def test_grade_with_ghost_atoms(family, tmp_path):
     from mlip._core import Engine
-    from mlip.active.nn_grade import build_active_set
-    from mlip.export import export_model
+    from mlip.active.grade import build_active_set, export_graded
     from mlip.neighbors import neighbor_list
 
     model = make_model(family)
     path = str(tmp_path / "m.pt")
-    export_model(model, path, active_set=build_active_set(model, cu_frames()))
+    export_graded(model, path, build_active_set(model, cu_frames()))
     eng = Engine(path, 1)
     at = far_atoms("hot")
     n = len(at)
@@ -194,6 +223,76 @@ def test_grade_with_ghost_atoms(family, tmp_path):
     assert g_ghost.shape == (n,)
     np.testing.assert_allclose(g_ghost, g_periodic, rtol=1e-9)
     assert eng.grade(sp[orig], g_ei, g_ev, 0).shape == (0,)
+
+
+@pytest.mark.parametrize("family", ["deepmd", "mtp", "nequip"])
+def test_cli_select_every_family(family, tmp_path):
+    """`mlip select` builds an active set into an export, then grades and selects candidates from
+    it, for each family; the new export's γ (C++ engine) equals the Python reference."""
+    from ase.build import bulk
+
+    from mlip import MLIPCalculator
+    from mlip.active.grade import grade_frames, read_active_set
+    from mlip.cli import main
+    from mlip.data import Frame, read_frames, write_extxyz
+    from mlip.export import export_model, read_metadata
+
+    frames = cu_frames(6)
+    model = make_model(family)
+    plain = str(tmp_path / "m.pt")
+    export_model(model, plain)
+    train = str(tmp_path / "train.xyz")
+    write_extxyz(frames, train)
+    al = str(tmp_path / "al.pt")
+    assert main(["select", plain, "--candidates", train]) == 2  # no active set yet: one clear line
+    assert main(["select", plain, "--train", train, "-u", al]) == 0
+    assert read_metadata(al)["family"] == family and set(read_metadata(al)["active_set"]) == {"nbh"}
+    cands = []
+    for k, s in enumerate([1.0, 1.0, 1.12, 0.9]):
+        a = bulk("Cu", "fcc", a=3.61 * s, cubic=True).repeat(2)
+        a.rattle(0.05 if k < 2 else 0.2, seed=50 + k)
+        cands.append(Frame.from_atoms(a))
+    cand = str(tmp_path / "cand.xyz")
+    write_extxyz(cands, cand)
+    out, al2, grades = str(tmp_path / "sel.xyz"), str(tmp_path / "al2.pt"), str(tmp_path / "g.txt")
+    assert main(["select", al, "--candidates", cand, "--threshold", "1.5", "--max", "2", "-o", out,
+                 "-u", al2, "--grades", grades]) == 0
+    assert 1 <= len(read_frames(out)) <= 2
+    per_cfg = np.loadtxt(grades)[:, 1]
+    ref = [float(g.max()) for g in grade_frames(al, cands)]
+    np.testing.assert_allclose(per_cfg, ref, rtol=1e-6)
+    assert max(ref) > 1.5
+    # the updated export: the worst candidate was selected, swaps stopped below the threshold, and
+    # the engine reports the new γ
+    worst = cands[int(np.argmax(ref))]
+    assert any(np.allclose(f.positions, worst.positions) for f in read_frames(out))
+    assert read_active_set(al2).log_volume > read_active_set(al).log_volume
+    at = worst.to_atoms()
+    at.calc = MLIPCalculator(al2)
+    at.get_potential_energy()
+    assert at.calc.results["gamma"] <= 1.5 + 1e-6 < max(ref)
+    assert main(["select", al, "--mode", "cfg", "--candidates", cand]) == 2  # nbh set, cfg asked
+
+
+def test_cli_select_run_directory(tmp_path):
+    """A run directory: the checkpoint's model, graded like its export."""
+    from mlip.active.grade import build_active_set, grade_frames
+    from mlip.cli import main
+    from mlip.data import write_extxyz
+
+    frames = cu_frames(6)
+    m = make_model("mtp")
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"family": "mtp", "model_config": m.config(), "model": m.state_dict(), "eval_model": None},
+               run / "checkpoints" / "best.pt")
+    train = str(tmp_path / "train.xyz")
+    write_extxyz(frames, train)
+    al = str(tmp_path / "al.pt")
+    assert main(["select", str(run), "--train", train, "--mode", "cfg", "-u", al]) == 0
+    ref = grade_frames(m.double(), frames, build_active_set(m.double(), frames, "cfg"))
+    np.testing.assert_allclose(np.concatenate(grade_frames(al, frames)), np.concatenate(ref), rtol=1e-6)
+    assert main(["select", str(tmp_path), "--train", train, "-u", al]) == 2  # not a run directory
 
 
 C_ABI_GRADE = textwrap.dedent(

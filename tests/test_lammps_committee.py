@@ -155,9 +155,11 @@ def test_errors(tmp_path, committees):
     write_data(atoms, str(tmp_path / "data.lmp"), ELEMENTS)
     base = "units metal\natom_style atomic\nread_data data.lmp\n"
     cu_only = export_toy(str(tmp_path / "cu.pt"), "eam", species=("Cu",), cutoff=4.0)
-    proc = run(base + f"pair_style mlip {committees['local'][0]} {cu_only} out_freq 1\n", tmp_path, check=False)
+    coeff = f"pair_coeff * * {' '.join(ELEMENTS)}\n"    # pair_coeff opens the models
+    proc = run(base + f"pair_style mlip {committees['local'][0]} {cu_only} out_freq 1\n" + coeff, tmp_path,
+               check=False)
     assert "same species in the same order" in (ls.error_message(proc.stdout) or ""), proc.stdout[-1500:]
     proc = run(base + f"pair_style mlip {committees['local'][0]} out_freq 10\n", tmp_path, check=False)
     assert "needs two or more models" in (ls.error_message(proc.stdout) or ""), proc.stdout[-1500:]
-    proc = run(base + f"pair_style mlip {committees['local'][0]} out_freqq 10\n", tmp_path, check=False)
+    proc = run(base + f"pair_style mlip {committees['local'][0]} out_freqq 10\n" + coeff, tmp_path, check=False)
     assert "cannot load model 'out_freqq'" in (ls.error_message(proc.stdout) or ""), proc.stdout[-1500:]

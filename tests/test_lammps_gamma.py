@@ -65,23 +65,17 @@ def far_atoms(kind):
 def make_export(family: str, path: str) -> str:
     import torch
 
-    from mlip.export import export_model
+    from mlip.active.grade import build_active_set, export_graded
 
     torch.manual_seed(0)
     frames = cu_frames()
     if family == "mtp":
-        from mlip.active.grade import build_active_set
         from mlip.models.mtp import MTP
 
         m = MTP(["Cu"], level=8, cutoff=4.0, seed=0)
         m.fit_statistics(frames)
         m = m.double()
-        build_active_set(m, frames, "nbh")  # installed into the MTP, exported with it
-        export_model(m, path)
-        return path
-    from mlip.active.nn_grade import build_active_set
-
-    if family == "deepmd":
+    elif family == "deepmd":
         from mlip.models.deepmd import DeepPotSeA
 
         m = DeepPotSeA(["Cu"], rcut=4.0, rcut_smth=2.0, sel=[60], neuron=[8, 16], axis_neuron=4,
@@ -91,7 +85,7 @@ def make_export(family: str, path: str) -> str:
 
         m = NequIP(["Cu"], cutoff=3.6, l_max=1, num_features=8, num_layers=2, head_hidden=8,
                    avg_num_neighbors=12.0).double()
-    export_model(m, path, active_set=build_active_set(m, frames))
+    export_graded(m, path, build_active_set(m, frames))
     return path
 
 
@@ -257,7 +251,7 @@ def test_errors(tmp_path):
     plain = export_toy(str(tmp_path / "plain.pt"), "eam", species=("Cu",), cutoff=4.0)
     write_data(fcc_structure(3.61, (2, 2, 2), species=("Cu", "Cu"), seed=1), str(tmp_path / "d.data"), ["Cu"])
     base = "units metal\natom_style atomic\nread_data d.data\n"
-    proc = run(base + f"pair_style mlip {plain} gamma_break 3\n", tmp_path, check=False)
+    proc = run(base + f"pair_style mlip {plain} gamma_break 3\npair_coeff * * Cu\n", tmp_path, check=False)
     assert "need a model exported with an active set" in (ls.error_message(proc.stdout) or "")
     proc = run(base + f"pair_style mlip {plain}\npair_coeff * * Cu\ncompute g all mlip/gamma\n"
                "thermo_style custom step c_g\nrun 0\n", tmp_path, check=False)

@@ -4,6 +4,7 @@ virial to 1e-10 relative (float64); MPI decomposition; units; hybrid/overlay; er
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -100,6 +101,16 @@ def test_run0_matches_ase_calculator(tmp_path, models, kind, structure):
     compare_to_calculator(lmp, atoms, models[kind])
     if kind == "mp":
         assert "message passing: ghost neighbours" in lmp["log"]
+
+
+@pytest.mark.parametrize("elements", [["Ag", "Cu"], ["Ag", "Cu", "Cu"]])
+def test_atom_types_map_to_species_by_element(tmp_path, models, elements):
+    """pair_coeff maps types to the model's species (Cu Ag) by name, through map_element2type:
+    types in another order than the model's species, and two types of one element (the third
+    type holds no atom here, write_data puts every Cu atom on type 2)."""
+    atoms = fcc_structure(3.7, (2, 2, 2), tilt=(0.05, 0.0, -0.04), seed=5)
+    lmp = lammps_single_point(tmp_path, atoms, models["eam"], elements=elements)
+    compare_to_calculator(lmp, atoms, models["eam"])
 
 
 @pytest.mark.parametrize("kind", ["eam", "mp"])
@@ -342,16 +353,33 @@ def _bad(tmp_path, body, units="metal", newton="on"):
     return msg
 
 
+# models are opened by pair_coeff (as in LAMMPS' own many-body styles), so load errors need one
 def test_error_missing_model(tmp_path):
-    msg = _bad(tmp_path, "pair_style mlip does_not_exist.pt\n")
+    msg = _bad(tmp_path, "pair_style mlip does_not_exist.pt\npair_coeff * * Cu Ag\n")
     assert "does_not_exist.pt" in msg and ("not exist" in msg or "No such file" in msg or "cannot" in msg), msg
 
 
 def test_error_corrupt_model(tmp_path):
     (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 this is not a TorchScript archive" * 10)
-    msg = _bad(tmp_path, f"pair_style mlip {tmp_path / 'corrupt.pt'}\n")
+    msg = _bad(tmp_path, f"pair_style mlip {tmp_path / 'corrupt.pt'}\npair_coeff * * Cu Ag\n")
     assert "corrupt.pt" in msg, msg
     assert len(msg) < 2000, msg
+
+
+def test_model_found_through_lammps_potentials(tmp_path, models):
+    """pair_coeff resolves a model file as utils::open_potential does: as given, else in the
+    directories of $LAMMPS_POTENTIALS (so a bare file name works from anywhere)."""
+    pot = tmp_path / "potentials"
+    pot.mkdir()
+    shutil.copy(models["eam"], pot / "cuag.pt")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    body = "pair_style mlip cuag.pt\npair_coeff * * Cu Ag\nrun 0\n"
+    found = run(BOX.format(units="metal", newton="on") + body, run_dir,
+                env={**ls.lammps_env(), "LAMMPS_POTENTIALS": str(pot)}).stdout
+    assert f"model '{pot / 'cuag.pt'}'" in found, found[-3000:]
+    msg = _bad(run_dir, body)    # without LAMMPS_POTENTIALS the bare name is not found
+    assert "cannot load model 'cuag.pt'" in msg, msg
 
 
 def test_error_element_not_in_model(tmp_path, models):
@@ -377,8 +405,11 @@ def test_error_newton_off(tmp_path, models):
 
 
 def test_error_unknown_keyword(tmp_path, models):
-    msg = _bad(tmp_path, f"pair_style mlip {models['eam']} bogus 3\n")
+    # a word that is no keyword reads as another model file, reported when pair_coeff opens it
+    msg = _bad(tmp_path, f"pair_style mlip {models['eam']} bogus 3\npair_coeff * * Cu Ag\n")
     assert "bogus" in msg, msg
+    msg = _bad(tmp_path, f"pair_style mlip {models['eam']} threads 1 bogus 3\n")
+    assert "unknown keyword 'bogus'" in msg, msg
 
 
 def test_error_null_without_hybrid(tmp_path, models):

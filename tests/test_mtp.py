@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mlip.active.graph import frame_graph
-from mlip.export import export_model, forces_virials_from_edges, read_metadata
+from mlip.graph import frame_edges
+from mlip.export import export_model, read_metadata
+from mlip.models.base import forces_virials_from_edges
 from mlip.models import build_model
 from mlip.models.mtp import MTP
 from mlip.models.mtp_basis import enumerate_graphs, level_scheme, times_generations
@@ -38,7 +39,7 @@ def _atoms(seed=0, n=8, species=("Mo", "Nb"), scale=5.5, pbc=True):
 
 def efv(model, atoms):
     dtype = model.radial_coeffs.dtype
-    sp, ei, vec = frame_graph(atoms, model.species, model.cutoff, dtype)
+    sp, ei, vec = frame_edges(atoms, model.species, model.cutoff, dtype)
     vec.requires_grad_(True)
     e = model(sp, ei, vec).sum()
     (g,) = torch.autograd.grad(e, vec)
@@ -164,8 +165,8 @@ def test_smooth_cutoff():
 def test_edges_beyond_cutoff_are_ignored():
     m = _model(("Mo",))
     atoms = _atoms(3, 6, ("Mo",))
-    sp, ei, vec = frame_graph(atoms, m.species, m.cutoff)
-    sp2, ei2, vec2 = frame_graph(atoms, m.species, m.cutoff + 1.0)
+    sp, ei, vec = frame_edges(atoms, m.species, m.cutoff)
+    sp2, ei2, vec2 = frame_edges(atoms, m.species, m.cutoff + 1.0)
     assert ei2.shape[1] > ei.shape[1]
     assert torch.allclose(m(sp, ei, vec), m(sp2, ei2, vec2), rtol=0, atol=1e-12)
 
@@ -179,25 +180,29 @@ def test_export(tmp_path, dtype):
     meta = export_model(m, path, dtype=dtype)
     assert meta["family"] == "mtp" and "mtp" in meta
     ts = torch.jit.load(path)
-    sp, ei, vec = frame_graph(atoms, m.species, m.cutoff, getattr(torch, dtype))
+    sp, ei, vec = frame_edges(atoms, m.species, m.cutoff, getattr(torch, dtype))
     ae, f, w, av = ts(sp, ei, vec, len(sp), True)
     tol = 1e-10 if dtype == "float64" else 2e-4
     assert abs(float(ae.sum()) - e0) < tol * max(1.0, abs(e0)) * (1 if dtype == "float64" else 10)
     assert np.abs(f.double().numpy() - f0).max() < (1e-9 if dtype == "float64" else 1e-3) * max(1, np.abs(f0).max())
     assert np.abs(av.double().sum(0).numpy().reshape(3, 3) - w.double().numpy()).max() < 1e-3
-    assert not ts.model.has_active_set("nbh")
+    assert not ts.has_grade and ts.grade(sp, ei, vec, len(sp)).shape == (0,)
     assert ts.model.basis_functions(sp, ei, vec).shape == (len(sp), m.n_alpha)
     assert read_metadata(path)["config"]["level"] == 10
 
 
 def test_checkpoint_roundtrip():
     m = _model()
-    m.set_active_set("nbh", torch.randn(m.n_features, 7, dtype=torch.float64))
     m2 = build_model("mtp", m.config())
     m2.load_state_dict(m.state_dict())
     atoms = _atoms(5, 8)
     assert efv(m2, atoms)[0] == efv(m, atoms)[0]
-    assert m2.active_nbh.shape == (m.n_features, 7)
+    # checkpoints from before active sets moved into the export carry active_nbh/active_cfg buffers
+    old = dict(m.state_dict(), active_nbh=torch.randn(m.n_features, 7, dtype=torch.float64),
+               active_cfg=torch.zeros(m.n_features, 0, dtype=torch.float64))
+    m3 = build_model("mtp", m.config())
+    m3.load_state_dict(old)
+    assert efv(m3, atoms)[0] == efv(m, atoms)[0]
 
 
 def test_fit_statistics_frames_and_batch():
@@ -208,7 +213,7 @@ def test_fit_statistics_frames_and_batch():
     m1 = MTP(["Mo", "Nb"], level=8, cutoff=4.5)
     m1.fit_statistics([fr])
     m2 = MTP(["Mo", "Nb"], level=8, cutoff=4.5)
-    sp, ei, vec = frame_graph(atoms, m2.species, m2.cutoff)
+    sp, ei, vec = frame_edges(atoms, m2.species, m2.cutoff)
     m2.fit_statistics(sp, ei, vec)
     assert m1.config()["min_dist"] == m2.config()["min_dist"]
     assert abs(m1.config()["scaling"] - m2.config()["scaling"]) < 1e-12

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from mlip.active.graph import frame_graph
-from mlip.export import export_model, forces_virials_from_edges
-from mlip.io.mtp_file import read_mtp, template_dict, write_mtp
+from mlip.graph import frame_edges
+from mlip.export import export_model
+from mlip.models.base import forces_virials_from_edges
+from mlip.io.mtp_file import read_mtp, write_mtp
+from mlip.models.mtp_basis import template_dict
 from mlip.models.mtp import MTP
 from mlip.models.mtp_basis import BasisScheme, level_scheme
 
@@ -21,7 +23,7 @@ REF_CFG = ("mtp_reference", "level16_mlip2_efs.cfg")
 
 
 def _efv(model, frame):
-    sp, ei, vec = frame_graph(frame, model.species, model.cutoff, model.radial_coeffs.dtype)
+    sp, ei, vec = frame_edges(frame, model.species, model.cutoff, model.radial_coeffs.dtype)
     vec.requires_grad_(True)
     e = model(sp, ei, vec).sum()
     (g,) = torch.autograd.grad(e, vec)
@@ -57,7 +59,7 @@ def test_reproduces_mlip2_through_the_export(tmp_path):
     export_model(m, path, dtype="float64")
     ts = torch.jit.load(path)
     for fr in _frames()[::97]:
-        sp, ei, vec = frame_graph(fr, ["Cu"], ts.cutoff)
+        sp, ei, vec = frame_edges(fr, ["Cu"], ts.cutoff)
         ae, f, w, _ = ts(sp, ei, vec, len(sp), False)
         assert abs(float(ae.sum()) - fr.energy) <= 1e-9
         assert np.abs(f.numpy() - fr.forces).max() <= 0.5e-6 + 1e-9

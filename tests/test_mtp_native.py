@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mlip import _core
-from mlip.active.graph import frame_graph
+from mlip.graph import frame_edges
 from conftest import assert_same_outputs, torch_and_native_engines
 from mlip.export import export_model
 from tests.test_mtp import _atoms, _model
@@ -32,7 +32,7 @@ def test_native_equals_torchscript(tmp_path, monkeypatch, species, level):
     export_model(m, path)
     ref, nat = _engines(path, monkeypatch)
     atoms = _atoms(seed=level, n=10, species=species)
-    sp, ei, vec = frame_graph(atoms, m.species, m.cutoff + 0.7, torch.float64)  # some edges beyond rc
+    sp, ei, vec = frame_edges(atoms, m.species, m.cutoff + 0.7, torch.float64)  # some edges beyond rc
     sp, ei, vec = sp.numpy(), ei.numpy(), vec.numpy()
     assert (np.linalg.norm(vec, axis=1) > m.cutoff).any()
     _compare(ref, nat, sp, ei, vec, len(sp))
@@ -62,7 +62,7 @@ def test_native_float32_export_runs_in_float64(tmp_path, monkeypatch):
     monkeypatch.setenv("MLIP_BACKEND", "native")
     a, b = _core.Engine(p64), _core.Engine(p32)
     atoms = _atoms(seed=5, n=8)
-    sp, ei, vec = (x.numpy() for x in frame_graph(atoms, m.species, m.cutoff, torch.float64))
+    sp, ei, vec = (x.numpy() for x in frame_edges(atoms, m.species, m.cutoff, torch.float64))
     ra, rb = a.compute(sp, ei, vec, len(sp), False), b.compute(sp, ei, vec, len(sp), False)
     assert rb["energy"] == pytest.approx(ra["energy"], rel=1e-6)  # parameters rounded to float32
     np.testing.assert_allclose(rb["forces"], ra["forces"], atol=1e-4 * max(1, np.abs(ra["forces"]).max()))
@@ -104,7 +104,7 @@ def test_native_edgeless_node_blocks(tmp_path, monkeypatch):
     export_model(m, path)
     ref, nat = _engines(path, monkeypatch)
     atoms = _atoms(seed=3, n=10, species=("Mo", "Nb"))
-    sp, ei, vec = (t.numpy() for t in frame_graph(atoms, m.species, m.cutoff, torch.float64))
+    sp, ei, vec = (t.numpy() for t in frame_edges(atoms, m.species, m.cutoff, torch.float64))
     n_with_edges = len(sp)
     extra = np.array([0, 1] * 9, dtype=np.int64)  # 18 edge-less nodes: blocks 16-23 and 24-27 have no edges
     sp_all = np.concatenate([sp, extra])

@@ -11,7 +11,8 @@ from conftest import fd_forces, fd_virial, model_efv, random_structure, rel_err,
 
 pytest.importorskip("e3nn")
 
-from mlip.export import export_model, forces_virials_from_edges  # noqa: E402
+from mlip.export import export_model  # noqa: E402
+from mlip.models.base import forces_virials_from_edges  # noqa: E402
 from mlip.models import build_model  # noqa: E402
 from mlip.models.nequip import NequIP  # noqa: E402
 from mlip.neighbors import neighbor_list  # noqa: E402
@@ -323,3 +324,33 @@ def test_pruned_evaluation_edge_cases():
     assert torch.equal(model(sp, ei, ev, 0), torch.zeros(4, dtype=torch.float64))
     no_edges = model(sp, ei[:, :0], ev[:0], 2)
     assert torch.allclose(no_edges[:2], model(sp, ei[:, :0], ev[:0])[:2], atol=1e-14) and not no_edges[2:].any()
+
+
+# ------------------------------------------------------------------------------------------------ layout
+def test_state_dict_keys_are_stable():
+    """Checkpoints are state_dicts: these names (the module hierarchy of the model) must not change,
+    or every saved NequIP run stops loading."""
+    model = small_model(12, l_max=1, num_features=4, num_layers=2, num_basis=4, radial_hidden=8, head_hidden=4)
+    block = ["linear_1.weight", "linear_1.bias", "linear_1.output_mask", "radial.weights.0", "radial.weights.1",
+             "radial.weights.2", "linear_2.weight", "linear_2.bias", "linear_2.output_mask",
+             "self_connection.weight", "self_connection.output_mask"]
+    expected = ["head_w1", "head_b1", "head_w2", "energy_scale", "energy_shift", "basis.freqs", "embedding.weight"]
+    expected += [f"blocks.{k}.{name}" for k in range(2) for name in block]
+    assert list(model.state_dict().keys()) == expected
+
+
+@pytest.mark.parametrize("kw", [dict(num_layers=1), dict(l_max=0, num_layers=2)])
+def test_export_without_coupling_tensors(tmp_path, kw):
+    """One layer, or l_max = 0: no path couples l1 > 0 with l2 > 0, so the CG bank is empty; the
+    model still scripts and the export gives the eager energies and forces."""
+    model = small_model(13, **kw)
+    assert model.cg_meta == []
+    atoms = random_structure(13, 6, species=SPECIES, cell_scale=4.5)
+    sp = model.species_index(atoms.get_chemical_symbols())
+    ei, ev = graph(atoms, model.cutoff)
+    e, f, w, ae = efv(model, sp, ei, ev)
+    export_model(model, str(tmp_path / "m.pt"), "float64")
+    m = torch.jit.load(str(tmp_path / "m.pt"))
+    ae_x, f_x, w_x, _ = m(sp, ei, ev, len(atoms), False)
+    assert rel_err(ae_x.numpy(), ae.numpy()) < 1e-12 and rel_err(f_x.numpy(), f.numpy()) < 1e-12
+    assert rel_err(w_x.numpy(), w.numpy()) < 1e-12

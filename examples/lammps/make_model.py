@@ -63,7 +63,8 @@ def main() -> None:
                          "gamma_break; see in.cu_active)")
     args = ap.parse_args()
 
-    from mlip.export import export_model, forces_virials_from_edges
+    from mlip.active.grade import build_active_set, export_graded
+    from mlip.models.base import forces_virials_from_edges
     from mlip.models.deepmd import DeepPotSeA
     from mlip.neighbors import neighbor_list
 
@@ -123,11 +124,9 @@ def main() -> None:
     print(f"training-set MAE energy {np.mean(errs_e) * 1000:.1f} meV/atom, RMSE forces {np.mean(errs_f):.3f} eV/A")
     aset = None
     if args.active_set:
-        from mlip.active.nn_grade import build_active_set
-
         aset = build_active_set(model, [f[0] for f in frames])
         print(f"active set: {aset.rank} neighbourhoods of {sum(len(f[0]) for f in frames)} training atoms")
-    export_model(model, args.output, args.dtype, active_set=aset)
+    export_graded(model, args.output, aset, dtype=args.dtype)
     print(f"wrote {args.output} ({args.dtype}, {time.time() - t0:.0f} s)")
 
 

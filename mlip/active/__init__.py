@@ -1,2 +1,4 @@
 """Active learning tools: MaxVol / D-optimality on feature matrices (`mlip.active.maxvol`, family
-agnostic) and the MTP extrapolation grade and selection (`mlip.active.grade`)."""
+agnostic), the extrapolation grade and selection of every family (`mlip.active.grade`), and the
+resumable loop of `mlip al` (`loop`: the stages `explore`, `select`, `label` over the run directory of
+`store`, configured by `config`; its training stage is `mlip train`'s fine-tuning path)."""

@@ -15,7 +15,7 @@ the factor γ if swapped in — extrapolation (Podryabinkin & Shapeev 2017; MLIP
 matters for numerical stability (columns are normalised before the rank decision).
 
 API
-    ActiveSet.build(X, tol=1+1e-9, rtol=1e-9, sources=None)   MaxVol on training rows
+    ActiveSet.build(X, tol=1+1e-9, rtol=1e-9, sources=None, mode="nbh")   MaxVol on training rows
     aset.gamma(B) -> γ per row                                 (same as |B @ aset.G|.max(1))
     aset.select(C, threshold=1.0, max_rows=None, groups=None)   greedy volume-increasing swaps of
                                                                 candidate rows C; returns the chosen
@@ -96,11 +96,15 @@ def maxvol(Y: np.ndarray, tol: float = 1.0 + 1e-9, max_iters: int = 100000,
 
 @dataclass
 class ActiveSet:
-    """Active set in a reduced feature space: rows (r × m raw features), P (m × r), G = P A⁻¹."""
+    """Active set in a reduced feature space: rows (r × m raw features), P (m × r), G = P A⁻¹.
+
+    `mode` only labels what a row is ("nbh": one neighbourhood, "cfg": one configuration) for the
+    tools that build rows (`mlip.active.grade`); nothing here depends on it."""
 
     rows: np.ndarray  # r × m (raw feature rows of the active set)
     P: np.ndarray  # m × r
     sources: List[Any] = field(default_factory=list)  # one label per active row (e.g. [frame, atom])
+    mode: str = "nbh"
 
     def __post_init__(self) -> None:
         self.rows = np.asarray(self.rows, dtype=np.float64)
@@ -126,12 +130,12 @@ class ActiveSet:
 
     @classmethod
     def build(cls, X: np.ndarray, tol: float = 1.0 + 1e-9, rtol: float = 1e-9,
-              sources: Optional[Sequence[Any]] = None) -> "ActiveSet":
+              sources: Optional[Sequence[Any]] = None, mode: str = "nbh") -> "ActiveSet":
         X = np.asarray(X, dtype=np.float64)
         P = row_space(X, rtol)
         rows, _ = maxvol(X @ P, tol=tol)
         src = [sources[k] for k in rows] if sources is not None else [int(k) for k in rows]
-        return cls(X[rows], P, src)
+        return cls(X[rows], P, src, mode)
 
     def gamma(self, B: np.ndarray) -> np.ndarray:
         B = np.atleast_2d(np.asarray(B, dtype=np.float64))
@@ -188,10 +192,10 @@ class ActiveSet:
         return sorted(in_set.values())
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"rank": self.rank, "n_features": self.n_features, "rows": self.rows.tolist(),
+        return {"mode": self.mode, "rank": self.rank, "n_features": self.n_features, "rows": self.rows.tolist(),
                 "projection": self.P.tolist(), "sources": list(self.sources)}
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ActiveSet":
         return cls(np.asarray(d["rows"], dtype=np.float64), np.asarray(d["projection"], dtype=np.float64),
-                   list(d.get("sources", [])))
+                   list(d.get("sources", [])), str(d.get("mode", "nbh")))

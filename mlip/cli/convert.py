@@ -25,7 +25,8 @@ def _kind(path: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlip.io.mtp_file import read_mtp, template_dict, write_mtp
+    from mlip.io.mtp_file import read_mtp, write_mtp
+    from mlip.models.mtp_basis import template_dict
 
     out = args.output
     if args.template is not None:

@@ -1,4 +1,5 @@
-"""`mlip train CONFIG.yaml`: fit a model, write checkpoints, metrics, plots and an export."""
+"""`mlip train CONFIG.yaml`: fit a model (any family, any optimizer.name), write checkpoints, metrics,
+plots and an export (RUN/model.pt; for an MTP also RUN/model.mtp, the MLIP-2 file)."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +37,10 @@ def run(args: argparse.Namespace) -> int:
     out = os.path.join(cfg["output"], "model.pt")
     export_model(model, out, dtype=cfg["export"]["dtype"] or cfg["dtype"])
     print(f"exported {out}")
+    if hasattr(model, "to_mtp_file"):  # MTP: the MLIP-2 potential file too (mlip convert reads it back)
+        mtp = os.path.join(cfg["output"], "model.mtp")
+        model.to_mtp_file(mtp)
+        print(f"wrote {mtp}")
     return 0
 
 
@@ -43,7 +48,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model from a YAML configuration")
     p.add_argument("config", nargs="?", help="YAML configuration (see training/)")
     p.add_argument("-o", "--output", help="run directory (overrides 'output' in the config)")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt "
+                   "(varpro/lbfgs: from its parameters, with a fresh L-BFGS history)")
     p.add_argument("--overwrite", action="store_true", help="start again in an existing run directory")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. training.steps=100")
     p.set_defaults(func=run)

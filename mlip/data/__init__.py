@@ -8,11 +8,10 @@ raises `DataError` (a `ValueError`) naming the file, the frame index and, where 
 from __future__ import annotations
 
 from mlip.data.cfg import apply_type_map, read_cfg, write_cfg
-from mlip.data.dataset import (FORMATS, guess_format, load_dataset, read_frames, set_weights,
-                               species_in, split_frames)
+from mlip.data.dataset import FORMATS, guess_format, load_dataset, read_frames, set_weights, split_frames
 from mlip.data.deepmd import find_deepmd_systems, read_deepmd, read_deepmd_system
 from mlip.data.extxyz import read_ase, read_extxyz, write_extxyz
-from mlip.data.frame import DataError, Frame, validate_frame, validate_frames
+from mlip.data.frame import DataError, Frame, species_in, validate_frame, validate_frames
 from mlip.data.mlearn import (KBAR_PER_EV_A3, detect_voigt_order, elastic_stress_check,
                               kbar_stress_to_virial, read_mlearn)
 

@@ -41,7 +41,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from mlip.data.frame import DataError, Frame, validate_frames
+from mlip.data.frame import DataError, Frame, species_in, validate_frames
 
 _KEYWORDS = ("BEGIN_CFG", "END_CFG", "SIZE", "SUPERCELL", "ATOMDATA", "ENERGY", "PLUSSTRESS",
              "FEATURE", "ENERGYWEIGHT")
@@ -280,8 +280,6 @@ def write_cfg(frames: Sequence[Frame], path, type_map: Optional[Sequence[str]] =
     Without `type_map`: integer-named symbols are written as those integers, element names get
     types in `species_in(frames)` order (by atomic number).
     """
-    from mlip.data.dataset import species_in
-
     validate_frames(frames)
     names = species_in(frames)
     if type_map is None:

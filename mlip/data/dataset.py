@@ -103,24 +103,6 @@ def split_frames(frames: Sequence[Frame], val_fraction: float, seed: int = 0
     return train, val
 
 
-def species_in(frames: Iterable[Frame]) -> List[str]:
-    """Distinct species, ordered by atomic number (non-element names last, numerically/alphabetically)."""
-    from ase.data import atomic_numbers
-
-    names = set()
-    for f in frames:
-        names.update(f.symbols)
-
-    def key(s):
-        if s in atomic_numbers:
-            return (0, atomic_numbers[s], "")
-        if s.isdigit():
-            return (1, int(s), "")
-        return (2, 0, s)
-
-    return sorted(names, key=key)
-
-
 def set_weights(frames: Sequence[Frame],
                 weights: Union[float, Sequence[float], Callable[[Frame], float]]) -> List[Frame]:
     """Set per-frame loss weights in place: one number, one per frame, or a function of the frame."""

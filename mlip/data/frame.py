@@ -302,3 +302,21 @@ def validate_frames(frames: Sequence[Frame], species: Optional[Iterable[str]] = 
             raise DataError(f"item {i} is a {type(fr).__name__}, not a Frame")
         validate_frame(fr, species, index=i)
     return list(frames)
+
+
+def species_in(frames: Iterable[Frame]) -> List[str]:
+    """Distinct species, ordered by atomic number (non-element names last, numerically/alphabetically)."""
+    from ase.data import atomic_numbers
+
+    names = set()
+    for f in frames:
+        names.update(f.symbols)
+
+    def key(s):
+        if s in atomic_numbers:
+            return (0, atomic_numbers[s], "")
+        if s.isdigit():
+            return (1, int(s), "")
+        return (2, 0, s)
+
+    return sorted(names, key=key)

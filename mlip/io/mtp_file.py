@@ -222,15 +222,3 @@ def write_mtp(path: str, d: Dict[str, Any], untrained: bool = False) -> None:
     text = "\n".join(out) + "\n"
     with open(path, "w") as fh:
         fh.write(text)
-
-
-def template_dict(level: int, species_count: int = 1, min_dist: float = 2.0, max_dist: float = 5.0,
-                  radial_basis_size: int = 8, max_moments: int = 4) -> Dict[str, Any]:
-    """An untrained template like MLIP-2's `LL.mtp` (basis from `mlip.models.mtp_basis`)."""
-    from mlip.models.mtp_basis import level_scheme
-
-    s = level_scheme(level, max_moments)
-    return {"potential_name": "MTP1m", "species_count": species_count, "species": None, "scaling": 1.0,
-            "min_dist": min_dist, "max_dist": max_dist, "radial_basis_size": radial_basis_size,
-            "radial_funcs_count": s.radial_funcs_count, "radial_coeffs": None, "species_coeffs": None,
-            "moment_coeffs": None, **s.to_dict()}

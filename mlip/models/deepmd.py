@@ -240,7 +240,7 @@ class DeepPotSeA(AtomicModel):
 
     @torch.jit.export
     def grade_features(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
-        """Per-atom MaxVol rows (extrapolation grade, see `mlip.active.nn_grade`): the derivatives of E_i
+        """Per-atom MaxVol rows (extrapolation grade, see `mlip.active.grade`): the derivatives of E_i
         with respect to the linear parameters of the fitting nets, i.e. per species block s
         [δ(t_i, s), δ(t_i, s) h_s(D_i)] with h_s the last hidden layer of fitting net s;
         [N, n_species * (1 + fitting_neuron[-1])], species-major blocks."""

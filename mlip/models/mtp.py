@@ -18,31 +18,16 @@ Construction
     MTP(species, level=16, cutoff=5.0, min_dist=None, radial_basis_size=8, ...)
     MTP.from_mtp_file(path, species=None)   # MLIP-2 `.mtp`, trained or untrained template
     MTP.from_file(path, species=None)       # `.mtp` or an mlip export of an MTP (`.pt`)
-    MTP.from_export(path)                   # an mlip export of an MTP (metadata JSON)
+    MTP.from_export(path)                   # an mlip export of an MTP (its metadata JSON, float64)
     model.to_mtp_file(path)                 # write MLIP-2 `.mtp` (`mlip convert` uses this)
 `min_dist=None` / `scaling=None` are set by `fit_statistics(frames)` (min_dist = 0.95 × the shortest
 training distance, rounded down; scaling so that Σ_j scaling·(r_cut − r)² averages 1 per atom).
 
-Extrapolation grade (MaxVol; machinery in `mlip.active.maxvol`, model-level tools in
-`mlip.active.grade`). A feature row is b = [onehot(t_i), B(i)] per neighbourhood (`nbh`) and
-b = [species counts, Σ_i B(i)] per configuration (`cfg`) — the derivatives of E_i / E with respect
-to the linear parameters (species_coeffs, moment_coeffs). The active set is stored as buffers
-`active_nbh`, `active_cfg` of shape [n_features, r]: G = V A⁻¹ (V spans the training rows, A the
-r×r MaxVol submatrix), so γ = max_k |(b G)_k|; an empty buffer ([n_features, 0]) = no active set.
-Scripted methods (callable from C++ as `module.attr("model").toModule().get_method(...)` on an
-export, and from Python as `scripted.model.grade(...)`):
-
-    grade(species, edge_index, edge_vec, n_local) -> γ per local atom  [n_local]     (nbh)
-    grade_cfg(species, edge_index, edge_vec, n_local) -> γ of the configuration [1] (cfg)
-    grade_features(species, edge_index, edge_vec) -> per-atom rows b [N, n_features]
-    grade_from_features(rows, mode) -> γ per row   (mode "nbh" | "cfg"; for MPI: sum cfg rows
-                                                     of the local atoms over ranks first)
-    has_active_set(mode) -> bool
-    basis_functions(species, edge_index, edge_vec) -> B [N, n_alpha]
-
-ASE calculator contract (wired by `mlip.calculator`): `results['atom_gamma']` = `grade(...)` (nbh
-active set; absent without one), `results['gamma']` = max of atom_gamma if an nbh active set exists,
-else `grade_cfg(...)`. γ ≤ 1 interpolation, γ > 1 extrapolation (MLIP-2 habit: > 2 select, > 10 stop).
+Extrapolation grade: like every family, MTP provides per-atom rows `grade_features` (scripted)
+b_i = [onehot(t_i), B(i)], the derivatives of E_i with respect to the linear parameters
+(species_coeffs, moment_coeffs); a configuration's row (MLIP-2's "cfg" mode) is Σ_i b_i. Active sets
+are built on these rows by `mlip.active.grade` and live in the export's grade matrix
+(`mlip.export`), not in the model.
 """
 from __future__ import annotations
 
@@ -160,11 +145,6 @@ class MTP(AtomicModel):
         self.gen_offsets: List[int] = offsets
         self.register_buffer("mapping", torch.tensor(scheme.alpha_moment_mapping, dtype=torch.long))
 
-        # active sets (MaxVol); [n_features, 0] = none
-        self.register_buffer("active_nbh", torch.zeros(self.n_features, 0, dtype=torch.float64))
-        self.register_buffer("active_cfg", torch.zeros(self.n_features, 0, dtype=torch.float64))
-        self._active_meta: Dict[str, Any] = {}
-
     # ------------------------------------------------------------------------------------ evaluation
     def edge_basic(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
         """Each edge's contribution to the basic moments of its centre atom, [E, n_basic]."""
@@ -237,6 +217,21 @@ class MTP(AtomicModel):
         b = self.basis_functions(species, edge_index, edge_vec)
         return self.species_coeffs[species] + b @ self.moment_coeffs
 
+    # ------------------------------------------------------------------------------------ linear part
+    @torch.jit.ignore
+    def linear_parameters(self) -> List[str]:
+        """The parameters the energy is linear in (for fixed radial coefficients), in the column
+        order of `linear_design`; the full-batch optimisers (`mlip.train.varpro`) solve them exactly."""
+        return ["species_coeffs", "moment_coeffs"]
+
+    @torch.jit.ignore
+    def linear_design(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, node_frame: Tensor,
+                      n_frames: int, need_virial: bool = False):
+        """Energies, forces and virials as linear maps of the linear parameters (`mlip.models.mtp_linear`)."""
+        from mlip.models.mtp_linear import linear_design
+
+        return linear_design(self, species, edge_index, edge_vec, node_frame, n_frames, need_virial)
+
     # ------------------------------------------------------------------------------------ grade
     @torch.jit.export
     def grade_features(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
@@ -245,72 +240,12 @@ class MTP(AtomicModel):
         onehot = torch.nn.functional.one_hot(species, self.n_species).to(b.dtype)
         return torch.cat([onehot, b], dim=1)
 
-    @torch.jit.export
-    def has_active_set(self, mode: str) -> bool:
-        if mode == "nbh":
-            return self.active_nbh.shape[1] > 0
-        if mode == "cfg":
-            return self.active_cfg.shape[1] > 0
-        raise ValueError("grade mode must be 'nbh' or 'cfg'")
-
-    @torch.jit.export
-    def grade_from_features(self, rows: Tensor, mode: str) -> Tensor:
-        """γ = max_k |(b G)_k| for each row b (nbh: per-atom rows; cfg: summed rows)."""
-        if mode == "nbh":
-            g = self.active_nbh
-        elif mode == "cfg":
-            g = self.active_cfg
-        else:
-            raise ValueError("grade mode must be 'nbh' or 'cfg'")
-        if g.shape[1] == 0:
-            raise RuntimeError("this MTP has no '" + mode + "' active set (build one with `mlip select`)")
-        return (rows.to(g.dtype) @ g).abs().max(dim=1).values.to(rows.dtype)
-
-    @torch.jit.export
-    def grade(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_local: int) -> Tensor:
-        """Per-atom extrapolation grade (nbh active set) of the first n_local atoms, [n_local]."""
-        rows = self.grade_features(species, edge_index, edge_vec)[:n_local]
-        return self.grade_from_features(rows, "nbh")
-
-    @torch.jit.export
-    def grade_cfg(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_local: int) -> Tensor:
-        """Configuration extrapolation grade (cfg active set; row = Σ over the first n_local atoms), [1]."""
-        rows = self.grade_features(species, edge_index, edge_vec)[:n_local].sum(0, keepdim=True)
-        return self.grade_from_features(rows, "cfg")
-
-    def set_active_set(self, mode: str, grade_matrix: Optional[Tensor], meta: Optional[Dict[str, Any]] = None
-                       ) -> None:
-        """Install G ([n_features, r]) for `mode` ('nbh'|'cfg'); None removes it. `meta` (JSON) goes to the
-        export metadata under active_set[mode] (rows, projection, sources … see mlip.active.grade)."""
-        if mode not in ("nbh", "cfg"):
-            raise ValueError(f"grade mode must be 'nbh' or 'cfg', got {mode!r}")
-        ref = self.radial_coeffs
-        if grade_matrix is None:
-            gm = torch.zeros(self.n_features, 0, dtype=torch.float64)
-            self._active_meta.pop(mode, None)
-        else:
-            gm = torch.as_tensor(grade_matrix).to(dtype=torch.float64, device=ref.device)
-            if gm.dim() != 2 or gm.shape[0] != self.n_features:
-                raise ValueError(f"grade matrix must be [{self.n_features}, r], got {list(gm.shape)}")
-            self._active_meta[mode] = dict(meta or {})
-        setattr(self, f"active_{mode}", gm.contiguous())
-
-    def _apply(self, fn, recurse=True):
-        """Active sets stay float64 whatever the model dtype (γ involves ill-conditioned solves)."""
-        keep = {k: getattr(self, k) for k in ("active_nbh", "active_cfg")}
-        out = super()._apply(fn, recurse)
-        for k, v in keep.items():
-            cur = getattr(self, k)
-            if cur.dtype != v.dtype:
-                setattr(self, k, v.to(device=cur.device))
-        return out
-
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
+        """Checkpoints and exports written before active sets moved to the export carry buffers
+        `active_nbh` / `active_cfg`: they are dropped (the export's grade matrix holds active sets)."""
         for mode in ("nbh", "cfg"):
-            key = prefix + f"active_{mode}"
-            if key in state_dict and state_dict[key].shape != getattr(self, f"active_{mode}").shape:
-                setattr(self, f"active_{mode}", torch.zeros_like(state_dict[key]))
+            state_dict.pop(prefix + f"active_{mode}", None)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
@@ -351,7 +286,7 @@ class MTP(AtomicModel):
             rmin = float(r.min()) if r.numel() else math.inf
             acc = float(((self.cutoff - r) ** 2).sum())
         else:
-            from mlip.active.graph import neighbor_edges
+            from mlip.neighbors import neighbor_edges
 
             rmin, acc, n = math.inf, 0.0, 0
             for fr in list(frames_or_species)[:2000]:
@@ -378,10 +313,7 @@ class MTP(AtomicModel):
         return out
 
     def extra_metadata(self) -> Dict[str, Any]:
-        meta: Dict[str, Any] = {"mtp": self.mtp_dict()}
-        if self._active_meta:
-            meta["active_set"] = {k: dict(v) for k, v in self._active_meta.items()}
-        return meta
+        return {"mtp": self.mtp_dict()}
 
     # ------------------------------------------------------------------------------------ .mtp I/O
     def mtp_dict(self) -> Dict[str, Any]:
@@ -459,8 +391,9 @@ class MTP(AtomicModel):
 
     @classmethod
     def from_export(cls, path: str) -> "MTP":
-        """Rebuild the Python model (parameters and active sets) from an MTP export's metadata."""
-        from mlip.export import read_metadata
+        """Rebuild the Python model from an MTP export's metadata (float64 coefficients; an active set
+        in the export stays there: `mlip.active.grade.read_active_set`)."""
+        from mlip.io.export_metadata import read_metadata
 
         return cls.from_metadata(read_metadata(path), source=path)
 
@@ -479,11 +412,6 @@ class MTP(AtomicModel):
             ref = level_scheme(int(cfg["level"]), int(cfg.get("max_moments", 4)))
             if ref.to_dict() == model._scheme.to_dict():
                 model._basis_given = False
-        for mode, am in (meta.get("active_set") or {}).items():
-            from mlip.active.maxvol import ActiveSet
-
-            aset = ActiveSet.from_dict(am)
-            model.set_active_set(mode, torch.from_numpy(aset.G), am)
         return model
 
     @classmethod

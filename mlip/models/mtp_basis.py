@@ -32,7 +32,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 Label = Tuple[int, int]  # (mu, nu)
 Graph = Tuple[Tuple[Label, ...], Tuple[int, ...]]  # vertex labels, edge multiplicities over pairs (i<j)
@@ -399,3 +399,14 @@ def times_generations(n_basic: int, times: Sequence[Tuple[int, int, int, int]]) 
     for r, (a, b, m, c) in enumerate(times):
         out[gen_m[c] - 1].append(r)
     return out
+
+
+def template_dict(level: int, species_count: int = 1, min_dist: float = 2.0, max_dist: float = 5.0,
+                  radial_basis_size: int = 8, max_moments: int = 4) -> Dict[str, Any]:
+    """An untrained template like MLIP-2's `LL.mtp`, as the dict `mlip.io.mtp_file.write_mtp` writes
+    (no coefficients; the basis of `level_scheme(level, max_moments)`)."""
+    s = level_scheme(level, max_moments)
+    return {"potential_name": "MTP1m", "species_count": species_count, "species": None, "scaling": 1.0,
+            "min_dist": min_dist, "max_dist": max_dist, "radial_basis_size": radial_basis_size,
+            "radial_funcs_count": s.radial_funcs_count, "radial_coeffs": None, "species_coeffs": None,
+            "moment_coeffs": None, **s.to_dict()}

@@ -1,5 +1,6 @@
 """The loss p_e·(ΔE/N)² + p_f/(3N)·Σ|ΔF|² + p_v/9·‖ΔW‖² per frame, weighted by frame weights and
-averaged over the frames of a batch; frames missing a label simply drop that term."""
+averaged over the frames of a batch; frames missing a label simply drop that term. The mini-batch
+(Adam) and the full-batch optimisers (varpro, lbfgs; MLIP-2's MTP loss) use this same formula."""
 from __future__ import annotations
 
 from typing import Dict
@@ -28,7 +29,13 @@ def loss_terms(pred: Dict[str, Tensor], batch: Batch, virial_per_atom: bool = Fa
     return {"energy": e_term, "forces": f_term, "virial": v_term}
 
 
-def total_loss(terms: Dict[str, Tensor], batch: Batch, pe: float, pf: float, pv: float) -> Tensor:
-    w = batch.weight
+def weighted_loss_sum(terms: Dict[str, Tensor], batch: Batch, pe: float, pf: float, pv: float) -> Tensor:
+    """Σ_frames w·(p_e e + p_f f + p_v v), not divided by Σ w: full-batch optimisers add it over
+    several batches and divide once (`mlip.train.full_batch`)."""
     per_frame = pe * terms["energy"] + pf * terms["forces"] + pv * terms["virial"]
-    return (w * per_frame).sum() / w.sum().clamp_min(1e-30)
+    return (batch.weight * per_frame).sum()
+
+
+def total_loss(terms: Dict[str, Tensor], batch: Batch, pe: float, pf: float, pv: float) -> Tensor:
+    """The mini-batch loss: the weighted mean over the batch's frames."""
+    return weighted_loss_sum(terms, batch, pe, pf, pv) / batch.weight.sum().clamp_min(1e-30)

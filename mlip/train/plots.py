@@ -42,7 +42,8 @@ def learning_curve(csv_path: str, png_path: str) -> None:
 
 
 def parity_plot(model, graphs: Sequence, png_path: str) -> None:
-    from mlip.graph import collate, predict
+    from mlip.graph import collate
+    from mlip.models.base import predict
 
     e_ref, e_pred, f_ref, f_pred = [], [], [], []
     for k in range(0, len(graphs), 8):

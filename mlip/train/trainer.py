@@ -1,8 +1,16 @@
-"""The training loop shared by all families (Adam + LR schedule + EMA + clipping, mini-batches).
+"""The training loop shared by all families; `optimizer.name` picks how the parameters move:
 
-Reproducibility contract: the batch drawn at step t, the learning rate and the loss prefactors are
-pure functions of (seed, t), and the checkpoint stores model, EMA, optimiser and elapsed time, so a run
-resumed from `last.pt` produces the same parameters as one that never stopped.
+adam            mini-batches, LR schedule, EMA, clipping (the default; every family);
+varpro, lbfgs   full-batch quasi-Newton with an exact solve of the linear parameters, for models
+                linear in part of their parameters (the MTP): `mlip.train.varpro`. A step is then
+                one evaluation of the loss over the whole training set.
+Both write the same run directory: config.yaml, metrics.csv, checkpoints/{last,best}.pt (readable
+by `load_checkpoint_model`), summary.json (validation, and test metrics if data.test is given), plots.
+
+Reproducibility contract (adam): the batch drawn at step t, the learning rate and the loss prefactors
+are pure functions of (seed, t), and the checkpoint stores model, EMA, optimiser and elapsed time, so a
+run resumed from `last.pt` produces the same parameters as one that never stopped. A resumed varpro /
+lbfgs run restarts L-BFGS from the checkpointed parameters with an empty history (see varpro.py).
 """
 from __future__ import annotations
 
@@ -11,21 +19,26 @@ import csv
 import json
 import math
 import os
+import signal
+import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 import yaml
 
-from mlip.graph import Graph, build_graphs, collate, fit_energy_bias, predict
+from mlip.graph import Graph, build_graphs, collate, fit_energy_bias
 from mlip.metrics import ErrorAccumulator, format_summary
 from mlip.models import AtomicModel, build_model, model_class
+from mlip.models.base import predict
+from mlip.train.finetune import (apply_freeze, check_compatible, check_freeze_optimizer, load_checkpoint_model,
+                                  load_init_model, refit_energy_reference, split_model_config)
 from mlip.train.loss import loss_terms, total_loss
 from mlip.train.schedules import LRSchedule, Prefactor
 
 CSV_FIELDS = ["step", "time", "lr", "loss", "pe", "pf", "pv", "val_energy_rmse", "val_force_rmse",
-              "val_virial_rmse_per_atom"]
+              "val_virial_rmse_per_atom", "val_loss"]
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -109,6 +122,8 @@ class Trainer:
         self.cfg = cfg
         self.out = cfg["output"]
         self.ckpt_dir = os.path.join(self.out, "checkpoints")
+        # called as hook(name, path) after every checkpoint is written (e.g. the AL loop's kill switch)
+        self.on_checkpoint: List[Callable[[str, str], None]] = []
         last = os.path.join(self.ckpt_dir, "last.pt")
         if os.path.exists(last) and not (resume or overwrite):
             raise ValueError(f"'{self.out}' already holds a run (checkpoints/last.pt); "
@@ -129,18 +144,25 @@ class Trainer:
         sp, rc = self.model.species, self.model.cutoff
         self.train_graphs = build_graphs(self.train_frames, sp, rc, self.dtype)
         self.val_graphs = build_graphs(self.val_frames, sp, rc, self.dtype)
-        if ckpt is None:
+        if ckpt is None and self._init_model is not None:
+            self.warm_start(self._init_model)
+            self._init_model = None
+        elif ckpt is None:
             self._initialise_statistics()
+        frozen = apply_freeze(self.model, split_model_config(cfg["model"])[2])
+        check_freeze_optimizer(self.model, frozen, cfg["optimizer"]["name"])
 
         ocfg = cfg["optimizer"]
-        if ocfg["name"] != "adam":
-            raise ValueError(f"optimizer.name '{ocfg['name']}' is not supported by this trainer (adam)")
-        # fused Adam: one kernel for all parameters, ~8x faster than the per-tensor loop on CPU
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=ocfg["lr"]["start"],
-                                          weight_decay=float(ocfg.get("weight_decay") or 0.0), fused=True)
-        self.lr = LRSchedule(ocfg["lr"], self.tcfg["steps"])
         lcfg = cfg["loss"]
         self.pref = {k: Prefactor(lcfg[k], k) for k in ("energy", "forces", "virial")}
+        self.full_batch = ocfg["name"] != "adam"
+        if self.full_batch:
+            self.optimizer = self._full_batch_optimizer(ocfg)
+        else:
+            # fused Adam: one kernel for all parameters, ~8x faster than the per-tensor loop on CPU
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=ocfg["lr"]["start"],
+                                              weight_decay=float(ocfg.get("weight_decay") or 0.0), fused=True)
+        self.lr = LRSchedule(ocfg["lr"], self.tcfg["steps"])
         self.ema = EMA(self.model, ocfg["ema"]) if ocfg["ema"] else None
         self.step = 0
         self.offset_rows: List[torch.Tensor] = []
@@ -157,12 +179,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
     def _build_model(self, ckpt: Optional[Dict[str, Any]]) -> AtomicModel:
+        self._init_model: Optional[AtomicModel] = None
         if ckpt is not None:
             model = build_model(ckpt["family"], ckpt["model_config"])
             model.to(self.dtype).load_state_dict(ckpt["model"])
             return model
-        mcfg = dict(self.cfg["model"])
+        mcfg, init_from, freeze = split_model_config(self.cfg["model"])
         family = mcfg.pop("family")
+        if freeze and init_from is None:
+            raise ValueError(f"model.freeze {freeze} needs model.init_from (a trained model to keep parts of)")
+        if init_from is not None:  # fine-tuning: the trained model's architecture (see mlip.train.finetune)
+            init = load_init_model(init_from)
+            seen = sorted({s for f in self.train_frames for s in f.symbols})
+            check_compatible(init, family, mcfg, mcfg.get("species"), seen, init_from)
+            self._init_model = init
+            return build_model(init.family, init.config()).to(self.dtype)
         if "species" not in mcfg or not mcfg["species"]:
             seen = []
             for f in self.train_frames:
@@ -180,12 +211,29 @@ class Trainer:
             model = build_model(family, mcfg)
         return model.to(self.dtype)
 
+    def warm_start(self, model: AtomicModel) -> None:
+        """Train from the weights of `model` (same architecture) instead of the fresh initialisation:
+        copy them, refit the per-species energy reference on this run's training data, restart the
+        EMA from them. Only before the first step (a resumed run continues from its checkpoint)."""
+        if getattr(self, "step", 0):
+            raise ValueError("warm_start: the run has already taken steps; warm start before training")
+        if model.family != self.model.family or model.config() != self.model.config():
+            raise ValueError(f"warm_start: the model ({model.family}, {model.config()}) does not have this "
+                             f"run's architecture ({self.model.family}, {self.model.config()})")
+        with torch.no_grad():
+            self.model.load_state_dict({k: v.to(self.dtype) if v.dtype.is_floating_point else v
+                                        for k, v in model.state_dict().items()})
+        self.model.train()
+        refit_energy_reference(self.model, self.train_graphs)
+        if getattr(self, "ema", None) is not None:
+            self.ema = EMA(self.model, self.ema.decay)
+
     def _initialise_statistics(self) -> None:
         bias = fit_energy_bias(self.train_graphs, len(self.model.species))
         self.model.set_energy_bias(bias.to(self.dtype))
         if hasattr(self.model, "fit_statistics"):
             rng = np.random.default_rng(self.cfg["seed"])
-            n = min(len(self.train_graphs), int(self.tcfg["stat_frames"]))
+            n = min(len(self.train_graphs), int(self.tcfg["stat_frames"] or len(self.train_graphs)))
             pick = sorted(rng.choice(len(self.train_graphs), n, replace=False))
             b = collate([self.train_graphs[k] for k in pick])
             import inspect
@@ -198,6 +246,29 @@ class Trainer:
     def _write_config(self) -> None:
         with open(os.path.join(self.out, "config.yaml"), "w") as fh:
             yaml.safe_dump(self.cfg, fh, sort_keys=False)
+
+    def _full_batch_optimizer(self, ocfg: Dict[str, Any]):
+        """varpro / lbfgs over the whole training set (mlip.train.varpro), with the recipe's fixed
+        loss weights."""
+        from mlip.train.full_batch import FullBatch, LossWeights
+        from mlip.train.varpro import make_optimizer, resolve_options
+
+        name = ocfg["name"]
+        opts = resolve_options(ocfg)
+        for k, p in self.pref.items():
+            if p.start != p.limit:
+                raise ValueError(f"loss.{k}: a {{start, limit}} schedule needs optimizer adam; "
+                                 f"optimizer {name} takes one number per term")
+        w = LossWeights(self.pref["energy"].start, self.pref["forces"].start, self.pref["virial"].start,
+                        bool(self.cfg["loss"]["virial_per_atom"]))
+        train = FullBatch(self.train_graphs, int(opts["max_edges"]))
+        val = FullBatch(self.val_graphs, int(opts["max_edges"])) if self.val_graphs else None
+        n_par = sum(p.numel() for p in self.model.parameters())
+        print(f"{name}: {len(self.train_graphs)} frames, {train.n_atoms} atoms, {train.n_edges} edges in "
+              f"{len(train)} batches ({len(self.val_graphs)} validation frames); loss weights "
+              f"{w.energy:g}/{w.forces:g}/{w.virial:g}; {n_par} parameters", flush=True)
+        return make_optimizer(name, self.model, train, val, w, opts,
+                              log=lambda msg: print(msg, flush=True))
 
     # ------------------------------------------------------------------ loop
     def batch_indices(self, step: int) -> List[int]:
@@ -258,10 +329,14 @@ class Trainer:
         tmp = path + ".tmp"
         torch.save(state, tmp)
         os.replace(tmp, path)
+        for hook in self.on_checkpoint:
+            hook(name, path)
         return path
 
     def run(self, stop_at: Optional[int] = None) -> Dict[str, Any]:
         """Train to `training.steps` (or only up to step `stop_at`, as if interrupted there)."""
+        if self.full_batch:
+            return self._run_full_batch(stop_at)
         t = self.tcfg
         steps = int(t["steps"])
         last_step = min(steps, stop_at) if stop_at is not None else steps
@@ -270,12 +345,7 @@ class Trainer:
         max_time = float(t["max_time"]) if t["max_time"] else math.inf
         need_virial = self.pref["virial"].active
         lr0 = self.lr(0)
-        csv_path = os.path.join(self.out, "metrics.csv")
-        new_csv = not (self.resume and os.path.exists(csv_path))
-        csv_fh = open(csv_path, "w" if new_csv else "a", newline="")
-        writer = csv.DictWriter(csv_fh, fieldnames=CSV_FIELDS)
-        if new_csv:
-            writer.writeheader()
+        csv_fh, writer = self._open_csv()
         bar = None
         if t["progress"]:
             from tqdm import tqdm
@@ -345,11 +415,82 @@ class Trainer:
             csv_fh.close()
             self.save_checkpoint("last.pt")
         wall = time.perf_counter() - t_loop
+        return self._finish({"frames_per_s": frames_seen / wall if wall > 0 else None})
+
+    # ------------------------------------------------------------------ full batch (varpro, lbfgs)
+    def _run_full_batch(self, stop_at: Optional[int] = None) -> Dict[str, Any]:
+        """Run the full-batch optimiser: one CSV row per evaluation, best.pt at every new best
+        (validation loss, else training loss), last.pt every `training.checkpoint_every`
+        evaluations; SIGTERM/SIGINT end the fit after the current evaluation and the run finishes
+        normally (checkpoints, summary, export by the CLI)."""
+        opt = self.optimizer
+        max_time = opt.opts.get("max_time") or self.tcfg["max_time"]
+        max_time = float(max_time) if max_time else math.inf
+        every = int(self.tcfg["checkpoint_every"])
+        pe, pf, pv = opt.w.energy, opt.w.forces, opt.w.virial
+        csv_fh, writer = self._open_csv()
+        start = time.perf_counter() - self.elapsed
+        flag = {"signal": None}
+
+        def should_stop() -> bool:
+            return (flag["signal"] is not None or time.perf_counter() - start > max_time
+                    or (stop_at is not None and self.step >= stop_at))
+
+        def on_eval(n: int, loss: float, val_loss: Optional[float], improved: bool) -> None:
+            self.step = n
+            self.elapsed = time.perf_counter() - start
+            writer.writerow({"step": n, "time": f"{self.elapsed:.2f}", "lr": "", "loss": f"{loss:.10e}",
+                             "pe": f"{pe:.4g}", "pf": f"{pf:.4g}", "pv": f"{pv:.4g}",
+                             "val_loss": "" if val_loss is None else f"{val_loss:.10e}"})
+            csv_fh.flush()
+            if improved:
+                self.best = val_loss if val_loss is not None else loss
+                self.save_checkpoint("best.pt")
+            if n % every == 0:
+                self.save_checkpoint("last.pt")
+
+        def on_signal(signum, frame) -> None:  # pragma: no cover - exercised by the CLI
+            flag["signal"] = signum
+            print(f"signal {signum}: finishing after the current evaluation", flush=True)
+
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            opt.run(should_stop, on_eval)
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+            csv_fh.close()
+            self.elapsed = time.perf_counter() - start
+            self.save_checkpoint("last.pt")
+        self.save_checkpoint("best.pt")  # the optimiser leaves the model at the parameters it keeps
+        st = opt.state
+        return self._finish({"optimizer": opt.name, "evaluations": st["n"], "best_evaluation": st.get("best_n"),
+                             "final_loss": st.get("kept_loss"), "stopped_by_signal": flag["signal"]})
+
+    # ------------------------------------------------------------------ shared
+    def _open_csv(self):
+        csv_path = os.path.join(self.out, "metrics.csv")
+        new_csv = not (self.resume and os.path.exists(csv_path))
+        csv_fh = open(csv_path, "w" if new_csv else "a", newline="")
+        writer = csv.DictWriter(csv_fh, fieldnames=CSV_FIELDS)
+        if new_csv:
+            writer.writeheader()
+        return csv_fh, writer
+
+    def _finish(self, extra: Dict[str, Any]) -> Dict[str, Any]:
+        """best.pt (if no validation ever wrote one), summary.json (validation and data.test metrics),
+        plots; returns the summary."""
+        csv_path = os.path.join(self.out, "metrics.csv")
         if not os.path.exists(os.path.join(self.ckpt_dir, "best.pt")):
             self.save_checkpoint("best.pt")
         final = self.validate()
-        summary = {"steps": self.step, "elapsed_s": self.elapsed, "validation": final,
-                   "frames_per_s": frames_seen / wall if wall > 0 else None}
+        summary = {"steps": self.step, "elapsed_s": self.elapsed, "validation": final, **extra}
+        if self.cfg["data"].get("test"):
+            test = build_graphs(load_frames(self.cfg["data"]["test"], self.cfg["data"]), self.model.species,
+                                self.model.cutoff, self.dtype)
+            summary["test"] = evaluate_graphs(self.eval_model(), test)
         with open(os.path.join(self.out, "summary.json"), "w") as fh:
             json.dump(summary, fh, indent=1)
         try:
@@ -363,19 +504,3 @@ class Trainer:
         print(format_summary(final))
         return summary
 
-
-def load_checkpoint_model(path: str, which: str = "eval_model") -> AtomicModel:
-    """Rebuild the (EMA) model from a checkpoint written by `Trainer`."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ValueError(f"'{path}' is not a readable mlip checkpoint: {str(exc).splitlines()[0]}") from None
-    if not isinstance(ckpt, dict) or "model_config" not in ckpt:
-        raise ValueError(f"'{path}' is not an mlip checkpoint")
-    model = build_model(ckpt["family"], ckpt["model_config"])
-    state = ckpt[which] if ckpt.get(which) is not None else ckpt["model"]
-    dtype = next(iter(v for v in state.values() if v.dtype.is_floating_point)).dtype
-    model.to(dtype).load_state_dict(state)
-    return model.eval()

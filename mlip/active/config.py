@@ -1,0 +1,118 @@
+"""The active-learning configuration (`mlip al CONFIG.yaml`): defaults, YAML merge, checks.
+
+Defaults ← YAML ← overrides, read and merged by the same `read_yaml_mapping` / `merge_config` as the
+training recipes (`mlip.train.config`): an unknown key is an error naming its dotted path. `train` is
+an `mlip train` recipe (checked when each training run starts) and `oracle` a calculator spec; both
+are taken as a whole. Relative file paths are resolved against the YAML's folder.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Optional, Tuple
+
+from mlip.train.config import merge_config, read_yaml_mapping
+
+DEFAULTS: Dict[str, Any] = {
+    "output": "runs/al",
+    "seed": 1,
+    "threads": 1,
+    "iterations": 10,
+    "max_labels_total": None,
+    "init": {"data": None, "generate": None, "format": None, "type_map": None},
+    "validation": None,  # files: validation set of every training run (default: none, errors on training set)
+    "test": None,  # files: independent test set reported in the table
+    "train": {},  # an `mlip train` configuration (data/output/seed/threads are set by the loop)
+    "first_steps": None,  # iteration 0 (from scratch): training steps (Adam) or evaluations (varpro/lbfgs max_iter)
+    "committee": 1,
+    "grade": "gamma",  # gamma | deviation
+    "explore": {
+        "engine": "ase",  # ase | lammps
+        "seeds": None,  # structure files; default: the initial configurations
+        "supercell": None,  # repeat the seeds, e.g. [2, 2, 2]
+        "temperatures": [300.0],
+        "strains": [0.0],  # isotropic linear strains of the seed cell
+        "pressures": None,  # bar: NPT (ASE NPTBerendsen / LAMMPS fix npt) instead of NVT at fixed strains
+        "steps": 500,
+        "timestep": 2.0,  # fs
+        "every": 10,  # a candidate snapshot every this many steps
+        "friction": 0.02,  # Langevin, 1/fs
+        "runs": None,  # MD runs per iteration drawn from the grid; None = the whole grid
+    },
+    "select": {
+        "strategy": "dopt",  # dopt | random
+        "gamma_lo": 2.0, "gamma_hi": 50.0, "gamma_break": None,
+        "deviation_lo": 0.05, "deviation_hi": 0.5, "deviation_break": None,
+        "max_labels": 20,
+        "stop_fraction": 0.0,
+    },
+    "oracle": {"class": "ase.calculators.emt:EMT", "kwargs": {}},
+}
+FREE = {"train", "oracle"}  # taken as a whole (checked by `mlip train` / the calculator)
+SHALLOW = {"init"}  # updated one level deep
+
+
+def _merge(base: Dict[str, Any], over: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    return merge_config(base, over, free=FREE, shallow=SHALLOW, what="active-learning configuration")
+
+
+def load_al_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Defaults ← YAML ← overrides; relative file paths resolved against the YAML's folder."""
+    raw, base_dir = read_yaml_mapping(path)
+    cfg = _merge(DEFAULTS, raw)
+    if overrides:
+        cfg = _merge(cfg, overrides)
+
+    def absolute(v):
+        if v is None:
+            return None
+        v = [v] if isinstance(v, str) else list(v)
+        return [p if os.path.isabs(p) else os.path.normpath(os.path.join(base_dir, p)) for p in v]
+
+    cfg["init"]["data"] = absolute(cfg["init"]["data"])
+    cfg["validation"] = absolute(cfg["validation"])
+    cfg["test"] = absolute(cfg["test"])
+    cfg["explore"]["seeds"] = absolute(cfg["explore"]["seeds"])
+    model = cfg["train"].get("model") or {}
+    if isinstance(model.get("init_from"), str):  # iteration 0 fine-tunes this trained model
+        model["init_from"] = absolute(model["init_from"])[0]
+    if not os.path.isabs(cfg["output"]):
+        cfg["output"] = os.path.normpath(os.path.join(os.getcwd(), cfg["output"]))
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: Dict[str, Any]) -> None:
+    """One clear error per inconsistent setting (before anything is trained)."""
+    if cfg["grade"] not in ("gamma", "deviation"):
+        raise ValueError(f"grade must be 'gamma' or 'deviation', got {cfg['grade']!r}")
+    if int(cfg["committee"]) < 1:
+        raise ValueError(f"committee must be >= 1, got {cfg['committee']}")
+    if cfg["grade"] == "deviation" and int(cfg["committee"]) < 2:
+        raise ValueError("grade 'deviation' needs committee >= 2 models")
+    s = cfg["select"]
+    if s["strategy"] not in ("dopt", "random"):
+        raise ValueError(f"select.strategy must be 'dopt' or 'random', got {s['strategy']!r}")
+    lo, hi = window(cfg)[:2]
+    if not lo < hi:
+        raise ValueError(f"the selection window needs lo < hi, got [{lo}, {hi})")
+    if cfg["grade"] == "gamma" and lo < 1.0:
+        raise ValueError(f"select.gamma_lo must be >= 1 (γ <= 1 is interpolation), got {lo}")
+    e = cfg["explore"]
+    if e["engine"] not in ("ase", "lammps"):
+        raise ValueError(f"explore.engine must be 'ase' or 'lammps', got {e['engine']!r}")
+    if int(e["every"]) < 1 or int(e["steps"]) < 1:
+        raise ValueError("explore.steps and explore.every must be >= 1")
+    if not cfg["init"]["data"] and not cfg["init"]["generate"]:
+        raise ValueError("init.data (labelled files) or init.generate is required")
+    model = cfg["train"].get("model") or {}
+    if "family" not in model:
+        raise ValueError("train.model.family is required (deepmd, nequip, mtp)")
+
+
+def window(cfg: Dict[str, Any]) -> Tuple[float, float, float]:
+    """(lo, hi, break) of the trust window of the configured grade."""
+    s = cfg["select"]
+    key = "gamma" if cfg["grade"] == "gamma" else "deviation"
+    lo, hi = float(s[f"{key}_lo"]), float(s[f"{key}_hi"])
+    brk = s[f"{key}_break"]
+    return lo, hi, float(brk) if brk is not None else hi
