@@ -11,16 +11,12 @@
 // are the caller's buffers. A backend built on torch.export / AOTInductor (PyTorch has deprecated
 // TorchScript in favour of them) implements it as well as the TorchScript one does.
 //
-// Planned extension (issue 12, message passing at production scale in LAMMPS; not implemented):
-// a message-passing backend that evaluates layer by layer and, after each layer, lets the caller
-// overwrite the features of ghost atoms with their owners' values (LAMMPS forward communication),
-// and in the backward pass add the gradients on ghost features back onto the owners (reverse
-// communication). That callback will be an *optional* addition that leaves compute() and every
-// existing backend unchanged: e.g. a `const FeatureExchange* exchange = nullptr` member of
-// GraphInput, which backends that evaluate the whole graph at once ignore, plus a capability query
-// such as `virtual bool supports_exchange() const { return false; }` here, so that the pair style
-// knows whether it may shrink the ghost shell to one cutoff. Keep new members of this interface
-// optional with defaults for the same reason.
+// Message passing (docs/CONTRACT.md, "Layer split"): a GraphInput may carry a FeatureExchange,
+// the caller's way to make the node features of its ghost atoms equal to their owners' between
+// two layers (LAMMPS forward communication) and to sum the gradients that land on ghost rows onto
+// the owners (reverse communication). The layered backend (layered_backend.h) uses it, so LAMMPS
+// needs a ghost shell of one cutoff instead of num_layers cutoffs; backends that evaluate the whole
+// graph at once ignore it, and the engine only sends a graph with ghosts and no exchange to them.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +28,22 @@ namespace mlip {
 // forces count for them), species[n_atoms] model species indices, n_edges directed edges
 // i -> j with edge_vec[3 e..3 e+2] = r_j - r_i. Backends receive it already validated
 // (validate_graph in graph_input.h) and with n_atoms > 0.
+// Ghost-row exchange between layers, provided by the caller (not owned). rows = [n_atoms][width]
+// doubles in graph-node order; nodes [n_local, n_atoms) are ghosts of atoms owned by this caller
+// or another process (an MPI rank). Every process of a decomposition calls these collectively, in
+// the same order, with the same width.
+class FeatureExchange {
+ public:
+  // Overwrites every ghost row with its owner's row (the owners' rows are complete on entry).
+  virtual void forward(double* rows, int64_t width) const = 0;
+  // Adds every ghost row onto its owner's row, wherever the owner lives; on return the local rows
+  // [0, n_local) hold the sums (the ghost rows are left unspecified).
+  virtual void reverse(double* rows, int64_t width) const = 0;
+
+ protected:
+  ~FeatureExchange() = default;  // never deleted through this interface
+};
+
 struct GraphInput {
   int64_t n_atoms = 0;
   int64_t n_local = 0;
@@ -40,6 +52,9 @@ struct GraphInput {
   const int64_t* edge_i = nullptr;
   const int64_t* edge_j = nullptr;
   const double* edge_vec = nullptr;
+  // Optional (message passing on a one-cutoff graph): see FeatureExchange. nullptr = the graph is
+  // complete as it is (n_local == n_atoms, or a ghost shell as deep as the interaction range).
+  const FeatureExchange* exchange = nullptr;
 };
 
 // The caller's output buffers (not owned, double): energy (sum of the atom energies of the first

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "backend.h"  // FeatureExchange (no torch types)
 #include "engine.h"
 #include "mlip_c_api.h"
 #include "neighbor_list.h"
@@ -113,9 +114,28 @@ py::tuple neighbor_list_py(const py::object& positions_obj, const py::object& ce
                         to_numpy(std::move(nl.edge_vec), {n_edges, 3}));
 }
 
+// A Python object with forward(rows) and reverse(rows) (rows: float64[n_atoms, width], modified in
+// place) as the engine's FeatureExchange: lets tests drive the layer split without LAMMPS.
+class PyExchange : public mlip::FeatureExchange {
+ public:
+  PyExchange(py::object obj, int64_t n_atoms) : obj_(std::move(obj)), n_atoms_(n_atoms) {}
+  void forward(double* rows, int64_t width) const override { call("forward", rows, width); }
+  void reverse(double* rows, int64_t width) const override { call("reverse", rows, width); }
+
+ private:
+  void call(const char* method, double* rows, int64_t width) const {
+    py::gil_scoped_acquire gil;
+    py::array_t<double> view({static_cast<py::ssize_t>(n_atoms_), static_cast<py::ssize_t>(width)}, rows,
+                             py::none());
+    obj_.attr(method)(view);
+  }
+  py::object obj_;
+  int64_t n_atoms_;
+};
+
 py::dict engine_compute(mlip::Engine& engine, const py::object& species_obj,
                         const py::object& edge_index_obj, const py::object& edge_vec_obj,
-                        const py::object& n_local_obj, bool want_atom_virial) {
+                        const py::object& n_local_obj, bool want_atom_virial, const py::object& exchange_obj) {
   i64_array species = as_i64(species_obj, "species");
   if (species.ndim() != 1) {
     throw py::value_error("species must have shape (N,), got " + shape_str(species));
@@ -152,9 +172,11 @@ py::dict engine_compute(mlip::Engine& engine, const py::object& species_obj,
     const int64_t* ps = species.data();
     const int64_t* pei = edge_index.data();
     const double* pv = edge_vec.data();
+    std::unique_ptr<PyExchange> ex;
+    if (!exchange_obj.is_none()) ex = std::make_unique<PyExchange>(exchange_obj, n);
     py::gil_scoped_release release;
     engine.compute(n, n_local, ps, n_edges, pei, pei + n_edges, pv, &energy, pae, pf, pw,
-                   atom_virial_ptr);
+                   atom_virial_ptr, ex.get());
   }
   py::dict out;
   out["energy"] = energy;
@@ -167,7 +189,7 @@ py::dict engine_compute(mlip::Engine& engine, const py::object& species_obj,
 
 py::array_t<double> engine_grade(mlip::Engine& engine, const py::object& species_obj,
                                  const py::object& edge_index_obj, const py::object& edge_vec_obj,
-                                 const py::object& n_local_obj) {
+                                 const py::object& n_local_obj, const py::object& exchange_obj) {
   i64_array species = as_i64(species_obj, "species");
   if (species.ndim() != 1) {
     throw py::value_error("species must have shape (N,), got " + shape_str(species));
@@ -195,8 +217,10 @@ py::array_t<double> engine_grade(mlip::Engine& engine, const py::object& species
     const int64_t* ps = species.data();
     const int64_t* pei = edge_index.data();
     const double* pv = edge_vec.data();
+    std::unique_ptr<PyExchange> ex;
+    if (!exchange_obj.is_none()) ex = std::make_unique<PyExchange>(exchange_obj, n);
     py::gil_scoped_release release;
-    engine.grade(n, n_local, ps, n_edges, pei, pei + n_edges, pv, pg);
+    engine.grade(n, n_local, ps, n_edges, pei, pei + n_edges, pv, pg, ex.get());
   }
   return gamma;
 }
@@ -251,16 +275,21 @@ Raises ValueError for bad input.)doc");
       .def_property_readonly("backend", &mlip::Engine::backend)
       .def("compute", &engine_compute, py::arg("species"), py::arg("edge_index"),
            py::arg("edge_vec"), py::arg("n_local") = py::none(), py::arg("atom_virial") = false,
+           py::arg("exchange") = py::none(),
            R"doc(Evaluate the model.
 
 species int64[N] (model indices), edge_index int64[2,E], edge_vec float64[E,3],
 n_local (default N): energy sums atom_energy[:n_local]; atom_virial: also return
 per-atom virials. Returns dict(energy, atom_energy[N], forces[N,3], virial[3,3],
-atom_virial[N,9] or None). Raises ValueError (bad input) / RuntimeError (model).)doc")
+atom_virial[N,9] or None). exchange: an object with forward(rows) / reverse(rows)
+(float64[N, width], in place) for a one-cutoff graph of a message-passing model with ghosts
+(docs/CONTRACT.md, "Layer split"). Raises ValueError (bad input) / RuntimeError (model).)doc")
+      .def_property_readonly("supports_exchange", &mlip::Engine::supports_exchange,
+                             "True if the export has the layer split (feature exchange between layers).")
       .def_property_readonly("has_grade", &mlip::Engine::has_grade,
                              "True if the export carries a MaxVol active set (extrapolation grade).")
       .def("grade", &engine_grade, py::arg("species"), py::arg("edge_index"), py::arg("edge_vec"),
-           py::arg("n_local") = py::none(),
+           py::arg("n_local") = py::none(), py::arg("exchange") = py::none(),
            R"doc(Per-atom extrapolation grade gamma[n_local] (float64) of the first n_local atoms
 (default N), same inputs as compute. Raises RuntimeError if the export has no active set.)doc")
       .def("__repr__", [](const mlip::Engine& e) {

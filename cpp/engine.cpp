@@ -6,6 +6,7 @@
 //                          validate the caller's graph, lock, and hand it to the backend
 //   backend.h              the Backend interface (GraphInput -> Outputs) every evaluator implements
 //   torchscript_backend.*  the export's own scripted forward() and grade() (reference, any family)
+//   layered_backend.*      message-passing exports block by block, ghost features exchanged by the caller
 //   native_backends.h      MTPBackend (mtp_backend.cpp) and DPBackend (dp_backend.cpp)
 //   backend_factory.*      which backend: family, MLIP_BACKEND, and the native-vs-TorchScript check
 //   graph_input.*          validation of the caller's arrays and their tensor marshalling
@@ -15,6 +16,7 @@
 #include "backend.h"
 #include "backend_factory.h"
 #include "graph_input.h"
+#include "layered_backend.h"
 #include "torch_errors.h"
 #include "torchscript_backend.h"
 
@@ -83,7 +85,23 @@ struct Engine::Impl {
   std::unique_ptr<TorchScriptBackend> torchscript;
   // The verified native kernel of an MTP / DP export, else nullptr.
   std::unique_ptr<Backend> native;
-  Backend* backend = nullptr;  // native if set, else torchscript
+  // The verified layer split of a message-passing export, else nullptr.
+  std::unique_ptr<LayeredBackend> layered;
+  Backend* backend = nullptr;  // native or layered if set, else torchscript
+
+  // the backend for graph g: the layered one when it can take g; a one-cutoff graph of a
+  // message-passing model without the layer split is refused (it would give wrong forces)
+  Backend* backend_for(const GraphInput& g) const {
+    if (layered && layered->handles(g)) return layered.get();
+    if (g.exchange && g.n_local < g.n_atoms && interaction_range > cutoff) {
+      throw InputError(layered ? "a graph with a feature exchange needs every edge centred on a local atom, "
+                                 "sorted by centre"
+                               : "'" + path + "' has no layer split (a message-passing export without "
+                                 "layer_forward/layer_vjp): it needs ghost atoms out to its interaction "
+                                 "range, not a feature exchange");
+    }
+    return backend;
+  }
   std::mutex mutex;
 
   [[noreturn]] void not_export(const std::string& what) const {
@@ -202,6 +220,16 @@ Engine::Engine(const std::string& path, int num_threads) : impl_(std::make_uniqu
                                          m.cutoff, m.dtype == at::kDouble)) {
     m.native = std::move(native);
   }
+  // message passing with the layer split: the layered backend, unless MLIP_BACKEND=torch
+  const char* be = std::getenv("MLIP_BACKEND");
+  const bool want_torch = be && std::string(be) == "torch";
+  if (!m.native && !want_torch && LayeredBackend::accepts(m.module)) {
+    auto layered = std::make_unique<LayeredBackend>(m.module, m.dtype, m.num_threads, m.optimize);
+    if (native_matches_reference(*layered, *m.torchscript, static_cast<int64_t>(m.species.size()), m.cutoff,
+                                 m.dtype == at::kDouble)) {
+      m.layered = std::move(layered);
+    }
+  }
   m.backend = m.native ? m.native.get() : m.torchscript.get();
 }
 
@@ -218,43 +246,53 @@ int64_t Engine::format_version() const { return impl_->format_version; }
 const std::string& Engine::mlip_version() const { return impl_->mlip_version; }
 const std::string& Engine::metadata_json() const { return impl_->metadata; }
 int Engine::num_threads() const { return impl_->num_threads; }
-const std::string& Engine::backend() const { return impl_->backend->name(); }
+const std::string& Engine::backend() const {
+  return impl_->layered ? impl_->layered->name() : impl_->backend->name();
+}
+bool Engine::supports_exchange() const { return impl_->layered != nullptr; }
+int64_t Engine::exchange_width() const { return impl_->layered ? impl_->layered->max_width() : 0; }
 bool Engine::has_grade() const { return impl_->has_grade; }
 
 void Engine::compute(int64_t n_atoms, int64_t n_local, const int64_t* species, int64_t n_edges,
                      const int64_t* edge_i, const int64_t* edge_j, const double* edge_vec,
                      double* energy, double* atom_energy, double* forces, double* virial,
-                     double* atom_virial) {
+                     double* atom_virial, const FeatureExchange* exchange) {
   Impl& m = *impl_;
   if (!energy) throw InputError("energy output pointer is NULL");
-  const GraphInput g{n_atoms, n_local, species, n_edges, edge_i, edge_j, edge_vec};
+  const GraphInput g{n_atoms, n_local, species, n_edges, edge_i, edge_j, edge_vec, exchange};
   validate_graph(g, static_cast<int64_t>(m.species.size()));
 
-  if (n_atoms == 0) {
+  if (n_atoms == 0 && !(exchange && m.layered)) {  // with an exchange, every rank takes part in it
     *energy = 0.0;
     if (virial) std::fill(virial, virial + 9, 0.0);
     return;
   }
   const Outputs out{energy, atom_energy, forces, virial, atom_virial};
+  Backend* b = m.backend_for(g);
   std::lock_guard<std::mutex> lock(m.mutex);
-  m.backend->compute(g, out);
+  b->compute(g, out);
 }
 
 void Engine::grade(int64_t n_atoms, int64_t n_local, const int64_t* species, int64_t n_edges,
                    const int64_t* edge_i, const int64_t* edge_j, const double* edge_vec,
-                   double* gamma) {
+                   double* gamma, const FeatureExchange* exchange) {
   Impl& m = *impl_;
   if (!m.has_grade) {
     throw ModelError("'" + m.path + "' has no active set: no extrapolation grade (build one with "
                      "mlip select, or mlip.active.grade.export_graded)");
   }
   if (n_local > 0 && !gamma) throw InputError("gamma output pointer is NULL");
-  const GraphInput g{n_atoms, n_local, species, n_edges, edge_i, edge_j, edge_vec};
+  const GraphInput g{n_atoms, n_local, species, n_edges, edge_i, edge_j, edge_vec, exchange};
   validate_graph(g, static_cast<int64_t>(m.species.size()));
-  if (n_local == 0) return;
+  if (n_local == 0 && !exchange) return;  // with an exchange, every rank takes part in it
 
+  Backend* b = m.backend_for(g);
   std::lock_guard<std::mutex> lock(m.mutex);
-  m.torchscript->grade(g, gamma);
+  if (b == m.layered.get()) {
+    m.layered->grade(g, gamma);
+  } else {
+    if (n_local > 0) m.torchscript->grade(g, gamma);
+  }
 }
 
 }  // namespace mlip

@@ -14,6 +14,8 @@
 
 namespace mlip {
 
+class FeatureExchange;  // backend.h: ghost-row exchange between the layers of a message-passing model
+
 // Bad input from the caller (shapes, indices, values): maps to ValueError.
 class InputError : public std::invalid_argument {
  public:
@@ -46,6 +48,8 @@ class Engine {
   const std::string& mlip_version() const;   // "" if absent
   const std::string& metadata_json() const;  // "{}" if the extra file is absent
   int num_threads() const;
+  // "layered" (a message-passing export with the layer split, verified against its TorchScript at
+  // load; graphs with ghosts but no exchange still run on the TorchScript), or
   // "native-mtp" / "native-deepmd" (mlip::MTPKernel / mlip::DPKernel; MLIP_BACKEND=torch turns
   // them off, and a kernel that does not reproduce the file's own TorchScript on a small test
   // cluster is not used: backend_factory.h) or "torchscript". The extrapolation grade always runs
@@ -59,10 +63,19 @@ class Engine {
   // atom_virial[9 n_atoms] or nullptr to skip. Any output pointer except
   // `energy` may be nullptr to skip it.
   // Throws InputError (bad input, checked before torch sees it) or ModelError.
+  // exchange (optional, message passing): the graph is one cutoff deep, with ghosts whose
+  // features the caller exchanges between layers (docs/CONTRACT.md, "Layer split"); only for
+  // supports_exchange() models: for a message-passing model without it, InputError.
   void compute(int64_t n_atoms, int64_t n_local, const int64_t* species, int64_t n_edges,
                const int64_t* edge_i, const int64_t* edge_j, const double* edge_vec,
                double* energy, double* atom_energy, double* forces, double* virial,
-               double* atom_virial);
+               double* atom_virial, const FeatureExchange* exchange = nullptr);
+
+  // True if the export has the layer split (it can run on a one-cutoff graph with an exchange).
+  // Local models (interaction_range == cutoff) need no exchange and ignore one.
+  bool supports_exchange() const;
+  // The widest per-node row such an exchange carries (0 without the layer split).
+  int64_t exchange_width() const;
 
   // True if the export carries a MaxVol active set (its scripted `grade` method returns values).
   bool has_grade() const;
@@ -70,7 +83,8 @@ class Engine {
   // Per-atom extrapolation grade of the first n_local atoms (same graph input as compute):
   // gamma[n_local] (caller-allocated). Throws ModelError if !has_grade(), InputError on bad input.
   void grade(int64_t n_atoms, int64_t n_local, const int64_t* species, int64_t n_edges,
-             const int64_t* edge_i, const int64_t* edge_j, const double* edge_vec, double* gamma);
+             const int64_t* edge_i, const int64_t* edge_j, const double* edge_vec, double* gamma,
+             const FeatureExchange* exchange = nullptr);
 
  private:
   struct Impl;

@@ -7,6 +7,7 @@
 #include <new>
 #include <string>
 
+#include "backend.h"  // FeatureExchange
 #include "engine.h"
 
 struct mlip_engine {
@@ -21,6 +22,24 @@ void write_err(char* err, int errlen, const std::string& msg) {
   std::memcpy(err, msg.data(), n);
   err[n] = '\0';
 }
+
+// The caller's C callback as the engine's FeatureExchange.
+class CallbackExchange : public mlip::FeatureExchange {
+ public:
+  CallbackExchange(mlip_exchange_fn fn, void* ctx) : fn_(fn), ctx_(ctx) {}
+  void forward(double* rows, int64_t width) const override { call(0, rows, width); }
+  void reverse(double* rows, int64_t width) const override { call(1, rows, width); }
+
+ private:
+  void call(int reverse, double* rows, int64_t width) const {
+    if (fn_(ctx_, reverse, width, rows) != 0) {
+      throw mlip::ModelError(std::string("the caller's feature exchange failed (") +
+                             (reverse ? "reverse" : "forward") + ")");
+    }
+  }
+  mlip_exchange_fn fn_;
+  void* ctx_;
+};
 
 }  // namespace
 
@@ -88,14 +107,31 @@ int mlip_engine_compute(mlip_engine* h, int64_t n_atoms, int64_t n_local, const 
                         const double* edge_vec, double* energy, double* atom_energy,
                         double* forces, double* virial, double* atom_virial, char* err,
                         int errlen) {
+  return mlip_engine_compute_exchange(h, n_atoms, n_local, species, n_edges, edge_i, edge_j, edge_vec,
+                                      nullptr, nullptr, energy, atom_energy, forces, virial, atom_virial,
+                                      err, errlen);
+}
+
+int mlip_engine_supports_exchange(const mlip_engine* h) {
+  return h && h->engine->supports_exchange() ? 1 : 0;
+}
+
+int64_t mlip_engine_exchange_width(const mlip_engine* h) { return h ? h->engine->exchange_width() : 0; }
+
+int mlip_engine_compute_exchange(mlip_engine* h, int64_t n_atoms, int64_t n_local, const int64_t* species,
+                                 int64_t n_edges, const int64_t* edge_i, const int64_t* edge_j,
+                                 const double* edge_vec, mlip_exchange_fn exchange, void* ctx,
+                                 double* energy, double* atom_energy, double* forces, double* virial,
+                                 double* atom_virial, char* err, int errlen) {
   write_err(err, errlen, "");
   if (!h) {
     write_err(err, errlen, "mlip_engine_compute: engine is NULL");
     return 1;
   }
   try {
+    CallbackExchange cb(exchange, ctx);
     h->engine->compute(n_atoms, n_local, species, n_edges, edge_i, edge_j, edge_vec, energy,
-                       atom_energy, forces, virial, atom_virial);
+                       atom_energy, forces, virial, atom_virial, exchange ? &cb : nullptr);
     return 0;
   } catch (const mlip::InputError& e) {
     write_err(err, errlen, std::string("invalid input: ") + e.what());
@@ -117,13 +153,23 @@ int mlip_engine_has_grade(const mlip_engine* h) { return h && h->engine->has_gra
 int mlip_engine_grade(mlip_engine* h, int64_t n_atoms, int64_t n_local, const int64_t* species,
                       int64_t n_edges, const int64_t* edge_i, const int64_t* edge_j,
                       const double* edge_vec, double* gamma, char* err, int errlen) {
+  return mlip_engine_grade_exchange(h, n_atoms, n_local, species, n_edges, edge_i, edge_j, edge_vec, nullptr,
+                                    nullptr, gamma, err, errlen);
+}
+
+int mlip_engine_grade_exchange(mlip_engine* h, int64_t n_atoms, int64_t n_local, const int64_t* species,
+                               int64_t n_edges, const int64_t* edge_i, const int64_t* edge_j,
+                               const double* edge_vec, mlip_exchange_fn exchange, void* ctx, double* gamma,
+                               char* err, int errlen) {
   write_err(err, errlen, "");
   if (!h) {
     write_err(err, errlen, "mlip_engine_grade: engine is NULL");
     return 1;
   }
   try {
-    h->engine->grade(n_atoms, n_local, species, n_edges, edge_i, edge_j, edge_vec, gamma);
+    CallbackExchange cb(exchange, ctx);
+    h->engine->grade(n_atoms, n_local, species, n_edges, edge_i, edge_j, edge_vec, gamma,
+                     exchange ? &cb : nullptr);
     return 0;
   } catch (const mlip::InputError& e) {
     write_err(err, errlen, std::string("invalid input: ") + e.what());

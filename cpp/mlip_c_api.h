@@ -14,7 +14,7 @@
 extern "C" {
 #endif
 
-#define MLIP_C_API_VERSION 2
+#define MLIP_C_API_VERSION 3
 
 typedef struct mlip_engine mlip_engine;
 
@@ -49,6 +49,29 @@ int mlip_engine_has_grade(const mlip_engine*);
 int mlip_engine_grade(mlip_engine*, int64_t n_atoms, int64_t n_local, const int64_t* species,
                       int64_t n_edges, const int64_t* edge_i, const int64_t* edge_j,
                       const double* edge_vec, double* gamma, char* err, int errlen);
+
+/* Message passing on a one-cutoff graph (added in C API version 3; docs/CONTRACT.md "Layer split").
+   The caller's exchange of per-node rows [n_atoms][width] (double, graph-node order) between the
+   layers of a message-passing model: reverse == 0: overwrite every ghost row (nodes n_local..n_atoms-1)
+   with its owner's row; reverse == 1: add every ghost row onto its owner's row (on return the rows of
+   the n_local local nodes hold the sums). Collective across the processes of a decomposition: every
+   process calls compute/grade with an exchange for the same models in the same order, also with no
+   atoms. Return 0, or nonzero to abort the evaluation. */
+typedef int (*mlip_exchange_fn)(void* ctx, int reverse, int64_t width, double* rows);
+/* 1 if the export has the layer split (ExportedLayeredModel), else 0 */
+int mlip_engine_supports_exchange(const mlip_engine*);
+/* the widest row the exchange of this model carries (its largest layer width; 0 without the split) */
+int64_t mlip_engine_exchange_width(const mlip_engine*);
+/* mlip_engine_compute / mlip_engine_grade with an exchange (NULL exchange: the plain functions) */
+int mlip_engine_compute_exchange(mlip_engine*, int64_t n_atoms, int64_t n_local, const int64_t* species,
+                                 int64_t n_edges, const int64_t* edge_i, const int64_t* edge_j,
+                                 const double* edge_vec, mlip_exchange_fn exchange, void* ctx,
+                                 double* energy, double* atom_energy, double* forces, double* virial,
+                                 double* atom_virial, char* err, int errlen);
+int mlip_engine_grade_exchange(mlip_engine*, int64_t n_atoms, int64_t n_local, const int64_t* species,
+                               int64_t n_edges, const int64_t* edge_i, const int64_t* edge_j,
+                               const double* edge_vec, mlip_exchange_fn exchange, void* ctx, double* gamma,
+                               char* err, int errlen);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,8 @@
 // Torch error text -> one-line message (see torch_errors.h for why).
 #include "torch_errors.h"
 
+#include "engine.h"  // ModelError, InputError
+
 #include <c10/util/Exception.h>
 
 #include <sstream>
@@ -61,5 +63,19 @@ std::string torch_message(const std::string& what) {
 std::string torch_message(const c10::Error& e) { return torch_message(e.what_without_backtrace()); }
 
 std::string quoted_path(const std::string& path) { return "'" + path + "'"; }
+
+void rethrow_one_line(const char* prefix) {
+  try {
+    throw;
+  } catch (const c10::Error& e) {
+    throw ModelError(prefix + torch_message(e));
+  } catch (const ModelError&) {
+    throw;
+  } catch (const InputError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw ModelError(prefix + torch_message(std::string(e.what())));
+  }
+}
 
 }  // namespace mlip

@@ -23,4 +23,19 @@ std::string torch_message(const c10::Error& e);
 // 'path' (a file name as it appears in the engine's messages).
 std::string quoted_path(const std::string& path);
 
+// Call inside a catch block: rethrows the exception being handled as the engine's one-line error.
+// A torch (or other std::exception) failure becomes ModelError(prefix + one line); the engine's
+// own ModelError / InputError pass unchanged.
+[[noreturn]] void rethrow_one_line(const char* prefix);
+
+// Runs f; any failure inside is rethrown by rethrow_one_line(prefix).
+template <class F>
+void one_line_errors(const char* prefix, F&& f) {
+  try {
+    f();
+  } catch (...) {
+    rethrow_one_line(prefix);
+  }
+}
+
 }  // namespace mlip

@@ -17,27 +17,6 @@
 
 namespace mlip {
 
-namespace {
-
-// Runs f; a torch (or other std::exception) failure inside becomes ModelError(prefix + one line),
-// the engine's own ModelError / InputError pass unchanged.
-template <class F>
-void one_line_errors(const char* prefix, F&& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    throw ModelError(prefix + torch_message(e));
-  } catch (const ModelError&) {
-    throw;
-  } catch (const InputError&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw ModelError(prefix + torch_message(std::string(e.what())));
-  }
-}
-
-}  // namespace
-
 TorchScriptBackend::TorchScriptBackend(torch::jit::Module module, at::ScalarType dtype,
                                        int num_threads, bool optimize)
     : module_(std::move(module)), dtype_(dtype), num_threads_(num_threads), optimize_(optimize) {}

@@ -4,7 +4,7 @@
 #   bash lammps_plugin/install_into_lammps.sh /path/to/lammps        # (the directory holding src/)
 #
 # pair_mlip.cpp/.h with the helpers it owns (mlip_engine_api, mlip_model_set, mlip_graph_builder,
-# mlip_committee, mlip_gamma_monitor) and compute_mlip_gamma.cpp/.h land in lammps/src/, where both
+# mlip_committee, mlip_gamma_monitor, mlip_feature_exchange) and compute_mlip_gamma.cpp/.h land in lammps/src/, where both
 # LAMMPS build systems pick them up (CMake globs src/*.cpp, make compiles src/*.cpp; the PairStyle(mlip,PairMLIP)
 # and ComputeStyle(mlip/gamma,ComputeMLIPGamma) lines register the styles). The mlip_ prefix keeps
 # the helpers apart from LAMMPS' own files in that flat directory.
@@ -33,7 +33,7 @@ engine="$("${PYTHON:-python3}" -m mlip.lammps_support --engine 2>/dev/null || tr
 
 # the same sources as MLIP_STYLE_SOURCES in CMakeLists.txt, with their headers
 styles=(pair_mlip mlip_engine_api mlip_model_set mlip_graph_builder mlip_committee
-        mlip_gamma_monitor compute_mlip_gamma)
+        mlip_gamma_monitor mlip_feature_exchange compute_mlip_gamma)
 for name in "${styles[@]}"; do
   cp "$here/$name.h" "$src/$name.h"
   if [ "$name" = mlip_engine_api ]; then

@@ -161,6 +161,18 @@ const MLIPEngineAPI *LAMMPS_NS::mlip_load_engine_api(std::string &err)
   t.has_grade = reinterpret_cast<decltype(t.has_grade)>(dlsym(handle, "mlip_engine_has_grade"));
   t.grade = reinterpret_cast<decltype(t.grade)>(dlsym(handle, "mlip_engine_grade"));
   if (!t.has_grade || !t.grade) t.has_grade = nullptr, t.grade = nullptr;
+  // optional (C API version 3): without them message-passing models use the deep ghost shell
+  t.supports_exchange =
+      reinterpret_cast<decltype(t.supports_exchange)>(dlsym(handle, "mlip_engine_supports_exchange"));
+  t.exchange_width =
+      reinterpret_cast<decltype(t.exchange_width)>(dlsym(handle, "mlip_engine_exchange_width"));
+  t.compute_exchange =
+      reinterpret_cast<decltype(t.compute_exchange)>(dlsym(handle, "mlip_engine_compute_exchange"));
+  t.grade_exchange =
+      reinterpret_cast<decltype(t.grade_exchange)>(dlsym(handle, "mlip_engine_grade_exchange"));
+  if (!t.supports_exchange || !t.exchange_width || !t.compute_exchange || !t.grade_exchange)
+    t.supports_exchange = nullptr, t.exchange_width = nullptr, t.compute_exchange = nullptr,
+    t.grade_exchange = nullptr;
   t.handle = handle;
   t.path = found;
   api_table = t;
@@ -177,6 +189,12 @@ int MLIPEngineAPI::evaluate(void *engine, const MLIPGraphInput &g, MLIPResult &o
   out.atom_energy.resize(g.n_nodes);
   out.forces.resize(3 * g.n_nodes);
   out.atom_virial.resize(atom_virial ? 9 * g.n_nodes : 0);
+  // with an exchange the call is collective: made even on a rank without atoms
+  if (g.exchange)
+    return compute_exchange(engine, g.n_nodes, g.n_local, g.species, g.n_edges, g.edge_i, g.edge_j,
+                            g.edge_vec, g.exchange, g.exchange_ctx, &out.energy,
+                            out.atom_energy.data(), out.forces.data(), out.virial,
+                            atom_virial ? out.atom_virial.data() : nullptr, msg, MLIP_ERRLEN);
   // an empty graph (e.g. an MPI rank whose sub-domain holds no atom) contributes nothing
   if (g.n_nodes == 0) return 0;
   return compute(engine, g.n_nodes, g.n_local, g.species, g.n_edges, g.edge_i, g.edge_j,
@@ -187,6 +205,9 @@ int MLIPEngineAPI::evaluate(void *engine, const MLIPGraphInput &g, MLIPResult &o
 int MLIPEngineAPI::evaluate_grade(void *engine, const MLIPGraphInput &g, double *gamma,
                                   char *msg) const
 {
+  if (g.exchange)
+    return grade_exchange(engine, g.n_nodes, g.n_local, g.species, g.n_edges, g.edge_i, g.edge_j,
+                          g.edge_vec, g.exchange, g.exchange_ctx, gamma, msg, MLIP_ERRLEN);
   if (g.n_local == 0) return 0;
   return grade(engine, g.n_nodes, g.n_local, g.species, g.n_edges, g.edge_i, g.edge_j,
                g.edge_vec, gamma, msg, MLIP_ERRLEN);

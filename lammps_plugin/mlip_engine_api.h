@@ -28,12 +28,19 @@ constexpr int MLIP_ERRLEN = 2048;
 
 // the graph of one engine call (docs/CONTRACT.md): nodes [0, n_local) are the
 // atoms whose energies count, edges i -> j with edge_vec = x_j - x_i
+// the caller's ghost-row exchange between the layers of a message-passing model (C API version 3,
+// mlip_exchange_fn of cpp/mlip_c_api.h): reverse = 0 forward, 1 reverse; rows [n_nodes][width]
+typedef int (*MLIPExchangeFn)(void *ctx, int reverse, int64_t width, double *rows);
+
 struct MLIPGraphInput {
   int64_t n_nodes = 0, n_local = 0;
   const int64_t *species = nullptr;
   int64_t n_edges = 0;
   const int64_t *edge_i = nullptr, *edge_j = nullptr;
   const double *edge_vec = nullptr;
+  // one-cutoff graph of message-passing models: ghost features exchanged between layers
+  MLIPExchangeFn exchange = nullptr;
+  void *exchange_ctx = nullptr;
 };
 
 // output of one force call, in the model's units; per-node arrays
@@ -52,6 +59,9 @@ struct MLIPModel {
   double cutoff = 0.0, interaction_range = 0.0;
   std::string family;
   bool graded = false;       // the export carries an active set (extrapolation grade)
+  bool message_passing = false;    // interaction_range > cutoff
+  bool layered = false;      // has the layer split: runs on a one-cutoff graph with an exchange
+  int64_t exchange_width = 0;    // widest feature row it exchanges (layered models)
 };
 
 // function table of libmlip_engine.so (one per process, never unloaded)
@@ -73,9 +83,18 @@ struct MLIPEngineAPI {
   int (*has_grade)(const void *) = nullptr;
   int (*grade)(void *, int64_t, int64_t, const int64_t *, int64_t, const int64_t *,
                const int64_t *, const double *, double *, char *, int) = nullptr;
+  // C API version 3 (message passing with a feature exchange); nullptr with an older engine
+  int (*supports_exchange)(const void *) = nullptr;
+  int64_t (*exchange_width)(const void *) = nullptr;
+  int (*compute_exchange)(void *, int64_t, int64_t, const int64_t *, int64_t, const int64_t *,
+                          const int64_t *, const double *, MLIPExchangeFn, void *, double *,
+                          double *, double *, double *, double *, char *, int) = nullptr;
+  int (*grade_exchange)(void *, int64_t, int64_t, const int64_t *, int64_t, const int64_t *,
+                        const int64_t *, const double *, MLIPExchangeFn, void *, double *, char *,
+                        int) = nullptr;
 
   // Energies and forces (and per-node virials if atom_virial) of `engine` on graph g, sized
-  // into `out`. Returns the engine's status (0 = success) with its message in msg[MLIP_ERRLEN].
+  // into `out`. With g.exchange the call is collective (every rank makes it, also with no atoms). Returns the engine's status (0 = success) with its message in msg[MLIP_ERRLEN].
   int evaluate(void *engine, const MLIPGraphInput &g, MLIPResult &out, bool atom_virial,
                char *msg) const;
   // Extrapolation grade of the g.n_local local nodes into gamma[n_local]; same status convention.

@@ -16,15 +16,19 @@
 using namespace LAMMPS_NS;
 
 MLIPGraphBuilder::MLIPGraphBuilder(LAMMPS *lmp) :
-    Pointers(lmp), cutsq(0.0), message_passing(false), n_local(0), graph_serial(-1),
+    Pointers(lmp), cutsq(0.0), message_passing(false), exchange_fn(nullptr), exchange_ctx(nullptr),
+    n_local(0), graph_serial(-1),
     graph_step(-1)
 {
 }
 
-void MLIPGraphBuilder::setup(double cutoff, bool mp, const std::vector<double> &model_cutoffs)
+void MLIPGraphBuilder::setup(double cutoff, bool ghost_centres, const std::vector<double> &model_cutoffs,
+                             MLIPExchangeFn exchange, void *ctx)
 {
   cutsq = cutoff * cutoff;
-  message_passing = mp;
+  message_passing = ghost_centres;
+  exchange_fn = exchange;
+  exchange_ctx = ctx;
   subsets.assign(model_cutoffs.size(), EdgeSubset());
   for (size_t m = 0; m < model_cutoffs.size(); m++) {
     subsets[m].cutsq = model_cutoffs[m] * model_cutoffs[m];
@@ -83,7 +87,9 @@ void MLIPGraphBuilder::build(NeighList *list, const std::vector<int> &type2speci
   // atom's node (edge_vec still uses the ghost's coordinates, so the image shift is exact). Its
   // force and virial then land on the owner directly, which is what the reverse communication
   // would have done, and the model evaluates fewer nodes (on one rank: only the local atoms).
-  // Not for message-passing models: their ghost centres carry their own (duplicate) edges.
+  // Not on a deep ghost shell: its ghost centres carry their own (duplicate) edges. With the
+  // per-layer feature exchange, folding is exact too (an image's features are its owner's), and on
+  // one rank it leaves no ghost node at all: the exchange then has nothing to move.
   const bool fold_images = !message_passing && atom->tag_enable;
   if (fold_images) {
     tagint *tag = atom->tag;
@@ -138,6 +144,8 @@ MLIPGraphInput MLIPGraphBuilder::input(int m)
   g.n_nodes = (int64_t) atom_of.size();
   g.n_local = n_local;
   g.species = species.data();
+  g.exchange = exchange_fn;
+  g.exchange_ctx = exchange_ctx;
 
   EdgeSubset &s = subsets[m];
   if (!s.filtered) {

@@ -12,10 +12,13 @@
              separate nodes, so edge_vec = x[j] - x[i] directly, no image
              shifts.
      edges = (i -> j) for |x[j] - x[i]| < cutoff from the full neighbour list;
-             only local centres for local models, local + ghost centres for
-             message-passing models (ghost neighbour list).
-   For local models a ghost that is a periodic image of an atom owned by the
-   same rank is folded onto that atom's node (fewer nodes, identical result).
+             only local centres for local models and for message-passing
+             models with the per-layer feature exchange (a one-cutoff graph,
+             edges sorted by centre), local + ghost centres for message-passing
+             models on a deep ghost shell (ghost neighbour list).
+   Except on a deep ghost shell, a ghost that is a periodic image of an atom
+   owned by the same rank is folded onto that atom's node (fewer nodes,
+   identical result).
    With several models (a committee) the graph uses the largest cutoff and
    each model with a smaller one gets the edges shorter than its own cutoff,
    in graph order, rebuilt lazily once per graph.
@@ -35,12 +38,15 @@
 namespace LAMMPS_NS {
 
 // Per-atom rows [nall][width] that travel through LAMMPS' ghost communication
-// (Comm::reverse_comm(Pair *)): a helper of the pair style that needs ghost rows summed onto
-// their owners implements this, and PairMLIP forwards its pack/unpack_reverse_comm to it.
+// (Comm::reverse_comm(Pair *), Comm::forward_comm(Pair *)): a helper of the pair style that needs
+// ghost rows summed onto their owners (reverse) or owners' rows copied to their ghosts (forward)
+// implements this, and PairMLIP forwards its pack/unpack_*_comm to it.
 class MLIPAtomRows {
  public:
   virtual int pack_reverse(int n, int first, double *buf) = 0;
   virtual void unpack_reverse(int n, const int *list, const double *buf) = 0;
+  virtual int pack_forward(int /*n*/, const int * /*list*/, double * /*buf*/) { return 0; }
+  virtual void unpack_forward(int /*n*/, int /*first*/, const double * /*buf*/) {}
 
  protected:
   ~MLIPAtomRows() = default;    // never deleted through this interface
@@ -51,8 +57,11 @@ class MLIPGraphBuilder : protected Pointers {
   explicit MLIPGraphBuilder(class LAMMPS *);
 
   // After the models are loaded: graph cutoff (the largest model cutoff), whether ghost
-  // centres carry edges (message passing), and each model's own cutoff. Forgets the last graph.
-  void setup(double cutoff, bool message_passing, const std::vector<double> &model_cutoffs);
+  // centres carry edges (message passing on a deep ghost shell), and each model's own cutoff.
+  // `exchange` (message passing with per-layer feature exchange; nullptr otherwise) goes with
+  // every graph input: a one-cutoff graph, images folded as for local models. Forgets the last graph.
+  void setup(double cutoff, bool ghost_centres, const std::vector<double> &model_cutoffs,
+             MLIPExchangeFn exchange = nullptr, void *exchange_ctx = nullptr);
 
   // Rebuilds the graph from `list` (full, plus ghost neighbours for message passing).
   // type2species[type] = model species index, -1 for types this style does not handle.
@@ -81,7 +90,9 @@ class MLIPGraphBuilder : protected Pointers {
   };
 
   double cutsq;
-  bool message_passing;
+  bool message_passing;    // ghost centres carry edges (deep ghost shell)
+  MLIPExchangeFn exchange_fn;
+  void *exchange_ctx;
   std::vector<EdgeSubset> subsets;    // [models]
 
   std::vector<int> node_of;        // LAMMPS atom index -> graph node (-1: not a node)

@@ -12,6 +12,9 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
+#include <cstring>
+
 #include <algorithm>
 
 using namespace LAMMPS_NS;
@@ -40,7 +43,7 @@ double LAMMPS_NS::mlip_ev_per_energy_unit(const std::string &style)
 /* ---------------------------------------------------------------------- */
 
 MLIPModelSet::MLIPModelSet(LAMMPS *lmp) :
-    Pointers(lmp), engine_api(nullptr), graph_cutoff(0.0), range(0.0), mp(false), n_graded(0),
+    Pointers(lmp), engine_api(nullptr), graph_cutoff(0.0), range(0.0), mp(false), use_exchange(false), width(0), n_graded(0),
     ready(false)
 {
 }
@@ -90,8 +93,18 @@ void MLIPModelSet::open(const std::vector<std::string> &files, int num_threads)
   }
   mp = range > graph_cutoff * (1.0 + 1e-12);
   for (const auto &m : list)
-    if (m.interaction_range > m.cutoff * (1.0 + 1e-12)) mp = true;
+    if (m.message_passing) mp = true;
   if (mp) range = std::max(range, graph_cutoff);
+  // message passing on a one-cutoff graph when every message-passing model has the layer split
+  // (MLIP_LAMMPS_EXCHANGE=0 keeps the deep ghost shell, e.g. to compare the two)
+  const char *env = getenv("MLIP_LAMMPS_EXCHANGE");
+  const bool allowed = !(env && strcmp(env, "0") == 0);
+  use_exchange = mp && allowed;
+  width = 0;
+  for (const auto &m : list) {
+    if (m.message_passing && !m.layered) use_exchange = false;
+    width = std::max(width, m.exchange_width);
+  }
   energy_scale();    // unsupported or mixed units: an error now, and the set stays unloaded
   ready = true;
 }
@@ -122,6 +135,9 @@ MLIPModel MLIPModelSet::open_one(const std::string &file, int num_threads)
   const char *fam = engine_api->family(eng);
   m.family = fam ? fam : "";
   m.graded = engine_api->has_grade && engine_api->has_grade(eng) == 1;
+  m.message_passing = m.interaction_range > m.cutoff * (1.0 + 1e-12);
+  m.layered = engine_api->supports_exchange && engine_api->supports_exchange(eng) == 1;
+  m.exchange_width = m.layered ? engine_api->exchange_width(eng) : 0;
   return m;
 }
 
@@ -168,8 +184,20 @@ void MLIPModelSet::log(int num_threads) const
     }
     utils::logmesg(lmp, "pair_style mlip: graph cutoff {} A{}, {} libtorch thread(s) per MPI rank, "
                         "engine {}\n",
-                   graph_cutoff, mp ? " (message passing: ghost neighbours)" : "", num_threads,
-                   engine_api->path);
+                   graph_cutoff,
+                   !mp ? ""
+                       : use_exchange ? " (message passing: ghost shell of one cutoff, features "
+                                        "exchanged between layers)"
+                                      : " (message passing: ghost neighbours)",
+                   num_threads, engine_api->path);
+    if (mp && !use_exchange) {
+      std::string why;
+      for (const auto &m : list)
+        if (m.message_passing && !m.layered) why = fmt::format("model '{}' has no layer split", m.path);
+      if (why.empty()) why = "MLIP_LAMMPS_EXCHANGE=0";
+      utils::logmesg(lmp, "pair_style mlip: message passing on a deep ghost shell (interaction range "
+                          "{} A + skin): {}\n", range, why);
+    }
   }
 }
 

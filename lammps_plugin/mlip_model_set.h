@@ -44,6 +44,11 @@ class MLIPModelSet : protected Pointers {
   double interaction_range() const { return range; }
   // some model's features reach beyond its cutoff: ghost centres need edges too
   bool message_passing() const { return mp; }
+  // message passing on a one-cutoff ghost shell with per-layer feature exchange (every
+  // message-passing model has the layer split); else the ghost shell is interaction_range deep
+  bool exchange() const { return use_exchange; }
+  // widest feature row exchanged per atom (comm_forward / comm_reverse)
+  int64_t exchange_width() const { return width; }
   int num_graded() const { return n_graded; }
   // model energy unit -> energy unit of the current LAMMPS `units` (errors for unsupported or
   // mixed units)
@@ -59,7 +64,8 @@ class MLIPModelSet : protected Pointers {
   std::vector<MLIPModel> list;
   std::vector<std::string> model_species;
   double graph_cutoff, range;
-  bool mp;
+  bool mp, use_exchange;
+  int64_t width;
   int n_graded;
   bool ready;
 

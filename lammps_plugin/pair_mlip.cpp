@@ -19,6 +19,7 @@
 #include "pair_mlip.h"
 
 #include "mlip_committee.h"
+#include "mlip_feature_exchange.h"
 #include "mlip_gamma_monitor.h"
 #include "mlip_graph_builder.h"
 #include "mlip_model_set.h"
@@ -72,10 +73,12 @@ PairMLIP::PairMLIP(LAMMPS *lmp) :
   graph_builder = new MLIPGraphBuilder(lmp);
   committee = new MLIPCommittee(lmp);
   gamma_monitor = new MLIPGammaMonitor(lmp);
+  feature_exchange = new MLIPFeatureExchange(lmp, this, *graph_builder);
 }
 
 PairMLIP::~PairMLIP()
 {
+  delete feature_exchange;
   delete gamma_monitor;
   delete committee;
   delete graph_builder;
@@ -271,9 +274,16 @@ void PairMLIP::open_models()
   const std::vector<MLIPModel> &models = model_set->models();
   const int nmodels = model_set->size();
 
-  ghostneigh = model_set->message_passing() ? 1 : 0;
-  // committee: every model's forces [nall][3 M] are reverse-communicated
-  comm_reverse = nmodels > 1 ? 3 * nmodels : 0;
+  // message passing: a deep ghost shell whose ghost centres carry edges, or (every
+  // message-passing model has the layer split) one cutoff of ghosts whose features are exchanged
+  // between layers
+  const bool exchange = model_set->exchange();
+  ghostneigh = model_set->message_passing() && !exchange ? 1 : 0;
+  // committee: every model's forces [nall][3 M] are reverse-communicated; the exchange moves
+  // feature rows both ways
+  const int width = exchange ? (int) model_set->exchange_width() : 0;
+  comm_reverse = std::max(nmodels > 1 ? 3 * nmodels : 0, width);
+  comm_forward = width;
 
   if (gamma_monitor->requested() && model_set->num_graded() == 0) {
     const bool v2 = model_set->api()->has_grade != nullptr;
@@ -287,7 +297,11 @@ void PairMLIP::open_models()
 
   std::vector<double> cutoffs;
   for (const auto &m : models) cutoffs.push_back(m.cutoff);
-  graph_builder->setup(model_set->cutoff(), model_set->message_passing(), cutoffs);
+  if (exchange)
+    graph_builder->setup(model_set->cutoff(), false, cutoffs, &MLIPFeatureExchange::callback,
+                         feature_exchange);
+  else
+    graph_builder->setup(model_set->cutoff(), model_set->message_passing(), cutoffs);
 
   model_set->log(num_threads);
   if (comm->me == 0) {
@@ -322,7 +336,7 @@ void PairMLIP::init_style()
     error->all(FLERR, "pair_style mlip: gamma_select and committees need atom IDs");
   energy_scale = model_set->energy_scale();
 
-  if (model_set->message_passing()) {
+  if (model_set->message_passing() && !model_set->exchange()) {
     neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
     // ghost atoms out to interaction_range (+ skin): every node whose features
     // reach a local atom is present and has its complete neighbour list
@@ -426,19 +440,22 @@ void PairMLIP::evaluate_committee()
   committee->gather_forces(*model_set->api(), model_set->models(), *graph_builder, drive,
                            energy_scale);
   // forces of ghost nodes belong to atoms owned elsewhere (or to images): sum them onto owners
-  reverse_exchange(committee);
+  exchange_rows(committee, true);
   committee->finish(type2species);
 }
 
 /* ----------------------------------------------------------------------
-   per-atom rows of a helper through LAMMPS' reverse communication; the
-   buffers are sized by comm_reverse, set in open_models()
+   per-atom rows of a helper through LAMMPS' ghost communication; the
+   buffers are sized by comm_reverse / comm_forward, set in open_models()
 ------------------------------------------------------------------------- */
 
-void PairMLIP::reverse_exchange(MLIPAtomRows *rows)
+void PairMLIP::exchange_rows(MLIPAtomRows *rows, bool reverse)
 {
   exchanging = rows;
-  comm->reverse_comm(this);
+  if (reverse)
+    comm->reverse_comm(this);
+  else
+    comm->forward_comm(this);
   exchanging = nullptr;
 }
 
@@ -450,6 +467,16 @@ int PairMLIP::pack_reverse_comm(int n, int first, double *buf)
 void PairMLIP::unpack_reverse_comm(int n, int *list, double *buf)
 {
   if (exchanging) exchanging->unpack_reverse(n, list, buf);
+}
+
+int PairMLIP::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/, int * /*pbc*/)
+{
+  return exchanging ? exchanging->pack_forward(n, list, buf) : 0;
+}
+
+void PairMLIP::unpack_forward_comm(int n, int first, double *buf)
+{
+  if (exchanging) exchanging->unpack_forward(n, first, buf);
 }
 
 /* ----------------------------------------------------------------------
@@ -521,7 +548,7 @@ double PairMLIP::memory_usage()
 {
   double bytes = Pair::memory_usage();
   bytes += graph_builder->memory_usage() + committee->memory_usage() +
-      gamma_monitor->memory_usage();
+      gamma_monitor->memory_usage() + feature_exchange->memory_usage();
   bytes += (double) (drive.atom_energy.capacity() + drive.forces.capacity() +
                      drive.atom_virial.capacity()) * sizeof(double);
   return bytes;

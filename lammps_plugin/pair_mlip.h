@@ -22,6 +22,8 @@
      mlip_graph_builder  neighbour list -> edge graph of docs/CONTRACT.md
      mlip_committee      model deviation of a committee and its file
      mlip_gamma_monitor  extrapolation grade, gamma_select / gamma_break
+     mlip_feature_exchange  ghost features between the layers of a
+                         message-passing model (one-cutoff ghost shell)
 ------------------------------------------------------------------------- */
 
 #ifdef PAIR_CLASS
@@ -43,6 +45,7 @@ namespace LAMMPS_NS {
 
 class MLIPAtomRows;
 class MLIPCommittee;
+class MLIPFeatureExchange;
 class MLIPGammaMonitor;
 class MLIPGraphBuilder;
 class MLIPModelSet;
@@ -62,6 +65,12 @@ class PairMLIP : public Pair {
   void *extract_peratom(const char *, int &) override;
   int pack_reverse_comm(int, int, double *) override;
   void unpack_reverse_comm(int, int *, double *) override;
+  int pack_forward_comm(int, int *, double *, int, int *) override;
+  void unpack_forward_comm(int, int, double *) override;
+
+  // per-atom rows of a helper through LAMMPS' ghost communication: reverse (ghost rows summed
+  // onto their owners) or forward (owners' rows copied to their ghosts); collective
+  void exchange_rows(MLIPAtomRows *, bool reverse);
 
   // ---- used by compute mlip/gamma (collective calls: every rank must make them)
   // true if at least one model of the style carries an active set
@@ -93,6 +102,7 @@ class PairMLIP : public Pair {
   MLIPGraphBuilder *graph_builder;
   MLIPCommittee *committee;
   MLIPGammaMonitor *gamma_monitor;
+  MLIPFeatureExchange *feature_exchange;    // message passing: ghost features between layers
   MLIPResult drive;            // driving model's output on the last graph (model units)
   MLIPAtomRows *exchanging;    // helper whose rows the running reverse communication carries
 
@@ -100,7 +110,6 @@ class PairMLIP : public Pair {
   void open_models();
   void tally(const MLIPResult &);
   void evaluate_committee();
-  void reverse_exchange(MLIPAtomRows *);
 };
 
 }    // namespace LAMMPS_NS

@@ -30,11 +30,14 @@ from mlip import __version__
 from mlip.io.export_metadata import METADATA_FILE, read_metadata
 from mlip.models.base import AtomicModel, forces_virials_from_edges, model_dtype
 
-__all__ = ["FORMAT_VERSION", "GRADE_MODES", "METADATA_FILE", "ExportedModel", "export_model", "model_metadata",
+__all__ = ["FORMAT_VERSION", "GRADE_MODES", "LAYER_METHODS", "METADATA_FILE", "ExportedLayeredModel", "ExportedModel", "export_model", "model_metadata",
            "read_metadata"]
 
 FORMAT_VERSION = 1
 GRADE_MODES = ("nbh", "cfg")
+# what a message-passing model provides for the layer split (ExportedLayeredModel)
+LAYER_METHODS = ("feature_widths", "layer_embed", "layer_forward", "layer_vjp", "layer_readout",
+                 "grade_rows_from_features")
 
 
 class ExportedModel(nn.Module):
@@ -95,12 +98,15 @@ class ExportedModel(nn.Module):
         row of atom i; cfg: every entry is the configuration's γ = max_k |((Σ_i b_i) G)_k| over the
         local atoms (with several LAMMPS ranks: each rank's sub-domain). γ ≤ 1 interpolation, > 1
         extrapolation (see docs/CONTRACT.md)."""
+        if self.grade_matrix.shape[1] == 0:
+            return torch.zeros(0, dtype=torch.float64, device=edge_vec.device)
+        return self.gamma_of_rows(self.grade_rows(species, edge_index, edge_vec.detach(), n_local).detach())
+
+    def gamma_of_rows(self, rows: Tensor) -> Tensor:
+        """γ [n] of n feature rows (see `grade`); empty without an active set or rows."""
         g = self.grade_matrix
-        if g.shape[1] == 0:
-            return torch.zeros(0, dtype=torch.float64, device=edge_vec.device)
-        rows = self.grade_rows(species, edge_index, edge_vec.detach(), n_local).detach()
-        if rows.shape[0] == 0:
-            return torch.zeros(0, dtype=torch.float64, device=edge_vec.device)
+        if g.shape[1] == 0 or rows.shape[0] == 0:
+            return torch.zeros(0, dtype=torch.float64, device=rows.device)
         if self.grade_mode == "cfg":
             total = rows.to(g.dtype).sum(0, keepdim=True)
             gamma = torch.matmul(total, g).abs().max(dim=1)[0]
@@ -121,6 +127,44 @@ class ExportedMessagePassingModel(ExportedModel):
         return rows[:n_local]
 
 
+class ExportedLayeredModel(ExportedMessagePassingModel):
+    """A message-passing model that also exposes its layer split (docs/CONTRACT.md, "Layer split"):
+    the engine evaluates it block by block on a one-cutoff graph and lets the caller exchange the
+    node features of ghost atoms between blocks (LAMMPS forward/reverse communication), instead of
+    recomputing a ghost shell num_layers × cutoff deep. Every step is a plain function of tensors
+    with an explicit vector-Jacobian product, so the split does not depend on TorchScript."""
+
+    def __init__(self, model: AtomicModel, dtype: str, grade_matrix: Optional[Tensor] = None,
+                 grade_mode: str = "nbh") -> None:
+        super().__init__(model, dtype, grade_matrix, grade_mode)
+        self.layer_widths: List[int] = [int(w) for w in model.feature_widths]
+
+    @torch.jit.export
+    def layer_embed(self, species: Tensor, dtype: torch.dtype) -> Tensor:
+        return self.model.layer_embed(species, dtype)
+
+    @torch.jit.export
+    def layer_forward(self, k: int, h: Tensor, species: Tensor, edge_index: Tensor, edge_vec: Tensor,
+                      n_centres: int, chunk: int) -> Tensor:
+        return self.model.layer_forward(k, h, species, edge_index, edge_vec, n_centres, chunk)
+
+    @torch.jit.export
+    def layer_vjp(self, k: int, h: Tensor, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centres: int,
+                  chunk: int, grad_out: Tensor, need_h: bool) -> Tuple[Tensor, Tensor]:
+        return self.model.layer_vjp(k, h, species, edge_index, edge_vec, n_centres, chunk, grad_out, need_h)
+
+    @torch.jit.export
+    def layer_readout(self, h: Tensor, species: Tensor) -> Tuple[Tensor, Tensor]:
+        return self.model.layer_readout(h, species)
+
+    @torch.jit.export
+    def layer_grade(self, h: Tensor, species: Tensor) -> Tensor:
+        """γ of the atoms whose last features are h (the `grade` of the layer path)."""
+        if self.grade_matrix.shape[1] == 0:
+            return torch.zeros(0, dtype=torch.float64, device=h.device)
+        return self.gamma_of_rows(self.model.grade_rows_from_features(h, species).detach())
+
+
 class _ExportedModelNoGrade(ExportedModel):
     """For a family without `grade_features` (no extrapolation grade possible)."""
 
@@ -139,6 +183,8 @@ def wrapper_class(model: AtomicModel) -> type:
     params = inspect.signature(model.forward).parameters
     graded = hasattr(model, "grade_features")
     if "n_local" in params:
+        if graded and all(hasattr(model, m) for m in LAYER_METHODS):
+            return ExportedLayeredModel
         return ExportedMessagePassingModel if graded else _ExportedMessagePassingModelNoGrade
     return ExportedModel if graded else _ExportedModelNoGrade
 

@@ -1,6 +1,7 @@
 """Fast checks of the benchmark entry point and the peer scripts: argument parsing, dry runs, clear
 SKIP messages when the peers venv or the data are missing, parsers, the report on partial results.
-Nothing here trains, installs or runs a peer code."""
+Nothing here trains or installs; the only peer code run is peer_nequip.py --quick (seconds), and only
+when the NequIP peer venv is already installed."""
 from __future__ import annotations
 
 import json
@@ -58,7 +59,7 @@ def test_all_dry_run_without_peers(tmp_path):
 
     defaults = argparse.Namespace(quick=False, threads=1, minutes=None, dtypes=["float64"])
     peer_jobs = [j for j in bm.plan(list(bm.SECTIONS), defaults) if j.peer]
-    assert len(peer_jobs) == 4  # DeePMD-kit water, lammps and ase; MACE ase
+    assert len(peer_jobs) == 5  # DeePMD-kit water, lammps and ase; MACE ase; NequIP ase
     assert out.count("SKIP: peers venv not found") == len(peer_jobs)
     assert "python benchmarks/peers.py install" in out
     # every job either shows its command or says it is not available yet
@@ -92,17 +93,43 @@ def test_peer_scripts_skip_without_venv(tmp_path):
         p = _run([str(BENCH / "peer_mace.py"), "--sizes", "50"], tmp_path)
         assert p.returncode == 0 and "SKIP: MACE: peers venv not found" in p.stdout, p.stdout + p.stderr
         assert not (tmp_path / "results").exists()
+    p = _run([str(BENCH / "peer_nequip.py"), "--quick"], tmp_path)
+    assert p.returncode == 0 and "SKIP: NequIP: peers venv not found" in p.stdout, p.stdout + p.stderr
+    assert not (tmp_path / "results").exists()
     p = _run([str(BENCH / "peers.py"), "status"], tmp_path)
     assert p.returncode == 0 and "SKIP: no peers venv" in p.stdout
 
 
+@pytest.mark.skipif(peers.unavailable_reason("nequip") is not None, reason="NequIP peer venv not installed")
+def test_peer_nequip_quick(tmp_path):
+    """End to end in seconds: NequIP (eager, 32 atoms, float32) in its venv and ours here, one JSON."""
+    env = dict(os.environ)
+    env["MLIP_BENCH_RESULTS"] = str(tmp_path)
+    p = subprocess.run([sys.executable, str(BENCH / "peer_nequip.py"), "--quick"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    res = json.loads((tmp_path / "quick_ase_nequip.json").read_text())
+    assert res["quick"] and res["nequip_version"].startswith("0.19.")
+    codes = {r["code"] for r in res["rows"]}
+    assert "NequIP" in codes
+    if "mlip" in codes:  # ours needs the compiled extension of this venv
+        (c,) = res["comparison"]
+        assert c["atoms"] == 32 and c["dtype"] == "float32" and c["ratio_ours_over_theirs"] > 0
+        assert res["n_parameters"]["ours"] > 0 and res["n_parameters"]["theirs"] > 0
+    assert res["lammps_pair_style"]["pair_nequip"]["per_atom_virial"] is False
+    assert "quick_" not in report.render(tmp_path)  # quick results stay out of the README
+
+
 def test_require_messages(tmp_path, monkeypatch):
     monkeypatch.setenv("MLIP_PEERS_VENV", str(tmp_path / "nothing"))
-    for peer in ("deepmd", "mace"):
+    for peer in ("deepmd", "mace", "nequip"):
         with pytest.raises(peers.PeerUnavailable, match="peers.py install --only " + peer):
             peers.require(peer)
     with pytest.raises(ValueError):
-        peers.require("nequip")
+        peers.require("allegro")
+    # NequIP (e3nn 0.6) cannot share MACE's venv (e3nn 0.4.4): its own, next to the main one
+    assert peers.venv_dir("nequip") == (tmp_path / "nothing-nequip").resolve()
+    assert peers.venv_dir("mace") == peers.venv_dir() == (tmp_path / "nothing").resolve()
 
 
 def test_missing_water_data(tmp_path, monkeypatch):
@@ -161,10 +188,10 @@ def test_report_partial_and_broken(tmp_path):
     (tmp_path / "smoke_water_dp_float64.json").write_text("{}")
     text = report.render(tmp_path)
     assert "DeePMD-kit (TF)" in text and "compressed" in text
-    assert text.count("_Not measured yet._") == 3  # accuracy, LAMMPS, ASE
+    assert text.count("_Not measured yet._") == 4  # accuracy, LAMMPS, ASE, NequIP vs ours
     assert "Unreadable result files: broken" in text
     assert "smoke_" not in text
-    assert report.render(tmp_path / "missing").count("_Not measured yet._") == 4
+    assert report.render(tmp_path / "missing").count("_Not measured yet._") == 5
 
 
 def test_entry_point_helpers(tmp_path):

@@ -84,6 +84,28 @@ class InteractionBlock(nn.Module):
         self.gate = Gate(scalars, n_gates, gated)
         self.residual = residual_slices(self.irreps_in, self.irreps_out) if resnet else []
 
+    def message_input(self, h: Tensor) -> Tensor:
+        """x = Lin1 h [N_in, irreps_in.dim]: what every atom sends along its edges (node-wise, so a
+        layer-by-layer evaluation computes it once for all senders of all chunks of centres)."""
+        return self.linear_1(h)
+
+    def update(
+        self, x: Tensor, h_c: Tensor, onehot_c: Tensor, sh: List[Tensor], t_list: List[Tensor], basis: Tensor,
+        slot_src: Tensor, n_out: int, n_max: int, inv_sqrt_nn: float,
+    ) -> Tensor:
+        """New features [n_out, irreps_out.dim] of n_out centres from the senders' x = Lin1 h
+        [N_in, ...], the centres' own features h_c [n_out, irreps_in.dim] and one-hot species
+        onehot_c [n_out, n_species], and the centres' slot tensors (S = n_out n_max)."""
+        w = self.radial(basis)  # n_paths x [S, u]
+        agg = self.conv(x, sh, t_list, w, slot_src, n_out, n_max) * inv_sqrt_nn  # [n_out, irreps_mid.dim]
+        y = self.gate(self.linear_2(agg) + self.self_connection(h_c, onehot_c))
+        if len(self.residual) > 0:
+            parts: List[Tensor] = []
+            for a, _, n in self.residual:
+                parts.append(h_c[:, a : a + n])
+            y = y + torch.cat(parts, dim=1)
+        return y
+
     def forward(
         self, h: Tensor, onehot: Tensor, sh: List[Tensor], t_list: List[Tensor], basis: Tensor, slot_src: Tensor,
         n_out: int, n_max: int, inv_sqrt_nn: float,
@@ -91,20 +113,9 @@ class InteractionBlock(nn.Module):
         """h [N_in, irreps_in.dim] for every sender, onehot [N_in, n_species]; the slot tensors
         (sh, t_list, basis [S, num_basis], slot_src [S], S = n_out n_max) cover the first n_out
         atoms (the centres), which are the only ones updated: returns [n_out, irreps_out.dim]."""
-        w = self.radial(basis)  # n_paths x [S, u]
-        x = self.linear_1(h)
-        agg = self.conv(x, sh, t_list, w, slot_src, n_out, n_max) * inv_sqrt_nn  # [n_out, irreps_mid.dim]
-        if n_out < h.shape[0]:
-            h = h[:n_out]
-        if n_out < onehot.shape[0]:
-            onehot = onehot[:n_out]
-        y = self.gate(self.linear_2(agg) + self.self_connection(h, onehot))
-        if len(self.residual) > 0:
-            parts: List[Tensor] = []
-            for a, _, n in self.residual:
-                parts.append(h[:, a : a + n])
-            y = y + torch.cat(parts, dim=1)
-        return y
-
+        x = self.message_input(h)
+        h_c = h[:n_out] if n_out < h.shape[0] else h
+        onehot_c = onehot[:n_out] if n_out < onehot.shape[0] else onehot
+        return self.update(x, h_c, onehot_c, sh, t_list, basis, slot_src, n_out, n_max, inv_sqrt_nn)
 
 __all__ = ["InteractionBlock", "residual_slices"]

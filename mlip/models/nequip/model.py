@@ -121,6 +121,8 @@ class NequIP(AtomicModel):
             irreps = blk.irreps_out
             self.irreps_layers.append(str(irreps))
         self.blocks = nn.ModuleList(blocks)
+        # node feature width before every block and after the last: [num_features, dim_1, ..., dim_L]
+        self.feature_widths: List[int] = [nf] + [blk.irreps_out.dim for blk in blocks]
         cg_bank, cg_meta = bank.matrices()
         # float64 whatever the default dtype (a float32-rounded C is not exactly equivariant in
         # float64); cast to the input dtype where used
@@ -258,6 +260,131 @@ class NequIP(AtomicModel):
             e = torch.cat([e, torch.zeros(species.shape[0] - n, dtype=e.dtype, device=e.device)])
         return e
 
+    # ---- layer by layer (the engine's exchange path; see docs/CONTRACT.md, "Layer split") -------
+    # The same numbers as forward(), cut at the node features between blocks, so that a caller can
+    # overwrite the rows of ghost atoms with their owners' values after every block (LAMMPS forward
+    # communication) and sum the gradients of ghost rows onto their owners on the way back (reverse
+    # communication). Centres are the first n_centres atoms, edges sorted by centre and centred on
+    # them only (a one-cutoff graph). Centres are processed in chunks of `chunk` atoms and the
+    # backward pass recomputes one block for one chunk at a time, so the autograd intermediates
+    # held at once are those of one chunk, not of the whole graph.
+
+    def _chunk_slots(
+        self, edge_index: Tensor, vec: Tensor, c0: int, c1: int, e0: int, e1: int, with_t: bool
+    ) -> Tuple[List[Tensor], List[Tensor], Tensor, Tensor, int]:
+        """Slot tensors (as `edge_features`) of centres [c0, c1) from their edges [e0, e1):
+        edge_index is the whole graph's, vec [e1 - e0, 3] those edges' vectors."""
+        ei = edge_index[:, e0:e1]
+        ei = torch.stack([ei[0] - c0, ei[1]])
+        slot_edge, n_max = edge_slots(c1 - c0, ei)
+        svec = slot_vectors(vec, slot_edge, self.cutoff)
+        slot_src = slot_senders(ei, slot_edge)
+        r = torch.linalg.norm(svec, dim=-1)
+        sh = torch.split(self.sh(svec), self.sh_dims, dim=1)
+        n_t = (c1 - c0) * n_max if with_t else 0
+        t_list = coupling_tensors(sh, self.cg_bank.to(vec.dtype), self.cg_meta, n_t)
+        basis = self.basis(r)
+        return sh, t_list, basis, slot_src, n_max
+
+    def _edge_offsets(self, edge_index: Tensor, n_centres: int) -> List[int]:
+        """ptr[c] = first edge of centre c (ptr[n_centres] = E); edges must be sorted by centre."""
+        counts = torch.bincount(edge_index[0], minlength=n_centres)
+        ptr = torch.cat([torch.zeros(1, dtype=torch.long, device=counts.device), torch.cumsum(counts, 0)])
+        return ptr.tolist()
+
+    @torch.jit.export
+    def layer_embed(self, species: Tensor, dtype: torch.dtype) -> Tensor:
+        """Features before block 0, h0 [N, num_features] (species only: ghosts need no exchange)."""
+        return self.embedding(species).to(dtype)
+
+    @torch.jit.export
+    def layer_forward(
+        self, k: int, h: Tensor, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centres: int, chunk: int
+    ) -> Tensor:
+        """Block k on the first n_centres atoms: h [N, feature_widths[k]] (every sender's features)
+        -> [n_centres, feature_widths[k + 1]]. Run it without autograd (the backward recomputes)."""
+        onehot = torch.nn.functional.one_hot(species[:n_centres], self.n_species).to(h.dtype)
+        ptr = self._edge_offsets(edge_index, n_centres)
+        outs: List[Tensor] = []
+        for i, blk in enumerate(self.blocks):
+            if i == k:
+                x = blk.message_input(h)
+                for c0 in range(0, n_centres, chunk):
+                    c1 = min(c0 + chunk, n_centres)
+                    e0, e1 = ptr[c0], ptr[c1]
+                    sh, t_list, basis, slot_src, n_max = self._chunk_slots(edge_index, edge_vec[e0:e1], c0, c1, e0,
+                                                                           e1, k > 0)
+                    outs.append(blk.update(x, h[c0:c1], onehot[c0:c1], sh, t_list, basis, slot_src, c1 - c0, n_max,
+                                           self.inv_sqrt_nn))
+        if len(outs) == 0:
+            return torch.zeros((0, self.feature_widths[k + 1]), dtype=h.dtype, device=h.device)
+        return torch.cat(outs, 0)
+
+    @torch.jit.export
+    def layer_vjp(
+        self, k: int, h: Tensor, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centres: int, chunk: int,
+        grad_out: Tensor, need_h: bool,
+    ) -> Tuple[Tensor, Tensor]:
+        """Vector-Jacobian product of `layer_forward` (recomputed chunk by chunk, with autograd):
+        grad_out [n_centres, feature_widths[k + 1]] -> (grad_h [N, feature_widths[k]] (zeros unless
+        need_h; rows of every sender, ghosts included), grad_edge_vec [E, 3])."""
+        onehot = torch.nn.functional.one_hot(species[:n_centres], self.n_species).to(h.dtype)
+        ptr = self._edge_offsets(edge_index, n_centres)
+        h_leaf = h.detach().requires_grad_(need_h)
+        g_h = torch.zeros_like(h)
+        g_vec = torch.zeros_like(edge_vec)
+        for i, blk in enumerate(self.blocks):
+            if i == k:
+                x = blk.message_input(h_leaf)
+                x_leaf = x.detach().requires_grad_(need_h)
+                g_x = torch.zeros_like(x)
+                for c0 in range(0, n_centres, chunk):
+                    c1 = min(c0 + chunk, n_centres)
+                    e0, e1 = ptr[c0], ptr[c1]
+                    vec = edge_vec[e0:e1].detach().requires_grad_(True)
+                    h_c = h[c0:c1].detach().requires_grad_(need_h)
+                    sh, t_list, basis, slot_src, n_max = self._chunk_slots(edge_index, vec, c0, c1, e0, e1, k > 0)
+                    y = blk.update(x_leaf, h_c, onehot[c0:c1], sh, t_list, basis, slot_src, c1 - c0, n_max,
+                                   self.inv_sqrt_nn)
+                    go: List[Optional[Tensor]] = [grad_out[c0:c1]]
+                    if need_h:
+                        gs = torch.autograd.grad([y], [vec, x_leaf, h_c], go, allow_unused=True)
+                    else:
+                        gs = torch.autograd.grad([y], [vec], go, allow_unused=True)
+                    gv = gs[0]
+                    if gv is not None:
+                        g_vec[e0:e1] = gv
+                    if need_h:
+                        gx = gs[1]
+                        if gx is not None:
+                            g_x = g_x + gx
+                        ghc = gs[2]
+                        if ghc is not None:
+                            g_h[c0:c1] += ghc
+                if need_h:
+                    gxo: List[Optional[Tensor]] = [g_x]
+                    gh = torch.autograd.grad([x], [h_leaf], gxo, allow_unused=True)[0]
+                    if gh is not None:
+                        g_h = g_h + gh
+        return g_h, g_vec
+
+    @torch.jit.export
+    def layer_readout(self, h: Tensor, species: Tensor) -> Tuple[Tensor, Tensor]:
+        """(E_i [n], dΣE/dh [n, feature_widths[-1]]) of n atoms from their last features h."""
+        h_leaf = h.detach().requires_grad_(True)
+        e = self.readout(h_leaf, species)
+        g = torch.autograd.grad([e.sum()], [h_leaf], allow_unused=True)[0]
+        if g is None:
+            g = torch.zeros_like(h)
+        return e.detach(), g
+
+    @torch.jit.export
+    def grade_rows_from_features(self, h: Tensor, species: Tensor) -> Tensor:
+        """MaxVol rows (see `grade_features`) of n atoms from their last features h [n, ...]."""
+        phi = self.readout_features(h) * self.energy_scale.index_select(0, species).to(h.dtype).unsqueeze(1)
+        onehot = torch.nn.functional.one_hot(species, self.n_species).to(h.dtype)
+        return torch.cat([onehot, phi], 1)
+
     @torch.jit.export
     def invariant_features(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
         """Per-atom last invariant features φ_i [N, head_hidden]: the atomic energy is linear in them,
@@ -271,10 +398,7 @@ class NequIP(AtomicModel):
         [n, n_species + head_hidden]; n = n_local with 0 <= n_local < N (pruned evaluation), else N."""
         h = self._run(species, edge_index, edge_vec, False, n_local)[-1]
         n = h.shape[0]
-        sp = species[:n] if n < species.shape[0] else species
-        phi = self.readout_features(h) * self.energy_scale.index_select(0, sp).to(h.dtype).unsqueeze(1)
-        onehot = torch.nn.functional.one_hot(sp, self.n_species).to(h.dtype)
-        return torch.cat([onehot, phi], 1)
+        return self.grade_rows_from_features(h, species[:n] if n < species.shape[0] else species)
 
     @torch.jit.export
     def scalar_features(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
