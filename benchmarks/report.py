@@ -20,6 +20,8 @@ import peers  # noqa: E402
 
 # published mlearn test-set MAE (Zuo et al. 2020), as quoted in shared/data/README.md
 PUBLISHED_MO = {"GAP (pub.)": (2.24, 0.09), "MTP (pub.)": (2.83, 0.09)}
+# ours/theirs time per atom that the NequIP-package comparison must reach (benchmarks/peer_nequip.py)
+NEQUIP_GOAL = 0.5
 
 
 def load_all(results: Path) -> Dict[str, Any]:
@@ -143,6 +145,17 @@ def goal_rows(res: Dict[str, Any]) -> List[List[Any]]:
                     "lammps_mlip, lammps_deepmd"])
     else:
         out.append(["2-rank speed-up ≥ 1.7×", "not measured", None, "lammps_mlip, lammps_deepmd"])
+    nq = res.get("ase_nequip") if isinstance(res.get("ase_nequip"), dict) else {}
+    cmp_rows = [c for c in nq.get("comparison") or [] if c.get("ratio_ours_over_theirs") is not None]
+    if cmp_rows:
+        txt = "; ".join(f"{c['dtype']} {c['atoms']} atoms: {c['ratio_ours_over_theirs']:.2f}×" for c in cmp_rows)
+        if not all(c.get("theirs_compiled") for c in cmp_rows):
+            txt += " (NequIP not compiled in some rows)"
+        out.append([f"NequIP-style ASE calculator ≤ {NEQUIP_GOAL}× NequIP {nq.get('nequip_version') or ''} "
+                    "(same architecture, per atom)", txt,
+                    all(c["ratio_ours_over_theirs"] <= NEQUIP_GOAL for c in cmp_rows), "ase_nequip"])
+    else:
+        out.append([f"NequIP-style ASE calculator ≤ {NEQUIP_GOAL}× NequIP (the package)", "not measured", None, "ase_nequip"])
     return out
 
 
@@ -319,6 +332,11 @@ def section_ase(res: Dict[str, Any]) -> str:
                 label = r.get("code")
                 if label == "MACE":
                     label = f"MACE ({r.get('hidden_irreps', '')}, {r.get('n_parameters', '?')} params)"
+                elif label == "NequIP":
+                    label = (f"NequIP {d.get('nequip_version') or ''} ({'AOTI-compiled' if r.get('compiled') else 'eager'}, "
+                             f"{r.get('n_parameters', '?')} params)")
+                elif name == "ase_nequip" and label == "mlip":
+                    label = f"mlip NequIP-style (NEQUIP_PRESET, {r.get('n_parameters', '?')} params)"
                 elif str(label).startswith("DeePMD-kit"):
                     label = f"{label} (se_e2_a water architecture)"
                 elif r.get("model"):
@@ -337,16 +355,59 @@ def section_ase(res: Dict[str, Any]) -> str:
                         rows, [0, 0, 0, 0, 0, 1, 1, 1, 0]) + "\n"
 
 
+def section_nequip_peer(res: Dict[str, Any]) -> str:
+    """ours/theirs per atom for the same NequIP architecture (benchmarks/peer_nequip.py)."""
+    head = ("## NequIP (the package) vs ours, ASE calculator\n\nSame architecture (bench_lammps.NEQUIP_PRESET: cutoff 5 Å, "
+            "l_max 2, 32 features, 3 layers, 8 Bessel, p = 6, radial MLP 2×64), random weights, fcc Cu, 1 thread; one "
+            "force+stress call (`get_forces()` + `get_stress()` after a small displacement), median µs per atom. NequIP "
+            "runs compiled with AOTInductor (the `nequip-compile --target ase` path) in nequip's own `NequIPCalculator`. "
+            f"Goal: ours/theirs ≤ {NEQUIP_GOAL}×. `python benchmarks/peer_nequip.py` (or `python -m benchmarks ase`).\n\n")
+    d = res.get("ase_nequip")
+    if not isinstance(d, dict) or "_error" in d or not d.get("comparison"):
+        return head + "_Not measured yet._\n"
+    npar = d.get("n_parameters") or {}
+    rows = [[c.get("dtype"), c.get("atoms"), c.get("ours_us_per_atom"), c.get("theirs_us_per_atom"),
+             c.get("ratio_ours_over_theirs"),
+             "met" if c.get("ratio_ours_over_theirs", math.inf) <= NEQUIP_GOAL else "missed",
+             "AOTI" if c.get("theirs_compiled") else "no (eager)"] for c in d["comparison"]]
+    s = head + table(["dtype", "atoms", "ours µs/atom", "NequIP µs/atom", "ours/theirs", f"≤ {NEQUIP_GOAL}×",
+                      "NequIP compiled"], rows, [0, 0, 1, 1, 3, 0, 0]) + "\n"
+    v = d.get("versions") or {}
+    s += (f"\nParameters: ours {fmt(npar.get('ours'))}, NequIP {fmt(npar.get('theirs'))}. Versions: "
+          + ", ".join(f"{k} {x}" for k, x in v.items()) + ".\n")
+    errs = {dt: c.get("compile_error") for dt, c in (d.get("compile") or {}).items() if c.get("compile_error")}
+    if errs:
+        s += "\nNequIP compile failed (eager model timed): " + "; ".join(f"{k}: {e}" for k, e in errs.items()) + "\n"
+    lp = d.get("lammps_pair_style")
+    if isinstance(lp, dict) and isinstance(lp.get("pair_nequip"), dict):
+        pn = lp["pair_nequip"]
+        s += (f"\nNequIP in LAMMPS (`pair_style nequip`, from its sources): MPI ranks: {pn.get('mpi_ranks')}; per-atom "
+              f"energies: {fmt(pn.get('per_atom_energy'))}; per-atom virial: {fmt(pn.get('per_atom_virial'))}. "
+              "Sources and the ML-IAP integration: `lammps_pair_style` in ase_nequip.json.\n")
+    return s
+
+
 def section_peers(res: Dict[str, Any]) -> str:
     d = res.get("peers_install")
     head = ("## Peer codes\n\nInstalled by `python benchmarks/peers.py install` into their own venv (`.peers-venv`, "
-            "or MLIP_PEERS_VENV), never into the project's.\n\n")
-    if not isinstance(d, dict) or "versions" not in d:
+            "or MLIP_PEERS_VENV; NequIP, whose e3nn 0.6 clashes with MACE's e3nn 0.4.4, into `.peers-venv-nequip`), "
+            "never into the project's.\n\n")
+    if not isinstance(d, dict) or ("versions" not in d and not d.get("separate_venvs")):
         return head + "_Not installed yet._\n"
-    vers = ", ".join(f"{k} {v}" for k, v in d["versions"].items() if v)
-    steps = ", ".join(f"{s['step']} {s.get('seconds', '?')} s (+{s.get('added_MB', '?')} MB)" for s in d.get("steps", [])
-                      if s.get("step") != "venv")
-    return head + f"Versions: {vers}.\n\nInstall: {steps}; venv {d.get('venv_MB', '?')} MB.\n"
+    out = head
+    if "versions" in d:
+        vers = ", ".join(f"{k} {v}" for k, v in d["versions"].items() if v)
+        steps = ", ".join(f"{s['step']} {s.get('seconds', '?')} s (+{s.get('added_MB', '?')} MB)" for s in d.get("steps", [])
+                          if s.get("step") != "venv")
+        out += f"Versions: {vers}.\n\nInstall: {steps}; venv {d.get('venv_MB', '?')} MB.\n"
+    for peer, e in sorted((d.get("separate_venvs") or {}).items()):
+        if not isinstance(e, dict):
+            continue
+        vers = ", ".join(f"{k} {v}" for k, v in (e.get("versions") or {}).items() if v)
+        steps = ", ".join(f"{s['step']} {s.get('seconds', '?')} s (+{s.get('added_MB', '?')} MB)" for s in e.get("steps", [])
+                          if s.get("step") != "venv")
+        out += f"\n{peer} (own venv `{e.get('venv')}`): {vers}; install: {steps}; venv {e.get('venv_MB', '?')} MB.\n"
+    return out
 
 
 def render(results: Path) -> str:
@@ -355,7 +416,8 @@ def render(results: Path) -> str:
              f"Generated by `python benchmarks/report.py` from benchmarks/results/*.json "
              f"({len(res)} file(s); {time.strftime('%Y-%m-%d')}). Machine: {os.cpu_count()} cores. "
              "Reproduce everything with `python -m benchmarks all` (see `python -m benchmarks --help`).\n",
-             section_goals(res), section_accuracy(res), section_water(res), section_lammps(res), section_ase(res), section_peers(res)]
+             section_goals(res), section_accuracy(res), section_water(res), section_lammps(res), section_ase(res),
+             section_nequip_peer(res), section_peers(res)]
     bad = [k for k, v in res.items() if isinstance(v, dict) and "_error" in v]
     if bad:
         parts.append("Unreadable result files: " + ", ".join(bad) + "\n")

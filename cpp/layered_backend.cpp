@@ -31,7 +31,7 @@ int64_t chunk_from_env() {
     long n = std::strtol(v, &end, 10);
     if (end && *end == '\0' && n > 0) return n;
   }
-  return 512;
+  return 64;
 }
 
 std::vector<c10::IValue> tuple_of(const c10::IValue& v, size_t n, const char* what) {

@@ -271,11 +271,14 @@ class NequIP(AtomicModel):
 
     def _chunk_slots(
         self, edge_index: Tensor, vec: Tensor, c0: int, c1: int, e0: int, e1: int, with_t: bool
-    ) -> Tuple[List[Tensor], List[Tensor], Tensor, Tensor, int]:
+    ) -> Tuple[List[Tensor], List[Tensor], Tensor, Tensor, int, Tensor]:
         """Slot tensors (as `edge_features`) of centres [c0, c1) from their edges [e0, e1):
-        edge_index is the whole graph's, vec [e1 - e0, 3] those edges' vectors."""
+        edge_index is the whole graph's, vec [e1 - e0, 3] those edges' vectors. The senders are
+        renumbered 0..n_u-1 in the returned `senders` [n_u] (the atoms whose features the chunk
+        reads), so that the chunk's work and memory do not grow with the size of the graph."""
         ei = edge_index[:, e0:e1]
-        ei = torch.stack([ei[0] - c0, ei[1]])
+        senders, src = torch.unique(ei[1], sorted=True, return_inverse=True)
+        ei = torch.stack([ei[0] - c0, src])
         slot_edge, n_max = edge_slots(c1 - c0, ei)
         svec = slot_vectors(vec, slot_edge, self.cutoff)
         slot_src = slot_senders(ei, slot_edge)
@@ -284,7 +287,7 @@ class NequIP(AtomicModel):
         n_t = (c1 - c0) * n_max if with_t else 0
         t_list = coupling_tensors(sh, self.cg_bank.to(vec.dtype), self.cg_meta, n_t)
         basis = self.basis(r)
-        return sh, t_list, basis, slot_src, n_max
+        return sh, t_list, basis, slot_src, n_max, senders
 
     def _edge_offsets(self, edge_index: Tensor, n_centres: int) -> List[int]:
         """ptr[c] = first edge of centre c (ptr[n_centres] = E); edges must be sorted by centre."""
@@ -312,10 +315,10 @@ class NequIP(AtomicModel):
                 for c0 in range(0, n_centres, chunk):
                     c1 = min(c0 + chunk, n_centres)
                     e0, e1 = ptr[c0], ptr[c1]
-                    sh, t_list, basis, slot_src, n_max = self._chunk_slots(edge_index, edge_vec[e0:e1], c0, c1, e0,
-                                                                           e1, k > 0)
-                    outs.append(blk.update(x, h[c0:c1], onehot[c0:c1], sh, t_list, basis, slot_src, c1 - c0, n_max,
-                                           self.inv_sqrt_nn))
+                    sh, t_list, basis, slot_src, n_max, senders = self._chunk_slots(
+                        edge_index, edge_vec[e0:e1], c0, c1, e0, e1, k > 0)
+                    outs.append(blk.update(x.index_select(0, senders), h[c0:c1], onehot[c0:c1], sh, t_list, basis,
+                                           slot_src, c1 - c0, n_max, self.inv_sqrt_nn))
         if len(outs) == 0:
             return torch.zeros((0, self.feature_widths[k + 1]), dtype=h.dtype, device=h.device)
         return torch.cat(outs, 0)
@@ -336,19 +339,20 @@ class NequIP(AtomicModel):
         for i, blk in enumerate(self.blocks):
             if i == k:
                 x = blk.message_input(h_leaf)
-                x_leaf = x.detach().requires_grad_(need_h)
                 g_x = torch.zeros_like(x)
                 for c0 in range(0, n_centres, chunk):
                     c1 = min(c0 + chunk, n_centres)
                     e0, e1 = ptr[c0], ptr[c1]
                     vec = edge_vec[e0:e1].detach().requires_grad_(True)
                     h_c = h[c0:c1].detach().requires_grad_(need_h)
-                    sh, t_list, basis, slot_src, n_max = self._chunk_slots(edge_index, vec, c0, c1, e0, e1, k > 0)
-                    y = blk.update(x_leaf, h_c, onehot[c0:c1], sh, t_list, basis, slot_src, c1 - c0, n_max,
+                    sh, t_list, basis, slot_src, n_max, senders = self._chunk_slots(edge_index, vec, c0, c1, e0, e1,
+                                                                                    k > 0)
+                    x_s = x.detach().index_select(0, senders).requires_grad_(need_h)
+                    y = blk.update(x_s, h_c, onehot[c0:c1], sh, t_list, basis, slot_src, c1 - c0, n_max,
                                    self.inv_sqrt_nn)
                     go: List[Optional[Tensor]] = [grad_out[c0:c1]]
                     if need_h:
-                        gs = torch.autograd.grad([y], [vec, x_leaf, h_c], go, allow_unused=True)
+                        gs = torch.autograd.grad([y], [vec, x_s, h_c], go, allow_unused=True)
                     else:
                         gs = torch.autograd.grad([y], [vec], go, allow_unused=True)
                     gv = gs[0]
@@ -357,7 +361,7 @@ class NequIP(AtomicModel):
                     if need_h:
                         gx = gs[1]
                         if gx is not None:
-                            g_x = g_x + gx
+                            g_x.index_add_(0, senders, gx)
                         ghc = gs[2]
                         if ghc is not None:
                             g_h[c0:c1] += ghc
