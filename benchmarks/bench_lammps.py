@@ -155,6 +155,27 @@ def ase_run(model: str, atoms, steps: int, threads: int) -> Dict[str, float]:
     return {"atoms": len(a), "threads": threads, "steps": steps, "us_per_atom_step": dt / (steps * len(a)) * 1e6}
 
 
+def _ase_child(model: str, atoms, steps: int, threads: int, queue) -> None:
+    import resource
+
+    r = ase_run(model, atoms, steps, threads)
+    r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    queue.put(r)
+
+
+def ase_run_isolated(model: str, atoms, steps: int, threads: int) -> Dict[str, float]:
+    """ase_run in a fresh process, so that its peak RSS (`peak_rss_mb`) is the calculator's alone."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_ase_child, args=(model, atoms, steps, threads, q))
+    p.start()
+    r = q.get()
+    p.join()
+    return r
+
+
 def engine_same_graph_ms(model: str, atoms, calls: int) -> Dict[str, float]:
     from mlip._core import Engine
 
@@ -174,6 +195,47 @@ def engine_same_graph_ms(model: str, atoms, calls: int) -> Dict[str, float]:
             "ms_per_call": (time.perf_counter() - t0) / calls * 1e3}
 
 
+def summarize(results: Dict[str, object]) -> Dict[str, object]:
+    """Per size: LAMMPS 1 rank ÷ ASE (1 thread) time per atom, 2-rank speed-up, peak RSS per atom in
+    LAMMPS (rank 0) and ASE; and the flatness of the 1-rank cost over the sizes."""
+    lmp = {(r["atoms"], r["ranks"]): r for r in results["lammps"]}
+    ase = {r["atoms"]: r for r in results["ase"] if r["threads"] == 1}
+    rows = []
+    for (n, ranks), r in sorted(lmp.items()):
+        if ranks != 1:
+            continue
+        row = {"atoms": n, "us_per_atom_step": r["us_per_atom_step"],
+               "lammps_kb_per_atom": r["peak_rss_mb_rank0"] * 1024 / n}
+        if (n, 2) in lmp:
+            row["speedup_2_ranks"] = r["us_per_atom_step"] / lmp[(n, 2)]["us_per_atom_step"]
+            row["lammps_2_ranks_kb_per_atom"] = lmp[(n, 2)]["peak_rss_mb_rank0"] * 1024 / (n / 2)
+        if n in ase:
+            row["lammps_over_ase"] = r["us_per_atom_step"] / ase[n]["us_per_atom_step"]
+            if "peak_rss_mb" in ase[n]:
+                row["ase_kb_per_atom"] = ase[n]["peak_rss_mb"] * 1024 / n
+        rows.append(row)
+    costs = [row["us_per_atom_step"] for row in rows]
+    out: Dict[str, object] = {"rows": rows}
+    if costs:
+        mid = 0.5 * (max(costs) + min(costs))
+        out["flat_band_percent"] = 100.0 * (max(costs) - min(costs)) / (2 * mid)
+        out["max_over_min"] = max(costs) / min(costs)
+    return out
+
+
+def print_summary(summary: Dict[str, object]) -> None:
+    print("\nSummary (1 rank unless stated; kB/atom = peak RSS / atoms, whole process)")
+    print(f"{'atoms':>8} {'us/atom-step':>13} {'lmp/ASE':>8} {'2-rank x':>8} {'lmp kB/at':>10} {'2r kB/at':>9} {'ASE kB/at':>10}")
+    nan = float("nan")
+    for r in summary["rows"]:
+        print(f"{r['atoms']:8d} {r['us_per_atom_step']:13.1f} {r.get('lammps_over_ase', nan):8.2f} "
+              f"{r.get('speedup_2_ranks', nan):8.2f} {r['lammps_kb_per_atom']:10.1f} "
+              f"{r.get('lammps_2_ranks_kb_per_atom', nan):9.1f} {r.get('ase_kb_per_atom', nan):10.1f}")
+    if "max_over_min" in summary:
+        print(f"1-rank cost over the sizes: all within ±{summary['flat_band_percent']:.0f}% of the band centre "
+              f"(max/min {summary['max_over_min']:.2f})")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", help="exported model (default: a DeepPotSeA of size --dp, random weights)")
@@ -190,6 +252,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--atom-steps", type=float, default=2e5,
                     help="atom-steps per LAMMPS measurement (steps = this / atoms, at least 2)")
+    ap.add_argument("--ase-threads", type=int, nargs="+", default=[1, 2], help="ASE calculator threads")
     ap.add_argument("--quick", action="store_true", help="fewer steps (smoke test)")
     ap.add_argument("--no-deepbind-check", action="store_true", help="skip the MLIP_ENGINE_DEEPBIND=0 run")
     ap.add_argument("--json", help="also write the results to this JSON file")
@@ -238,13 +301,17 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         small = min(a.sizes, key=lambda s: abs(s - 1000))
         print("\nASE calculator (neighbour list + engine per call)")
-        print(f"{'atoms':>8} {'threads':>7} {'steps':>5} {'us/atom-step':>13}")
+        print(f"{'atoms':>8} {'threads':>7} {'steps':>5} {'us/atom-step':>13} {'peak MB':>9}")
         for size in a.ase_sizes or [small]:
             atoms_ase = structures.get(size) or fcc_atoms(size, a.elements[0])
-            for threads in (1, 2):
-                r = ase_run(model, atoms_ase, max(3, int(a.atom_steps / len(atoms_ase) / 2)), threads)
+            for threads in a.ase_threads:
+                r = ase_run_isolated(model, atoms_ase, max(3, int(a.atom_steps / len(atoms_ase) / 2)), threads)
                 results["ase"].append(r)
-                print(f"{r['atoms']:8d} {threads:7d} {r['steps']:5d} {r['us_per_atom_step']:13.2f}", flush=True)
+                print(f"{r['atoms']:8d} {threads:7d} {r['steps']:5d} {r['us_per_atom_step']:13.2f} "
+                      f"{r['peak_rss_mb']:9.1f}", flush=True)
+        summary = summarize(results)
+        results["summary"] = summary
+        print_summary(summary)
         atoms = structures[small]
 
         print("\nBLAS-clash check: engine time per call on the LAMMPS graph (1 rank, 1 thread)")
@@ -262,7 +329,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             results["blas_check"].append({"where": name, "ms_per_call": ms, **py})
         ratio = in_lmp["pair_ms_per_step"] / py["ms_per_call"] if py["ms_per_call"] == py["ms_per_call"] else float("nan")
         if results.get("family") == "NequIP":
-            print(f"  lmp/python = {ratio:.2f} (message passing: lmp evaluates the ghost shell too, see lammps_plugin/README.md)")
+            print(f"  lmp/python = {ratio:.2f} (about 1 expected on one rank: the images fold onto their atoms, "
+                  f"no ghost shell is evaluated; the Pair time also includes building the graph)")
         else:
             print(f"  lmp/python = {ratio:.2f} (about 1 expected; the Pair time also includes building the graph)")
     if a.json:
