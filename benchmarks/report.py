@@ -156,6 +156,49 @@ def goal_rows(res: Dict[str, Any]) -> List[List[Any]]:
                     all(c["ratio_ours_over_theirs"] <= NEQUIP_GOAL for c in cmp_rows), "ase_nequip"])
     else:
         out.append([f"NequIP-style ASE calculator ≤ {NEQUIP_GOAL}× NequIP (the package)", "not measured", None, "ase_nequip"])
+    out += nequip_lammps_goals(res)
+    return out
+
+
+def nequip_lammps_goals(res: Dict[str, Any]) -> List[List[Any]]:
+    """Message passing in LAMMPS (one-cutoff ghost shell, per-layer feature exchange): the goals of
+    bench_lammps.py --family nequip (its `summary`) and of the NVE run (bench_nve_lammps.py)."""
+    out: List[List[Any]] = []
+    rows = ((res.get("lammps_nequip") or {}).get("summary") or {}).get("rows") or []
+    src = "lammps_nequip"
+    r = [(x["atoms"], x["lammps_over_ase"]) for x in rows if "lammps_over_ase" in x]
+    if r:
+        out.append(["NequIP-style in LAMMPS ≤ 1.15× its ASE call per atom (1 rank)",
+                    "; ".join(f"{a} atoms: {x:.2f}×" for a, x in r), all(x <= 1.15 for _, x in r), src])
+    s = [(x["atoms"], x["speedup_2_ranks"]) for x in rows if "speedup_2_ranks" in x]
+    big = [(a, x) for a, x in s if a >= 9000]
+    if big:
+        out.append(["NequIP-style 2-rank speed-up ≥ 1.7× at 10k atoms",
+                    "; ".join(f"{a} atoms: {x:.2f}×" for a, x in s), all(x >= 1.7 for _, x in big), src])
+    c = sorted((x["atoms"], x["us_per_atom_step"]) for x in rows)
+    if len(c) >= 2:
+        xs = [x for _, x in c]
+        mid = 0.5 * (max(xs) + min(xs))
+        out.append([f"NequIP-style cost per atom-step flat within ±20%, {c[0][0]} to {c[-1][0]} atoms",
+                    "; ".join(f"{a}: {x:.0f}" for a, x in c) + f" µs/atom-step (±{(max(xs) - mid) / mid:.0%})",
+                    max(xs) / min(xs) <= 1.2 / 0.8 and c[-1][0] >= 90000, src])
+    m = [x for x in rows if x["atoms"] >= 9000]
+    if m:
+        ase_ref = max((x for x in rows if "ase_kb_per_atom" in x), key=lambda x: x["atoms"], default=None)
+        parts, ok = [], True
+        for x in m:
+            ase_kb = x.get("ase_kb_per_atom", ase_ref["ase_kb_per_atom"] if ase_ref else math.nan)
+            parts.append(f"{x['atoms']} atoms: {x['lammps_kb_per_atom']:.0f} kB/atom (ASE {ase_kb:.0f}"
+                         f"{'' if 'ase_kb_per_atom' in x else ' at ' + str(ase_ref['atoms']) if ase_ref else ''})")
+            ok = ok and x["lammps_kb_per_atom"] <= 150 and x["lammps_kb_per_atom"] <= 1.2 * ase_kb
+        out.append(["NequIP-style peak memory ≤ 150 kB/atom and ≤ 1.2× ASE's (float64, 1 rank)", "; ".join(parts),
+                    ok, src])
+    nve = res.get("nve_lammps_nequip_cu")
+    if isinstance(nve, dict) and "drift_eV_per_atom" in nve:
+        out.append([f"NequIP-style NVE in LAMMPS, {nve.get('ranks')} ranks, {nve.get('steps')} × "
+                    f"{nve.get('dt_ps', 0) * 1000:g} fs: drift ≤ 5e-5 eV/atom",
+                    f"{nve['drift_eV_per_atom']:.1e} eV/atom ({nve.get('atoms')} atoms)",
+                    nve["drift_eV_per_atom"] <= 5e-5 and nve.get("steps", 0) >= 2000, "nve_lammps_nequip_cu"])
     return out
 
 

@@ -1,6 +1,8 @@
 // Validation of the caller's graph and its tensor marshalling (see graph_input.h for why).
 #include "graph_input.h"
 
+#include <ATen/Parallel.h>
+
 #include "engine.h"  // InputError, ModelError
 
 #include <ATen/ops/empty.h>
@@ -78,6 +80,10 @@ void check_shape(const at::Tensor& t, std::vector<int64_t> expected, const char*
         << c10::IntArrayRef(expected);
     throw ModelError(msg.str());
   }
+}
+
+ScriptCallScope::ScriptCallScope(int num_threads, bool optimize, bool grad) : grad_(grad), optimize_(optimize) {
+  if (at::get_num_threads() != num_threads) at::set_num_threads(num_threads);
 }
 
 void copy_out(const at::Tensor& t, double* out) {

@@ -11,6 +11,9 @@
 #include "backend.h"
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/GradMode.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 
 #include <cstdint>
 #include <vector>
@@ -34,5 +37,18 @@ void check_shape(const at::Tensor& t, std::vector<int64_t> expected, const char*
 
 // Copies t (any dtype/device) as contiguous doubles into out[t.numel()].
 void copy_out(const at::Tensor& t, double* out);
+
+// The setting of one call of an export's scripted methods: the backend's thread count, autograd on
+// (forces) or off, inference mode off (its tensors cannot enter autograd later), and the
+// TorchScript graph optimizer as MLIP_JIT_OPTIMIZE says. Lives for the duration of the call.
+class ScriptCallScope {
+ public:
+  ScriptCallScope(int num_threads, bool optimize, bool grad);
+
+ private:
+  c10::InferenceMode no_inference_{false};
+  c10::AutoGradMode grad_;
+  torch::jit::GraphOptimizerEnabledGuard optimize_;
+};
 
 }  // namespace mlip

@@ -8,10 +8,7 @@
 #include "torch_errors.h"
 
 #include <ATen/Functions.h>
-#include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
-#include <c10/core/InferenceMode.h>
-#include <torch/csrc/jit/python/update_graph_executor_opt.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -123,9 +120,7 @@ std::vector<at::Tensor> LayeredBackend::features(const GraphTensors& t, const Gr
 
 void LayeredBackend::compute(const GraphInput& g, const Outputs& out) {
   one_line_errors("model evaluation failed: ", [&] {
-    if (at::get_num_threads() != num_threads_) at::set_num_threads(num_threads_);
-    c10::InferenceMode no_inference(false);
-    torch::jit::GraphOptimizerEnabledGuard optimize(optimize_);
+    ScriptCallScope scope(num_threads_, optimize_, true);
     const int64_t n_layers = static_cast<int64_t>(widths_.size()) - 1;
     const int64_t n_atoms = g.n_atoms, n_local = g.n_local;
 
@@ -135,7 +130,6 @@ void LayeredBackend::compute(const GraphInput& g, const Outputs& out) {
       c10::NoGradGuard no_grad;  // the backward pass recomputes each block, chunk by chunk
       hs = features(t, g);
     }
-    c10::AutoGradMode grad_on(true);
     at::Tensor sp_local = t.species.narrow(0, 0, n_local);
     auto ro = tuple_of(module_.get_method("layer_readout")({hs[n_layers], sp_local}), 2, "layer_readout");
     at::Tensor e = tensor_of(ro[0], "layer_readout");
@@ -185,10 +179,7 @@ void LayeredBackend::compute(const GraphInput& g, const Outputs& out) {
 
 void LayeredBackend::grade(const GraphInput& g, double* gamma) {
   one_line_errors("extrapolation grade failed: ", [&] {
-    if (at::get_num_threads() != num_threads_) at::set_num_threads(num_threads_);
-    c10::InferenceMode no_inference(false);
-    c10::NoGradGuard no_grad;
-    torch::jit::GraphOptimizerEnabledGuard optimize(optimize_);
+    ScriptCallScope scope(num_threads_, optimize_, false);
     GraphTensors t = graph_tensors(g, dtype_);
     std::vector<at::Tensor> hs = features(t, g);
     at::Tensor gam = tensor_of(module_.get_method("layer_grade")({hs.back(), t.species.narrow(0, 0, g.n_local)}),

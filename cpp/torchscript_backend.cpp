@@ -6,10 +6,6 @@
 #include "graph_input.h"
 #include "torch_errors.h"
 
-#include <ATen/Parallel.h>
-#include <c10/core/GradMode.h>
-#include <c10/core/InferenceMode.h>
-#include <torch/csrc/jit/python/update_graph_executor_opt.h>
 
 #include <cstring>
 #include <utility>
@@ -29,10 +25,7 @@ const std::string& TorchScriptBackend::name() const {
 void TorchScriptBackend::compute(const GraphInput& g, const Outputs& out) {
   const int64_t n_atoms = g.n_atoms, n_local = g.n_local;
   one_line_errors("model evaluation failed: ", [&] {
-    if (at::get_num_threads() != num_threads_) at::set_num_threads(num_threads_);
-    c10::InferenceMode no_inference(false);
-    c10::AutoGradMode grad_on(true);  // forces come from autograd inside the model
-    torch::jit::GraphOptimizerEnabledGuard optimize(optimize_);
+    ScriptCallScope scope(num_threads_, optimize_, true);  // forces come from autograd inside the model
 
     GraphTensors t = graph_tensors(g, dtype_);
     const bool want_atom_virial = out.atom_virial != nullptr;
@@ -74,10 +67,7 @@ void TorchScriptBackend::compute(const GraphInput& g, const Outputs& out) {
 
 void TorchScriptBackend::grade(const GraphInput& g, double* gamma) {
   one_line_errors("extrapolation grade failed: ", [&] {
-    if (at::get_num_threads() != num_threads_) at::set_num_threads(num_threads_);
-    c10::InferenceMode no_inference(false);
-    c10::NoGradGuard no_grad;
-    torch::jit::GraphOptimizerEnabledGuard optimize(optimize_);
+    ScriptCallScope scope(num_threads_, optimize_, false);
     GraphTensors t = graph_tensors(g, dtype_);
     std::vector<c10::IValue> inputs{t.species, t.edge_index, t.edge_vec, c10::IValue(g.n_local)};
     c10::IValue res = module_.get_method("grade")(inputs);

@@ -9,6 +9,10 @@ and the path for every other family.) Metadata is stored twice on purpose: as sc
 (cheap to read from C++ without a JSON parser) and as the extra file `mlip_metadata.json` (complete,
 human-readable, family-specific data; read it with `read_metadata`).
 
+Message passing: a model that provides the layer split (docs/CONTRACT.md, "Layer split") is wrapped by
+`ExportedLayeredModel`, which exposes it as scripted methods; the engine then evaluates it block by
+block on a one-cutoff graph, its caller (LAMMPS) exchanging the ghost features between blocks.
+
 Extrapolation grade: the export takes a plain grade matrix G [n_features, r] (float64) and its mode
 ("nbh": γ per atom from its own feature row; "cfg": γ of the configuration from the sum of the local
 atoms' rows) and stores it as the buffer `grade_matrix` behind the scripted `grade` method, with

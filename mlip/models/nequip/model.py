@@ -16,8 +16,12 @@ The readout's parameters (`head_w1`, `head_b1`, `head_w2`, `energy_scale`, `ener
 `sh`, `basis`, `embedding`, `blocks` submodules sit directly on the model: those names are the
 state_dict keys of existing checkpoints. Everything scripts with TorchScript.
 
-Message passing: `interaction_range = num_layers * cutoff` (LAMMPS builds ghosts that deep).
-`forward(..., n_local)` evaluates only what the first n_local atoms' energies depend on (`pruning.py`).
+Message passing: `interaction_range = num_layers * cutoff`. Two ways to evaluate a LAMMPS sub-domain:
+* `forward(..., n_local)` on a ghost shell that deep evaluates only what the first n_local atoms'
+  energies depend on (`pruning.py`);
+* the layer split (`layer_embed`, `layer_forward`, `layer_vjp`, `layer_readout`; docs/CONTRACT.md,
+  "Layer split") on a one-cutoff shell, the caller exchanging ghost features between blocks: what
+  the engine and `pair_style mlip` use (each edge once, memory linear in the atoms).
 """
 import math
 from typing import Any, Dict, List, Optional, Tuple
