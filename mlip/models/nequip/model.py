@@ -191,14 +191,20 @@ class NequIP(AtomicModel):
         self, edge_index: Tensor, edge_vec: Tensor, n_keep: List[int]
     ) -> Tuple[List[Tensor], List[Tensor], Tensor, Tensor, int]:
         """The slot tensors every layer shares, for the first n_keep[0] centres (S = n_keep[0] n_max):
-        Y_l [S, 2l+1] per l, T [<= S, d1 d3] per CG bank entry, basis [S, num_basis], slot_src [S], n_max."""
-        slot_edge, n_max = edge_slots(n_keep[0], edge_index)
+        Y_l [S, 2l+1] per l, T [<= S, d1 d3] per CG bank entry, basis [S, num_basis], slot_src [S], n_max.
+        T is only used from block 1 on, which updates the first n_keep[1] centres."""
+        return self._slot_tensors(edge_index, edge_vec, n_keep[0], n_keep[1] if self.num_layers > 1 else 0)
+
+    def _slot_tensors(
+        self, edge_index: Tensor, edge_vec: Tensor, n_centres: int, n_t_centres: int
+    ) -> Tuple[List[Tensor], List[Tensor], Tensor, Tensor, int]:
+        """Slot tensors of the first n_centres centres (see `edge_features`), T for the first n_t_centres."""
+        slot_edge, n_max = edge_slots(n_centres, edge_index)
         vec = slot_vectors(edge_vec, slot_edge, self.cutoff)
         slot_src = slot_senders(edge_index, slot_edge)
         r = torch.linalg.norm(vec, dim=-1)
         sh = torch.split(self.sh(vec), self.sh_dims, dim=1)
-        n_t = (n_keep[1] if self.num_layers > 1 else 0) * n_max  # T is only used from block 1 on
-        t_list = coupling_tensors(sh, self.cg_bank.to(edge_vec.dtype), self.cg_meta, n_t)
+        t_list = coupling_tensors(sh, self.cg_bank.to(edge_vec.dtype), self.cg_meta, n_t_centres * n_max)
         basis = self.basis(r)
         return sh, t_list, basis, slot_src, n_max
 
@@ -283,14 +289,7 @@ class NequIP(AtomicModel):
         ei = edge_index[:, e0:e1]
         senders, src = torch.unique(ei[1], sorted=True, return_inverse=True)
         ei = torch.stack([ei[0] - c0, src])
-        slot_edge, n_max = edge_slots(c1 - c0, ei)
-        svec = slot_vectors(vec, slot_edge, self.cutoff)
-        slot_src = slot_senders(ei, slot_edge)
-        r = torch.linalg.norm(svec, dim=-1)
-        sh = torch.split(self.sh(svec), self.sh_dims, dim=1)
-        n_t = (c1 - c0) * n_max if with_t else 0
-        t_list = coupling_tensors(sh, self.cg_bank.to(vec.dtype), self.cg_meta, n_t)
-        basis = self.basis(r)
+        sh, t_list, basis, slot_src, n_max = self._slot_tensors(ei, vec, c1 - c0, c1 - c0 if with_t else 0)
         return sh, t_list, basis, slot_src, n_max, senders
 
     def _edge_offsets(self, edge_index: Tensor, n_centres: int) -> List[int]:
