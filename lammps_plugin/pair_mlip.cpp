@@ -335,6 +335,13 @@ void PairMLIP::init_style()
   if ((gamma_monitor->select_threshold() > 0.0 || model_set->size() > 1) && atom->tag_enable == 0)
     error->all(FLERR, "pair_style mlip: gamma_select and committees need atom IDs");
   energy_scale = model_set->energy_scale();
+  // Comm sizes its buffers from force->pair at Comm::init (after this). Under pair_style hybrid
+  // that is the hybrid style, which took its sizes from the sub-styles at pair_style time, before
+  // pair_coeff opened the models and set ours (exchange width, committee rows): raise them.
+  if (force->pair && force->pair != this) {
+    force->pair->comm_forward = std::max(force->pair->comm_forward, comm_forward);
+    force->pair->comm_reverse = std::max(force->pair->comm_reverse, comm_reverse);
+  }
 
   if (model_set->message_passing() && !model_set->exchange()) {
     neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);

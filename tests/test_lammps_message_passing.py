@@ -150,3 +150,38 @@ run 0
     assert abs(row["c_g"] - r["gamma"]) <= 1e-8 * r["gamma"]
     ref0 = engine_reference(str(tmp_path / "m0.pt"), atoms, atom_virial=False)
     assert abs(row["PotEng"] - ref0["energy"]) <= 1e-10 * abs(ref0["energy"])
+
+
+def test_hybrid_overlay_with_null_types_two_ranks(tmp_path, nequip3):
+    """Under pair_style hybrid/overlay (its own comm buffers) with a NULL type handled by lj/cut:
+    the mlip part equals the ASE calculator on the Cu/Ag sub-system, on 2 ranks."""
+    from ase import Atoms
+    from test_lammps_util import last_thermo, rel, run, write_data
+
+    atoms = fcc_structure(4.2, (2, 2, 2), tilt=(0.11, -0.06, 0.08), seed=23, rattle=0.12)
+    sym = atoms.get_chemical_symbols()
+    for k in range(0, len(sym), 5):
+        sym[k] = "Au"
+    atoms.set_chemical_symbols(sym)
+    write_data(atoms, str(tmp_path / "data.lmp"), ["Cu", "Ag", "Au"])
+    script = f"""
+units metal
+atom_style atomic
+atom_modify map array
+read_data data.lmp
+pair_style hybrid/overlay mlip {nequip3} lj/cut 6.0
+pair_coeff * * mlip Cu Ag NULL
+pair_coeff * * lj/cut 0.0 1.0
+pair_coeff 3 3 lj/cut 0.01 2.5
+compute pm all pair mlip
+thermo_style custom step pe c_pm
+thermo_modify format float %.17g
+run 0
+"""
+    out = run(script, tmp_path, nprocs=2)
+    assert ONE_CUTOFF in out.stdout
+    row = last_thermo(out.stdout)
+    keep = [s != "Au" for s in sym]
+    sub = Atoms([s for s in sym if s != "Au"], positions=atoms.positions[keep], cell=atoms.cell, pbc=True)
+    ref = engine_reference(nequip3, sub, atom_virial=False)
+    assert rel(row["c_pm"], ref["energy"]) <= 1e-10

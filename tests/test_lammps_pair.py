@@ -234,8 +234,9 @@ run 0
 
 @pytest.mark.parametrize("family", ["deepmd", "mtp", "nequip"])
 def test_real_families_match_calculator(tmp_path, family):
-    """A (tiny, random) Deep Potential, MTP and 2-layer NequIP (message passing: ghost centres, its
-    own n_local pruning) through LAMMPS on 1 and 2 ranks against the ASE calculator."""
+    """A (tiny, random) Deep Potential, MTP and 2-layer NequIP (message passing: one-cutoff ghost
+    shell with the per-layer feature exchange) through LAMMPS on 1 and 2 ranks against the ASE
+    calculator."""
     import torch
 
     from mlip.export import export_model
