@@ -16,8 +16,8 @@ installed into its own venv first — benchmarks/peers.py, `.peers-venv` or MLIP
 
 * water    — bench_water.py (our DP; our NequIP-style in float32) and peer_deepmd.py water (DeePMD-kit TF), same budget,
              same hyper-parameters, same threads, one after the other.
-* lammps   — bench_lammps.py (pair_style mlip, fcc Cu: small DP 1k-100k atoms, NequIP-style 1k and
-             10k atoms with memory per atom) and peer_deepmd.py lammps: pair_style deepmd
+* lammps   — bench_lammps.py (pair_style mlip, fcc Cu: small DP 1k-100k atoms, NequIP-style 1k-100k
+             atoms on 1 and 2 ranks with memory per atom against the ASE calculator) and peer_deepmd.py lammps: pair_style deepmd
              (plain, compressed) and pair_style mlip with the same se_e2_a water architecture on the
              same water boxes and input, 1 and 2 MPI ranks.
 * ase      — peer_deepmd.py ase: DeePMD-kit's ASE calculator (plain, compressed) vs ours with the same
@@ -89,9 +89,10 @@ def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
         jobs.append(Job("lammps", "pair_style mlip, NequIP-style (fcc Cu)", "bench_lammps.py",
                         ["--family", "nequip", "--no-deepbind-check"] +
                         (["--sizes", "256", "--ranks", "1", "--atom-steps", "1000"] if q else
-                         # one rank: at 10k atoms the float64 ghost shell alone takes ~15 GB per rank
-                         ["--sizes", "1000", "10000", "--ranks", "1", "--ase-sizes", "1000", "10000",
-                          "--atom-steps", "2e4"]) +
+                         # one-cutoff ghost shell with the per-layer feature exchange: 1k to 100k atoms on
+                         # 1 and 2 ranks (~34 kB/atom); the ASE reference at 1k and 10k (100k: ~2 min a call)
+                         ["--sizes", "1000", "10000", "100000", "--ranks", "1", "2", "--ase-sizes", "1000", "10000",
+                          "--ase-threads", "1", "--atom-steps", "5e4"]) +
                         ["--json", str(peers.RESULTS / ("quick_lammps_nequip.json" if q else "lammps_nequip.json"))],
                         results=["lammps_nequip"]))
         jobs.append(Job("lammps", "pair_style deepmd vs mlip (water)", "peer_deepmd.py",
