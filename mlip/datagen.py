@@ -25,7 +25,8 @@ def generate_frames(kind: str = "emt", element: str = "Cu", n_frames: int = 40, 
                     temperatures: Sequence[float] = (300.0, 900.0, 1500.0), strain: float = 0.04,
                     md_steps: int = 20, seed: int = 1, vacancies: bool = True,
                     calculator: Optional[Dict[str, Any]] = None) -> List:
-    """Frames from EMT-labelled fcc supercells: a mix of strained+rattled cells and MD snapshots."""
+    """Frames from EMT-labelled fcc supercells: a mix of strained+rattled cells and MD snapshots, each
+    tagged with its data group (`config_type`: "strained+rattled", "md 900 K", … + " vacancy")."""
     from ase import units
     from ase.build import bulk
     from ase.md.langevin import Langevin
@@ -48,14 +49,17 @@ def generate_frames(kind: str = "emt", element: str = "Cu", n_frames: int = 40, 
         atoms.calc = make_calculator()
         if k % 2 == 0:
             atoms.rattle(0.05 + 0.1 * rng.random(), seed=int(rng.integers(1 << 30)))
+            group = "strained+rattled"
         else:
             temp = float(temperatures[k // 2 % len(temperatures)])
             MaxwellBoltzmannDistribution(atoms, temperature_K=temp, rng=rng)
             dyn = Langevin(atoms, 2.0 * units.fs, temperature_K=temp, friction=0.05, rng=rng)
             dyn.run(md_steps)
+            group = f"md {temp:g} K"
         atoms.calc = make_calculator(calculator)
         atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()  # label this geometry
         frame = Frame.from_atoms(atoms)
         frame.source = f"generated:{kind}:{k}"
+        frame.info["config_type"] = group + (" vacancy" if len(atoms) < len(base) else "")  # data group
         frames.append(frame)
     return frames

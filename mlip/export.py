@@ -194,6 +194,10 @@ def wrapper_class(model: AtomicModel) -> type:
 
 
 def model_metadata(model: AtomicModel, dtype: str) -> Dict[str, Any]:
+    """What an export says of itself (`mlip info`, the engine, LAMMPS): family, species, cutoffs,
+    units, dtype, the constructor config, the number of parameters and, for a model that came from a
+    training run, where it stopped and what data it saw (`training`)."""
+    training = getattr(model, "training_info", None)
     return {
         "format_version": FORMAT_VERSION,
         "mlip_version": __version__,
@@ -204,6 +208,8 @@ def model_metadata(model: AtomicModel, dtype: str) -> Dict[str, Any]:
         "units": "metal",
         "dtype": dtype,
         "config": model.config(),
+        "n_parameters": int(sum(p.numel() for p in model.parameters())),
+        **({"training": training} if training else {}),
         **model.extra_metadata(),
     }
 

@@ -3,14 +3,24 @@ frame, then reduce. Energies are compared per atom; forces per component, per sp
 virials per atom (eV/atom) and as stress (GPa)."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 EV_A3_TO_GPA = 160.21766208
 
 
+def _voigt_gpa(virial: np.ndarray, volume: float) -> np.ndarray:
+    """Stress = −W/V in GPa, ASE Voigt order xx yy zz yz xz xy."""
+    s = -np.asarray(virial, dtype=float).reshape(3, 3) / volume * EV_A3_TO_GPA
+    return np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+
+
 class ErrorAccumulator:
+    """Predictions against labels, frame by frame. Frames may carry a data group (mlearn `group`,
+    extxyz `config_type`): each group also gets its own accumulator, so reports and parity plots can
+    show where a model is weak."""
+
     def __init__(self, species: Sequence[str]) -> None:
         self.species = list(species)
         self.de: List[float] = []
@@ -19,26 +29,37 @@ class ErrorAccumulator:
         self.fspec: List[np.ndarray] = []
         self.dv_atom: List[np.ndarray] = []
         self.dstress: List[np.ndarray] = []
-        self.parity_e: List[tuple] = []
-        self.parity_f: List[tuple] = []
+        # parity data: energy per atom (ref, pred, group); force components (ref, pred, species index
+        # per component); stress in GPa, Voigt xx yy zz yz xz xy (ref, pred, group)
+        self.parity_e: List[Tuple[float, float, str]] = []
+        self.parity_f: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.parity_s: List[Tuple[np.ndarray, np.ndarray, str]] = []
+        self.groups: Dict[str, "ErrorAccumulator"] = {}
 
     def add(self, species_idx: np.ndarray, e_pred: float, f_pred: np.ndarray, v_pred: Optional[np.ndarray],
             e_ref: Optional[float], f_ref: Optional[np.ndarray], v_ref: Optional[np.ndarray],
-            volume: Optional[float]) -> None:
+            volume: Optional[float], group: str = "") -> None:
+        """One frame: predicted energy (eV), forces (N,3), virial (3,3 or None) and the labels (None
+        where the frame has none); `volume` (Å³, periodic cells) turns virials into stresses."""
+        if group:
+            self.groups.setdefault(group, ErrorAccumulator(self.species)).add(
+                species_idx, e_pred, f_pred, v_pred, e_ref, f_ref, v_ref, volume)
         n = len(species_idx)
         if e_ref is not None:
             self.de.append((e_pred - e_ref) / n)
-            self.parity_e.append((e_ref / n, e_pred / n))
+            self.parity_e.append((e_ref / n, e_pred / n, group))
         if f_ref is not None:
             self.df.append(np.asarray(f_pred) - f_ref)
             self.fref.append(np.asarray(f_ref))
             self.fspec.append(np.asarray(species_idx))
-            self.parity_f.append((np.asarray(f_ref).ravel(), np.asarray(f_pred).ravel()))
+            self.parity_f.append((np.asarray(f_ref).ravel(), np.asarray(f_pred).ravel(),
+                                  np.repeat(np.asarray(species_idx), 3)))
         if v_ref is not None and v_pred is not None:
             dv = (np.asarray(v_pred) - np.asarray(v_ref)).reshape(9)
             self.dv_atom.append(dv / n)
             if volume:
                 self.dstress.append(-dv / volume * EV_A3_TO_GPA)
+                self.parity_s.append((_voigt_gpa(v_ref, volume), _voigt_gpa(v_pred, volume), group))
 
     def summary(self) -> Dict[str, float]:
         out: Dict[str, float] = {}
@@ -68,7 +89,12 @@ class ErrorAccumulator:
         if self.dstress:
             ds = np.asarray(self.dstress)
             out["stress_rmse_gpa"] = float(np.sqrt(np.mean(ds**2)))
+            out["stress_mae_gpa"] = float(np.mean(np.abs(ds)))
         return out
+
+    def group_summaries(self) -> Dict[str, Dict[str, Any]]:
+        """{group: summary} for the frames that carry a data group (empty when none does)."""
+        return {g: acc.summary() for g, acc in sorted(self.groups.items())}
 
 
 def format_summary(s: Dict[str, float]) -> str:

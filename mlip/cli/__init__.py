@@ -10,7 +10,7 @@ import importlib
 import sys
 from typing import List, Optional
 
-VERBS = ["train", "export", "test", "md", "convert", "select", "al"]
+VERBS = ["train", "export", "test", "md", "info", "convert", "select", "al"]
 
 
 class UserError(Exception):

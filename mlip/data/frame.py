@@ -27,6 +27,9 @@ def _matrix_to_voigt(m: np.ndarray) -> np.ndarray:
     return np.array([m[0, 0], m[1, 1], m[2, 2], m[1, 2], m[0, 2], m[0, 1]])
 
 
+GROUP_KEYS = ("group", "config_type")  # where a frame's data group is read from
+
+
 @dataclass
 class Frame:
     symbols: List[str]  # element names per atom
@@ -143,7 +146,17 @@ class Frame:
             virial=virial,
             weight=weight,
             source=source,
+            info={k: atoms.info[k] for k in GROUP_KEYS if k in atoms.info},
         )
+
+    @property
+    def group(self) -> str:
+        """The frame's data group (mlearn `group`, extxyz `config_type`), "" when it has none: error
+        reports and parity plots break results down by it."""
+        for k in GROUP_KEYS:
+            if self.info.get(k) not in (None, ""):
+                return str(self.info[k])
+        return ""
 
     def to_atoms(self):
         """`ase.Atoms` with a SinglePointCalculator holding energy, forces and stress (= −W/V).
@@ -174,6 +187,9 @@ class Frame:
                 atoms.info["virial"] = np.array(self.virial, dtype=float)
         if self.weight != 1.0:
             atoms.info["weight"] = float(self.weight)
+        for k in GROUP_KEYS:
+            if k in self.info:
+                atoms.info[k] = self.info[k]
         if results:
             atoms.calc = SinglePointCalculator(atoms, **results)
         return atoms

@@ -76,6 +76,10 @@ def load_checkpoint_model(path: str, which: str = "eval_model") -> AtomicModel:
     state = ckpt[which] if ckpt.get(which) is not None else ckpt["model"]
     dtype = next(iter(v for v in state.values() if v.dtype.is_floating_point)).dtype
     model.to(dtype).load_state_dict(state)
+    # carried into the export's metadata (`mlip info`): where training stopped and on what data
+    model.training_info = {"step": ckpt.get("step"), "best_validation": ckpt.get("best"),
+                           "checkpoint": os.path.basename(path),
+                           **({"data": ckpt["data_summary"]} if ckpt.get("data_summary") else {})}
     return model.eval()
 
 

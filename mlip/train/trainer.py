@@ -29,6 +29,7 @@ import torch
 import yaml
 
 from mlip.graph import Graph, build_graphs, collate, fit_energy_bias
+from mlip.data.summary import data_summary
 from mlip.metrics import ErrorAccumulator, format_summary
 from mlip.models import AtomicModel, build_model, model_class
 from mlip.models.base import predict
@@ -100,6 +101,13 @@ class EMA:
 
 
 def evaluate_graphs(model: AtomicModel, graphs: Sequence[Graph], batch_size: int = 8) -> Dict[str, float]:
+    """Error summary of `model` on labelled graphs (see mlip.metrics)."""
+    return accumulate_graphs(model, graphs, batch_size).summary()
+
+
+def accumulate_graphs(model: AtomicModel, graphs: Sequence[Graph], batch_size: int = 8) -> ErrorAccumulator:
+    """Predictions of `model` against the labels of `graphs`, kept frame by frame (errors and parity
+    data)."""
     acc = ErrorAccumulator(model.species)
     for k in range(0, len(graphs), batch_size):
         chunk = graphs[k: k + batch_size]
@@ -114,7 +122,7 @@ def evaluate_graphs(model: AtomicModel, graphs: Sequence[Graph], batch_size: int
                     out["virial"][n].detach().numpy(), g.energy,
                     None if g.forces is None else g.forces.numpy(),
                     None if g.virial is None else g.virial.numpy(), None)
-    return acc.summary()
+    return acc
 
 
 class Trainer:
@@ -144,6 +152,7 @@ class Trainer:
         sp, rc = self.model.species, self.model.cutoff
         self.train_graphs = build_graphs(self.train_frames, sp, rc, self.dtype)
         self.val_graphs = build_graphs(self.val_frames, sp, rc, self.dtype)
+        self.data_summary = {"train": data_summary(self.train_frames), "validation": data_summary(self.val_frames)}
         if ckpt is None and self._init_model is not None:
             self.warm_start(self._init_model)
             self._init_model = None
@@ -325,6 +334,7 @@ class Trainer:
             "step": self.step, "elapsed": self.elapsed, "best": self.best, "config": self.cfg,
             "eval_model": self.eval_model().state_dict(),
             "offset_window": (self.offset_rows, self.offset_res),
+            "data_summary": self.data_summary,
         }
         tmp = path + ".tmp"
         torch.save(state, tmp)
@@ -494,11 +504,12 @@ class Trainer:
         with open(os.path.join(self.out, "summary.json"), "w") as fh:
             json.dump(summary, fh, indent=1)
         try:
-            from mlip.train.plots import learning_curve, parity_plot
+            from mlip.plots import learning_curve, parity_figure
 
             learning_curve(csv_path, os.path.join(self.out, "learning_curve.png"))
-            parity_plot(self.eval_model(), self.val_graphs or self.train_graphs[:50],
-                        os.path.join(self.out, "parity.png"))
+            which = "validation" if self.val_graphs else "first 50 training"
+            parity_figure(accumulate_graphs(self.eval_model(), self.val_graphs or self.train_graphs[:50]),
+                          os.path.join(self.out, "parity.png"), title=f"{self.out}: {which} frames")
         except Exception as exc:  # plots are a convenience: never lose a finished run over them
             print(f"warning: plots not written: {exc}")
         print(format_summary(final))
