@@ -203,3 +203,20 @@ def test_md_bad_numbers(qs, capsys, args, message):
                "--trajectory", str(d / "bad.extxyz"), *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err == [f"mlip md: error: {message.format(xyz=xyz)}"]
+
+
+def test_quiet_and_progress_bars(qs, capsys, tmp_path):
+    """Long commands draw a progress bar on stderr; --quiet removes it (output on stdout unchanged)."""
+    from mlip.cli import main
+
+    recipe = str(REPO / "training" / "quickstart_cu.yaml")
+    small = ["--set", "training.steps=4", "--set", "data.generate.n_frames=6", "--overwrite"]
+    for quiet, label in ((False, "train"), (True, "train")):
+        assert main(["train", recipe, "-o", str(tmp_path / "run"), *small, *(["--quiet"] if quiet else [])]) == 0
+        cap = capsys.readouterr()
+        assert (f"{label}:" in cap.err) != quiet and "exported" in cap.out
+    for quiet in (False, True):
+        assert main(["select", qs["model"], "--train", qs["test"], "-u", str(tmp_path / "al.pt"),
+                     *(["--quiet"] if quiet else [])]) == 0
+        cap = capsys.readouterr()
+        assert ("training set" in cap.err) != quiet and "active set from 10 training" in cap.out

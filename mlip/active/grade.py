@@ -47,14 +47,20 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"grade mode must be one of {MODES}, got {mode!r}")
 
 
-def feature_rows(model: nn.Module, frames: Sequence[Any], mode: str = "nbh") -> Tuple[np.ndarray, List[List[int]]]:
+def feature_rows(model: nn.Module, frames: Sequence[Any], mode: str = "nbh",
+                 progress: str = "") -> Tuple[np.ndarray, List[List[int]]]:
     """Feature rows of `frames` ([rows, n_features], float64) and a source [frame, atom] per row
-    (atom = -1 for cfg rows). `model`: a Python model or the scripted model inside an export."""
+    (atom = -1 for cfg rows). `model`: a Python model or the scripted model inside an export.
+    `progress`: a label for a progress bar over the frames (none when empty)."""
     _check_mode(mode)
     if not hasattr(model, "grade_features"):
         raise ValueError(f"family '{getattr(model, 'family', type(model).__name__)}' has no grade features")
     species, cutoff, dtype = list(model.species), float(model.cutoff), model_dtype(model)
     rows, sources = [], []
+    if progress:
+        from tqdm import tqdm
+
+        frames = tqdm(frames, desc=progress, unit="cfg", dynamic_ncols=True, leave=False)
     with torch.no_grad():
         for k, fr in enumerate(frames):
             sp, ei, vec = frame_edges(fr, species, cutoff, dtype)
@@ -71,9 +77,9 @@ def feature_rows(model: nn.Module, frames: Sequence[Any], mode: str = "nbh") -> 
 
 
 def build_active_set(model: nn.Module, frames: Sequence[Any], mode: str = "nbh", tol: float = 1.0 + 1e-9,
-                     rtol: float = 1e-9) -> ActiveSet:
+                     rtol: float = 1e-9, progress: str = "") -> ActiveSet:
     """MaxVol active set of the `mode` rows of the training `frames` (γ ≤ tol on each of them)."""
-    X, sources = feature_rows(model, frames, mode)
+    X, sources = feature_rows(model, frames, mode, progress)
     return ActiveSet.build(X, tol=tol, rtol=rtol, sources=sources, mode=mode)
 
 

@@ -70,11 +70,14 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     model, dtype, export = load_model(args.model, args.species)
+
+    def bar(what: str) -> str:
+        return "" if args.quiet else what
     if not hasattr(model, "grade_features"):
         raise ValueError(f"'{args.model}': family '{model.family}' has no grade features (no extrapolation grade)")
     if args.train:
         train = _read(args.train, args.type_map)
-        aset = build_active_set(model, train, args.mode or "nbh")
+        aset = build_active_set(model, train, args.mode or "nbh", progress=bar("training set"))
         X, _ = feature_rows(model, train, aset.mode)
         print(f"{aset.mode} active set from {len(train)} training configurations: {len(X)} rows, rank "
               f"{aset.rank} of {aset.n_features} features, max γ on the training set {aset.gamma(X).max():.6f}")
@@ -89,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         changed = False
     if args.candidates:
         cands = _read(args.candidates, args.type_map)
-        X, src = feature_rows(model, cands, aset.mode)
+        X, src = feature_rows(model, cands, aset.mode, progress=bar("grading candidates"))
         per_cfg = np.zeros(len(cands))
         np.maximum.at(per_cfg, [s[0] for s in src], aset.gamma(X))
         print(f"{len(cands)} candidates: γ ({aset.mode}) max {per_cfg.max():.4g}, median {np.median(per_cfg):.4g}, "
@@ -138,4 +141,5 @@ def add_parser(sub) -> None:
     p.add_argument("--species", nargs="+", help="element names for a .mtp without them")
     p.add_argument("--type-map", nargs="+", help="element names of .cfg types 0, 1, ...")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, _parse_set(args.set))
     if args.output:
         cfg["output"] = args.output
+    if args.quiet:  # scripts: no progress bar (metrics.csv and the final report are still written)
+        cfg["training"]["progress"] = False
     trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
     trainer.run()
     model = load_checkpoint_model(os.path.join(cfg["output"], "checkpoints", "best.pt"))
@@ -52,4 +54,5 @@ def add_parser(sub) -> None:
                    "(varpro/lbfgs: from its parameters, with a fresh L-BFGS history)")
     p.add_argument("--overwrite", action="store_true", help="start again in an existing run directory")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. training.steps=100")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (same as --set training.progress=false)")
     p.set_defaults(func=run)
