@@ -5,7 +5,7 @@ Layers, bottom to top (README "Layout"; a module not listed here fails the test,
 has to be placed deliberately):
 
     0 mlip (package __init__: version), mlip._core (compiled)
-    1 data: mlip.data, mlip.io, mlip.datagen, mlip.metrics
+    1 data: mlip.data, mlip.io, mlip.datagen, mlip.metrics, mlip.plots (error reports and their pictures)
     2 neighbours/graph: mlip.neighbors, mlip.graph
     3 models: mlip.models
     4 training: mlip.train
@@ -39,6 +39,7 @@ LAYERS: Dict[str, int] = {
     "mlip.io": 1,
     "mlip.datagen": 1,
     "mlip.metrics": 1,
+    "mlip.plots": 1,
     "mlip.neighbors": 2,
     "mlip.graph": 2,
     "mlip.models": 3,
