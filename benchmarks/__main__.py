@@ -15,7 +15,8 @@ installed into its own venv first — benchmarks/peers.py, `.peers-venv` or MLIP
 `<that>-nequip` for NequIP — unless --no-install, in which case its runs print SKIP):
 
 * water    — bench_water.py (our DP; our NequIP-style in float32) and peer_deepmd.py water (DeePMD-kit TF), same budget,
-             same hyper-parameters, same threads, one after the other.
+             same hyper-parameters, same threads, one after the other; bench_ddp.py: our DP trained on 1
+             and 2 ranks (torch.distributed, gloo), frames/s at the same global batch.
 * lammps   — bench_lammps.py (pair_style mlip, fcc Cu: small DP 1k-100k atoms, NequIP-style 1k-100k
              atoms on 1 and 2 ranks with memory per atom against the ASE calculator) and peer_deepmd.py lammps: pair_style deepmd
              (plain, compressed) and pair_style mlip with the same se_e2_a water architecture on the
@@ -75,6 +76,10 @@ def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
                             (["--probe-steps", "30", "--output", str(REPO / "runs" / f"quick_peer_deepmd_{dt}"),
                               "--save-name", f"quick_water_deepmd_{dt}"] if q else []), peer="deepmd",
                             results=[f"water_deepmd_{dt}"]))
+        jobs.append(Job("water", "water, our DP on 1 and 2 training ranks (torch.distributed)", "bench_ddp.py",
+                        (["--steps", "10", "--batches", "2", "--output", str(REPO / "runs" / "quick_ddp"),
+                          "--save-name", "quick_ddp_water_dp"] if q else []),
+                        results=["ddp_water_dp_float64"]))
         jobs.append(Job("water", "water, our NequIP-style (float32)", "bench_water.py",
                         ["--recipe", "nequip_water.yaml", "--minutes", minutes, "--dtype", "float32", "--threads", *thr] +
                         (["--output", str(REPO / "runs" / "quick_water_nequip")] if q else []),

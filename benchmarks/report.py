@@ -145,6 +145,16 @@ def goal_rows(res: Dict[str, Any]) -> List[List[Any]]:
                     "lammps_mlip, lammps_deepmd"])
     else:
         out.append(["2-rank speed-up ≥ 1.7×", "not measured", None, "lammps_mlip, lammps_deepmd"])
+    ddp = [(k, d) for k, d in sorted(res.items()) if k.startswith("ddp_water_dp") and isinstance(d, dict)
+           and d.get("speedup_by_batch")]
+    if ddp:
+        txt = "; ".join(f"{d['dtype']}, global batch {b}: {x:.2f}×" for _, d in ddp
+                        for b, x in sorted(d["speedup_by_batch"].items(), key=lambda kv: int(kv[0])))
+        out.append(["training on 2 ranks (torch.distributed) ≥ 1.7× the frames/s of 1 (water DP)", txt,
+                    all(x >= 1.7 for _, d in ddp for x in d["speedup_by_batch"].values()),
+                    ", ".join(k for k, _ in ddp)])
+    else:
+        out.append(["training on 2 ranks ≥ 1.7× the frames/s of 1 (water DP)", "not measured", None, "ddp_water_dp_*"])
     nq = res.get("ase_nequip") if isinstance(res.get("ase_nequip"), dict) else {}
     cmp_rows = [c for c in nq.get("comparison") or [] if c.get("ratio_ours_over_theirs") is not None]
     if cmp_rows:

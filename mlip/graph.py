@@ -9,7 +9,7 @@ a batch (`predict`) is in `mlip.models.base`, next to the derivative code it use
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -102,6 +102,12 @@ class Batch:
     @property
     def n_frames(self) -> int:
         return int(self.n_atoms.shape[0])
+
+    def to(self, device: torch.device) -> "Batch":
+        """The batch on `device` (itself when it is there already: no copy on the CPU path)."""
+        if self.species.device == torch.device(device):
+            return self
+        return Batch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
 def collate(graphs: Sequence[Graph]) -> Batch:

@@ -61,6 +61,14 @@ class ErrorAccumulator:
                 self.dstress.append(-dv / volume * EV_A3_TO_GPA)
                 self.parity_s.append((_voigt_gpa(v_ref, volume), _voigt_gpa(v_pred, volume), group))
 
+    def merge(self, other: "ErrorAccumulator") -> "ErrorAccumulator":
+        """Add the frames of `other` (e.g. another rank's share of a validation set) to this one."""
+        for name in ("de", "df", "fref", "fspec", "dv_atom", "dstress", "parity_e", "parity_f", "parity_s"):
+            getattr(self, name).extend(getattr(other, name))
+        for g, acc in other.groups.items():
+            self.groups.setdefault(g, ErrorAccumulator(self.species)).merge(acc)
+        return self
+
     def summary(self) -> Dict[str, float]:
         out: Dict[str, float] = {}
         if self.de:

@@ -33,8 +33,28 @@ def run(args: argparse.Namespace) -> int:
         cfg["output"] = args.output
     if args.quiet:  # scripts: no progress bar (metrics.csv and the final report are still written)
         cfg["training"]["progress"] = False
-    trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
-    trainer.run()
+    if args.nproc is not None and args.nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from mlip.train.distributed import launch
+
+        if cfg["optimizer"]["name"] != "adam":
+            raise ValueError(f"optimizer {cfg['optimizer']['name']} runs in one process (a full-batch "
+                             "quasi-Newton fit): drop --nproc, or use optimizer.name: adam")
+        return launch(_rank_argv(args), args.nproc, cfg["output"])
+    from mlip.cli import UserError
+    from mlip.train.distributed import RankLost
+
+    try:
+        trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
+        trainer.run()
+    except RankLost as exc:
+        raise UserError(f"{exc}; the job stops here: continue it with --resume from "
+                        f"{cfg['output']}/checkpoints/last.pt (any number of ranks)") from None
+    if not trainer.dist.is_main:  # rank 0 exports
+        trainer.dist.close()
+        return 0
+    trainer.dist.close()
     model = load_checkpoint_model(os.path.join(cfg["output"], "checkpoints", "best.pt"))
     out = os.path.join(cfg["output"], "model.pt")
     export_model(model, out, dtype=cfg["export"]["dtype"] or cfg["dtype"])
@@ -46,6 +66,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rank_argv(args: argparse.Namespace) -> list:
+    """The `mlip train` arguments each rank of a `--nproc` job runs with (everything but --nproc)."""
+    argv = ["train"] + ([args.config] if args.config else [])
+    if args.output is not None:
+        argv += ["-o", args.output]
+    argv += [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite),
+                                   ("--quiet", args.quiet)) if on]
+    for item in args.set or []:
+        argv += ["--set", item]
+    return argv
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model from a YAML configuration")
     p.add_argument("config", nargs="?", help="YAML configuration (see training/)")
@@ -55,4 +87,7 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="start again in an existing run directory")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. training.steps=100")
     p.add_argument("--quiet", action="store_true", help="no progress bar (same as --set training.progress=false)")
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="data-parallel training on N processes of this machine (torch.distributed, gloo); "
+                        "torchrun/mpirun/srun work too, through the env:// variables")
     p.set_defaults(func=run)

@@ -42,7 +42,7 @@ def predict(model: nn.Module, batch: Batch, create_graph: bool = False, need_vir
     """Energies per frame, forces per atom and virials per frame of a batch (differentiable if asked)."""
     vec = batch.edge_vec.detach().requires_grad_(True)
     atom_e = model(batch.species, batch.edge_index, vec)
-    energy = torch.zeros(batch.n_frames, dtype=atom_e.dtype).index_add_(0, batch.node_frame, atom_e)
+    energy = torch.zeros(batch.n_frames, dtype=atom_e.dtype, device=atom_e.device).index_add_(0, batch.node_frame, atom_e)
     if atom_e.requires_grad:
         (grad,) = torch.autograd.grad(energy.sum(), vec, create_graph=create_graph, allow_unused=True)
     else:
@@ -54,7 +54,7 @@ def predict(model: nn.Module, batch: Batch, create_graph: bool = False, need_vir
         energy, forces, atom_e = energy.detach(), forces.detach(), atom_e.detach()
     out = {"energy": energy, "forces": forces, "atom_energy": atom_e}
     if need_virial:
-        virial = torch.zeros(batch.n_frames, 9, dtype=atom_e.dtype).index_add_(
+        virial = torch.zeros(batch.n_frames, 9, dtype=atom_e.dtype, device=atom_e.device).index_add_(
             0, batch.edge_frame, edge_virial.reshape(-1, 9)
         ).reshape(-1, 3, 3)
         out["virial"] = virial if create_graph else virial.detach()

@@ -15,6 +15,7 @@ DEFAULTS: Dict[str, Any] = {
     "seed": 1,
     "dtype": "float64",
     "threads": None,
+    "device": "cpu",  # cpu | cuda | auto (mlip.train.distributed.resolve_device)
     "output": "runs/mlip",
     "data": {
         "train": None,
@@ -128,6 +129,8 @@ def load_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] 
         cfg["model"]["init_from"] = os.path.normpath(os.path.join(base_dir, init))
     if cfg["dtype"] not in ("float64", "float32"):
         raise ValueError(f"dtype must be float64 or float32, got {cfg['dtype']!r}")
+    if cfg["device"] not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"device must be one of cpu, cuda, auto, got {cfg['device']!r}")
     if "family" not in cfg["model"]:
         raise ValueError("model.family is required (deepmd, mtp, nequip)")
     if cfg["optimizer"]["name"] not in OPTIMIZERS:

@@ -35,7 +35,8 @@ from mlip.models import AtomicModel, build_model, model_class
 from mlip.models.base import predict
 from mlip.train.finetune import (apply_freeze, check_compatible, check_freeze_optimizer, load_checkpoint_model,
                                   load_init_model, refit_energy_reference, split_model_config)
-from mlip.train.loss import loss_terms, total_loss
+from mlip.train.distributed import Distributed, RankLost, resolve_device
+from mlip.train.loss import loss_terms, total_loss, weighted_loss_sum
 from mlip.train.schedules import LRSchedule, Prefactor
 
 CSV_FIELDS = ["step", "time", "lr", "loss", "pe", "pf", "pv", "val_energy_rmse", "val_force_rmse",
@@ -109,11 +110,12 @@ def accumulate_graphs(model: AtomicModel, graphs: Sequence[Graph], batch_size: i
     """Predictions of `model` against the labels of `graphs`, kept frame by frame (errors and parity
     data)."""
     acc = ErrorAccumulator(model.species)
+    device = next(model.parameters()).device
     for k in range(0, len(graphs), batch_size):
         chunk = graphs[k: k + batch_size]
-        b = collate(chunk)
-        out = predict(model, b, create_graph=False)
-        f = out["forces"].detach().numpy()
+        b = collate(chunk).to(device)
+        out = {key: v.detach().cpu() for key, v in predict(model, b, create_graph=False).items()}
+        f = out["forces"].numpy()
         off = 0
         for n, g in enumerate(chunk):
             sl = slice(off, off + g.n_atoms)
@@ -125,9 +127,27 @@ def accumulate_graphs(model: AtomicModel, graphs: Sequence[Graph], batch_size: i
     return acc
 
 
+def accumulate_sharded(model: AtomicModel, graphs: Sequence[Graph], dist: Distributed) -> ErrorAccumulator:
+    """`accumulate_graphs` with the frames shared among the ranks and the results gathered, so that
+    every rank holds the errors of all frames (ranks in order)."""
+    if not dist.active:
+        return accumulate_graphs(model, graphs)
+    mine = dist.shard(list(graphs))
+    part = accumulate_graphs(model, mine) if mine else ErrorAccumulator(model.species)
+    parts = dist.gather(part)
+    acc = ErrorAccumulator(model.species)
+    for a in parts:
+        acc.merge(a)
+    return acc
+
+
 class Trainer:
-    def __init__(self, cfg: Dict[str, Any], resume: bool = False, overwrite: bool = False) -> None:
+    def __init__(self, cfg: Dict[str, Any], resume: bool = False, overwrite: bool = False,
+                 dist: Optional[Distributed] = None) -> None:
         self.cfg = cfg
+        # data parallelism (mlip.train.distributed): one process unless the environment holds a group
+        self.device = resolve_device(cfg.get("device") or "cpu")
+        self.dist = dist if dist is not None else Distributed.from_env(self.device)
         self.out = cfg["output"]
         self.ckpt_dir = os.path.join(self.out, "checkpoints")
         # called as hook(name, path) after every checkpoint is written (e.g. the AL loop's kill switch)
@@ -165,6 +185,13 @@ class Trainer:
         lcfg = cfg["loss"]
         self.pref = {k: Prefactor(lcfg[k], k) for k in ("energy", "forces", "virial")}
         self.full_batch = ocfg["name"] != "adam"
+        if self.full_batch and self.device.type != "cpu":
+            raise ValueError(f"optimizer {ocfg['name']} runs on the CPU: use device: cpu, or optimizer.name: adam")
+        self.model.to(self.device)
+        if self.full_batch and self.dist.active:
+            raise ValueError(f"optimizer {ocfg['name']} runs in one process (a full-batch quasi-Newton fit); "
+                             f"train it without --nproc/torchrun, or use optimizer.name: adam on {self.dist.world} ranks")
+        self.dist.broadcast_module(self.model)
         if self.full_batch:
             self.optimizer = self._full_batch_optimizer(ocfg)
         else:
@@ -181,10 +208,11 @@ class Trainer:
         if ckpt is not None:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             if self.ema is not None:
-                self.ema.shadow = ckpt["ema"]
+                self.ema.shadow = {k: v.to(self.device) for k, v in ckpt["ema"].items()}
             self.step, self.elapsed, self.best = ckpt["step"], ckpt["elapsed"], ckpt["best"]
             self.offset_rows, self.offset_res = ckpt.get("offset_window", ([], []))
-        self._write_config()
+        if self.dist.is_main:
+            self._write_config()
 
     # ------------------------------------------------------------------ set-up
     def _build_model(self, ckpt: Optional[Dict[str, Any]]) -> AtomicModel:
@@ -288,7 +316,7 @@ class Trainer:
         perm = np.random.default_rng([int(self.cfg["seed"]), epoch]).permutation(n)
         return [int(k) for k in perm[pos * bs: (pos + 1) * bs]]
 
-    def _track_energy_offset(self, batch, pred) -> None:
+    def _track_energy_offset(self, batch, pred) -> None:  # batch/pred None: an empty shard
         """Force-dominated training lets the per-species energy reference drift (forces do not see a
         constant); every `bias_refit_every` steps the drift seen on the recent training batches is
         removed by a least-squares shift of the reference, in the model and in its EMA alike."""
@@ -296,14 +324,17 @@ class Trainer:
         if every <= 0 or not hasattr(self.model, "shift_energy_bias"):
             return
         n_sp = len(self.model.species)
-        with torch.no_grad():
-            onehot = torch.zeros(batch.n_frames, n_sp, dtype=torch.float64)
-            onehot.index_put_((batch.node_frame, batch.species), torch.ones(len(batch.species), dtype=torch.float64),
-                              accumulate=True)
-            res = (batch.energy - pred["energy"].detach()).double()
-            m = batch.energy_mask
-            self.offset_rows.append(onehot[m])
-            self.offset_res.append(res[m])
+        rows, res = torch.zeros(0, n_sp, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
+        if batch is not None:
+            with torch.no_grad():
+                onehot = torch.zeros(batch.n_frames, n_sp, dtype=torch.float64)
+                onehot.index_put_((batch.node_frame.cpu(), batch.species.cpu()),
+                                  torch.ones(len(batch.species), dtype=torch.float64), accumulate=True)
+                m = batch.energy_mask.cpu()
+                rows, res = onehot[m], (batch.energy - pred["energy"].detach()).double().cpu()[m]
+        for r, e in self.dist.gather((rows, res)):  # every rank shifts by the same least-squares fit
+            self.offset_rows.append(r)
+            self.offset_res.append(e)
         if self.step % every == 0 and self.offset_rows:
             a = torch.cat(self.offset_rows).numpy()
             b = torch.cat(self.offset_res).numpy()
@@ -323,10 +354,12 @@ class Trainer:
         graphs = self.val_graphs if self.val_graphs else self.train_graphs
         if limit:
             graphs = graphs[:limit]
-        return evaluate_graphs(self.eval_model(), graphs)
+        return accumulate_sharded(self.eval_model(), graphs, self.dist).summary()
 
     def save_checkpoint(self, name: str) -> str:
         path = os.path.join(self.ckpt_dir, name)
+        if not self.dist.is_main:  # the state is the same on every rank: rank 0 writes it
+            return path
         state = {
             "family": self.model.family, "model_config": self.model.config(),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -355,9 +388,9 @@ class Trainer:
         max_time = float(t["max_time"]) if t["max_time"] else math.inf
         need_virial = self.pref["virial"].active
         lr0 = self.lr(0)
-        csv_fh, writer = self._open_csv()
+        csv_fh, writer = self._open_csv() if self.dist.is_main else (None, None)
         bar = None
-        if t["progress"]:
+        if t["progress"] and self.dist.is_main:
             from tqdm import tqdm
 
             bar = tqdm(total=steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
@@ -366,28 +399,39 @@ class Trainer:
         last_val: Dict[str, float] = {}
         frames_seen = 0
         t_loop = time.perf_counter()
+        lost = False
         try:
-            while self.step < last_step and (time.perf_counter() - start) < max_time:
+            while self.step < last_step:
+                # one clock for all ranks (the slowest), so that they stop and schedule together
+                clock = self.dist.max(time.perf_counter() - start) if math.isfinite(max_time) else 0.0
+                if clock >= max_time:
+                    break
                 # with a wall-clock budget the schedule may follow the clock instead of the step count,
                 # so that it completes inside the budget whatever the machine's speed
                 sched_step = self.step
                 if t["schedule_by_time"] and math.isfinite(max_time):
-                    sched_step = int(steps * (time.perf_counter() - start) / max_time)
+                    sched_step = int(steps * clock / max_time)
                 lr = self.lr(sched_step)
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
                 pe, pf, pv = (self.pref[k](lr, lr0) for k in ("energy", "forces", "virial"))
-                batch = collate([self.train_graphs[k] for k in self.batch_indices(self.step)])
-                frames_seen += batch.n_frames
+                indices = self.batch_indices(self.step)
+                frames_seen += len(indices)
                 self.model.train()
-                pred = predict(self.model, batch, create_graph=True, need_virial=need_virial)
-                terms = loss_terms(pred, batch, bool(self.cfg["loss"]["virial_per_atom"]))
-                loss = total_loss(terms, batch, pe, pf, pv)
+                if not self.dist.active:
+                    batch = collate([self.train_graphs[k] for k in indices]).to(self.device)
+                    pred = predict(self.model, batch, create_graph=True, need_virial=need_virial)
+                    terms = loss_terms(pred, batch, bool(self.cfg["loss"]["virial_per_atom"]))
+                    loss = total_loss(terms, batch, pe, pf, pv)
+                else:  # this rank's frames, normalised by the weight of the global batch
+                    batch, pred, loss = self._shard_loss(indices, pe, pf, pv, need_virial)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss became {float(loss)} at step {self.step}; "
                                              "lower optimizer.lr.start or enable optimizer.clip_grad")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                self.dist.all_reduce_grads(list(self.model.parameters()))
+                loss_value = self.dist.sum(float(loss.detach()))
                 if clip:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
                 self.optimizer.step()
@@ -397,7 +441,7 @@ class Trainer:
                 self.step += 1
                 self.elapsed = time.perf_counter() - start
                 row = {"step": self.step, "time": f"{self.elapsed:.2f}", "lr": f"{lr:.3e}",
-                       "loss": f"{float(loss.detach()):.6e}", "pe": f"{pe:.4g}", "pf": f"{pf:.4g}", "pv": f"{pv:.4g}"}
+                       "loss": f"{loss_value:.6e}", "pe": f"{pe:.4g}", "pf": f"{pf:.4g}", "pv": f"{pv:.4g}"}
                 if self.step % int(t["val_every"]) == 0 or self.step == steps:
                     last_val = self.validate(t["val_frames"])
                     row.update(val_energy_rmse=last_val.get("energy_rmse", ""),
@@ -407,25 +451,43 @@ class Trainer:
                     if score < self.best:
                         self.best = score
                         self.save_checkpoint("best.pt")
-                if self.step % int(t["log_every"]) == 0 or "val_energy_rmse" in row:
+                if writer is not None and (self.step % int(t["log_every"]) == 0 or "val_energy_rmse" in row):
                     writer.writerow(row)
                     csv_fh.flush()
                 if self.step % int(t["checkpoint_every"]) == 0:
                     self.save_checkpoint("last.pt")
                 if bar is not None:
                     bar.update(1)
-                    post = {"loss": f"{float(loss.detach()):.3e}", "lr": f"{lr:.1e}"}
+                    post = {"loss": f"{loss_value:.3e}", "lr": f"{lr:.1e}"}
                     if last_val:
                         post["E"] = f"{last_val.get('energy_rmse', float('nan'))*1e3:.2f}meV"
                         post["F"] = f"{last_val.get('force_rmse', float('nan')):.3f}"
                     bar.set_postfix(post, refresh=False)
+        except RankLost:
+            lost = True  # mid-step: keep the last periodic checkpoint, a consistent state to resume from
+            raise
         finally:
             if bar is not None:
                 bar.close()
-            csv_fh.close()
-            self.save_checkpoint("last.pt")
+            if csv_fh is not None:
+                csv_fh.close()
+            if not lost:
+                self.save_checkpoint("last.pt")
         wall = time.perf_counter() - t_loop
         return self._finish({"frames_per_s": frames_seen / wall if wall > 0 else None})
+
+    def _shard_loss(self, indices: List[int], pe: float, pf: float, pv: float, need_virial: bool):
+        """(batch, pred, loss) of this rank's share of the global batch `indices`: its frames' weighted
+        loss divided by the weight of all the batch's frames, so the ranks' losses add up to the
+        one-process loss (batch and pred are None for an empty share)."""
+        total = sum(float(self.train_graphs[k].weight) for k in indices)
+        mine = self.dist.shard(indices)
+        if not mine:
+            return None, None, sum(p.sum() * 0.0 for p in self.model.parameters() if p.requires_grad)
+        batch = collate([self.train_graphs[k] for k in mine]).to(self.device)
+        pred = predict(self.model, batch, create_graph=True, need_virial=need_virial)
+        terms = loss_terms(pred, batch, bool(self.cfg["loss"]["virial_per_atom"]))
+        return batch, pred, weighted_loss_sum(terms, batch, pe, pf, pv) / max(total, 1e-30)
 
     # ------------------------------------------------------------------ full batch (varpro, lbfgs)
     def _run_full_batch(self, stop_at: Optional[int] = None) -> Dict[str, Any]:
@@ -500,7 +562,9 @@ class Trainer:
         if self.cfg["data"].get("test"):
             test = build_graphs(load_frames(self.cfg["data"]["test"], self.cfg["data"]), self.model.species,
                                 self.model.cutoff, self.dtype)
-            summary["test"] = evaluate_graphs(self.eval_model(), test)
+            summary["test"] = accumulate_sharded(self.eval_model(), test, self.dist).summary()
+        if not self.dist.is_main:
+            return summary
         with open(os.path.join(self.out, "summary.json"), "w") as fh:
             json.dump(summary, fh, indent=1)
         try:
