@@ -25,13 +25,13 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(os.environ.get("MLIP_BENCH_RESULTS", REPO / "benchmarks" / "results"))
 
 
-def test_set(path: str, n_traj: int = 4, per_traj: int = 5, temperature: float = 1200.0, seed: int = 2024) -> None:
-    """EMT Langevin MD of 32-atom fcc Cu at 1200 K: snapshots 100 fs apart after 400 fs."""
+def md_test_set(path: str, make_atoms, make_calc, n_traj: int, per_traj: int, temperature: float,
+                timestep_fs: float, warm: int, every: int, seed: int, tag: str) -> None:
+    """Independent test set: Langevin MD with the oracle (`make_calc()`), `n_traj` trajectories from
+    `make_atoms(t)`, `per_traj` snapshots `every` steps apart after `warm` steps."""
     if os.path.isfile(path):
         return
     from ase import units
-    from ase.build import bulk
-    from ase.calculators.emt import EMT
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
@@ -41,20 +41,31 @@ def test_set(path: str, n_traj: int = 4, per_traj: int = 5, temperature: float =
     rng = np.random.default_rng(seed)
     frames = []
     for t in range(n_traj):
-        at = bulk("Cu", "fcc", a=3.61 * (1 + 0.01 * t), cubic=True).repeat(2)
-        at.calc = EMT()
+        at = make_atoms(t)
+        at.calc = make_calc()
         at.set_constraint(FixCom())
         MaxwellBoltzmannDistribution(at, temperature_K=temperature, rng=rng)
-        dyn = Langevin(at, 2 * units.fs, temperature_K=temperature, friction=0.02 / units.fs, rng=rng, fixcm=False)
-        dyn.run(200)
+        dyn = Langevin(at, timestep_fs * units.fs, temperature_K=temperature, friction=0.02 / units.fs, rng=rng,
+                       fixcm=False)
+        dyn.run(warm)
         for _ in range(per_traj):
-            dyn.run(50)
+            dyn.run(every)
             a = at.copy()
             a.set_constraint()
-            a.calc = EMT()
-            frames.append(Frame.from_atoms(a, source=f"test1200K:{t}"))
+            a.calc = make_calc()
+            frames.append(Frame.from_atoms(a, source=f"{tag}:{t}"))
+        print(f"test set: trajectory {t + 1}/{n_traj} done", flush=True)
     write_extxyz(frames, path + ".tmp.xyz")
     os.replace(path + ".tmp.xyz", path)
+
+
+def test_set(path: str, n_traj: int = 4, per_traj: int = 5, temperature: float = 1200.0, seed: int = 2024) -> None:
+    """EMT Langevin MD of 32-atom fcc Cu at 1200 K: snapshots 100 fs apart after 400 fs."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    md_test_set(path, lambda t: bulk("Cu", "fcc", a=3.61 * (1 + 0.01 * t), cubic=True).repeat(2), EMT, n_traj,
+                per_traj, temperature, 2.0, 200, 50, seed, "test1200K")
 
 
 def read_curve(out: str):
@@ -71,6 +82,61 @@ def read_curve(out: str):
     return curve
 
 
+def plot_curves(curves, png, n_seeds: int, title: str, force_label: str, extra_x=None) -> None:
+    """Force and energy error against labels (and, with `extra_x` = (key, axis label), force error
+    against that quantity too), active learning solid, random selection dashed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        panels = [("labels", "force_rmse", force_label), ("labels", "energy_rmse_mev", "energy RMSE (meV/atom)")]
+        if extra_x:
+            panels.append((extra_x[0], "force_rmse", force_label))
+        fig, ax = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+        for name, c in curves.items():
+            style = "-o" if name.startswith("dopt") else "--s"
+            label = ("active learning (γ, D-optimal)" if name.startswith("dopt") else "random selection") + \
+                (f" seed {name.split('_s')[1]}" if n_seeds > 1 else "")
+            for a, (xk, yk, _) in zip(ax, panels):
+                a.plot([p[xk] for p in c], [p[yk] for p in c], style, label=label)
+        for a, (xk, _, yl) in zip(ax, panels):
+            a.set_ylabel(yl)
+            a.set_xlabel(extra_x[1] if extra_x and xk == extra_x[0] else "labels added to the 10 initial configurations")
+            a.set_yscale("log")
+            a.grid(alpha=0.3)
+        ax[0].legend()
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(png, dpi=120)
+        print(f"wrote {png}")
+    except Exception as exc:  # the table is the result; the plot is a convenience
+        print(f"plot not written: {exc}")
+
+
+def run_pairs(config: str, seeds, quick: dict, workdir: str, test: str, edit=None) -> dict:
+    """For each seed, the loop of `config` with D-optimal selection and with random selection (same
+    label budget): {"dopt_s<seed>" | "random_s<seed>": error curve}. `edit(cfg)` may change a loaded
+    configuration (e.g. shorter trainings for a smoke run)."""
+    from mlip.active.loop import load_al_config, run_loop
+
+    curves = {}
+    for seed in seeds:
+        for strategy in ("dopt", "random"):
+            name = f"{strategy}_s{seed}"
+            over = dict(quick)
+            over.update(output=os.path.join(workdir, name), test=[test], seed=seed)
+            over["select"] = {**quick.get("select", {}), "strategy": strategy}
+            cfg = load_al_config(config, over)
+            if edit is not None:
+                edit(cfg)
+            print(f"\n===== {name}: {cfg['output']}", flush=True)
+            run_loop(cfg)
+            curves[name] = read_curve(cfg["output"])
+    return curves
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", default=str(REPO / "runs" / "bench_al"))
@@ -78,7 +144,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[11], help="loop seeds (one AL + one random run each)")
     ap.add_argument("--config", default=str(REPO / "training" / "al_cu.yaml"))
     args = ap.parse_args(argv)
-    from mlip.active.loop import load_al_config, run_loop
+    from mlip.active.loop import load_al_config
 
     os.makedirs(args.workdir, exist_ok=True)
     test = os.path.join(args.workdir, "test_1200K.xyz")
@@ -89,18 +155,8 @@ def main(argv=None) -> int:
                  "train": {**load_al_config(args.config)["train"],
                            "training": {"steps": 30, "batch_size": 2, "val_every": 1000, "checkpoint_every": 10}},
                  "explore": {"steps": 30, "runs": 3}, "select": {"max_labels": 3}}
-    curves = {}
     t0 = time.time()
-    for seed in args.seeds:
-        for strategy in ("dopt", "random"):
-            name = f"{strategy}_s{seed}"
-            over = dict(quick)
-            over.update(output=os.path.join(args.workdir, name), test=[test], seed=seed)
-            over["select"] = {**quick.get("select", {}), "strategy": strategy}
-            cfg = load_al_config(args.config, over)
-            print(f"\n===== {name}: {cfg['output']}", flush=True)
-            run_loop(cfg)
-            curves[name] = read_curve(cfg["output"])
+    curves = run_pairs(args.config, args.seeds, quick, args.workdir, test)
     print(f"\nForce RMSE (eV/Å) on {test} (EMT, 1200 K MD, 32-atom cells) vs number of labels added to the "
           f"10 initial configurations ({time.time() - t0:.0f} s)")
     for seed in args.seeds:
@@ -123,32 +179,8 @@ def main(argv=None) -> int:
     if not args.quick:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "bench_al.json").write_text(json.dumps(payload, indent=1))
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-            for name, c in curves.items():
-                style = "-o" if name.startswith("dopt") else "--s"
-                label = ("active learning (γ, D-optimal)" if name.startswith("dopt") else "random selection") + \
-                    (f" seed {name.split('_s')[1]}" if len(args.seeds) > 1 else "")
-                ax[0].plot([p["labels"] for p in c], [p["force_rmse"] for p in c], style, label=label)
-                ax[1].plot([p["labels"] for p in c], [p["energy_rmse_mev"] for p in c], style, label=label)
-            ax[0].set_ylabel("force RMSE on 1200 K EMT MD (eV/Å)")
-            ax[1].set_ylabel("energy RMSE (meV/atom)")
-            for x in ax:
-                x.set_xlabel("labels added to the 10 initial configurations")
-                x.set_yscale("log")
-                x.grid(alpha=0.3)
-            ax[0].legend()
-            fig.suptitle("fcc Cu, EMT oracle, DP se_e2_a: error vs labels")
-            fig.tight_layout()
-            fig.savefig(RESULTS / "bench_al.png", dpi=120)
-            print(f"wrote {RESULTS / 'bench_al.json'} and {RESULTS / 'bench_al.png'}")
-        except Exception as exc:  # the table is the result; the plot is a convenience
-            print(f"plot not written: {exc}")
+        plot_curves(curves, RESULTS / "bench_al.png", len(args.seeds), "fcc Cu, EMT oracle, DP se_e2_a: error vs labels",
+                    "force RMSE on 1200 K EMT MD (eV/Å)")
     return 0
 
 

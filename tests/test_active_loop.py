@@ -97,9 +97,11 @@ def labelled(out):
 KILLS = ("train:0:3", "explore:0:45", "label:0:2", "train:1:2", "explore:1:70")
 
 
-def check_kill_and_resume(tmp_path, kills=KILLS, **over):
+def check_kill_and_resume(tmp_path, kills=KILLS, in_flight: int = 0, **over):
     """An uninterrupted run and one SIGKILLed at each of `kills` then resumed label the very same
-    configurations, compute no label twice, lose none, and end with identical models and summaries."""
+    configurations, compute no label twice, lose none, and end with identical models and summaries.
+    `in_flight`: labels that a pool of workers may have been computing when the loop was killed; they
+    are computed again after the resume (at most that many repeats)."""
     ref_log, kill_log = str(tmp_path / "ref_calls.txt"), str(tmp_path / "kill_calls.txt")
     ref = tiny_config(tmp_path / "ref", {"class": "test_active_loop:CountingEMT", "kwargs": {"log": ref_log}}, **over)
     proc = run_cli(ref)
@@ -120,7 +122,7 @@ def check_kill_and_resume(tmp_path, kills=KILLS, **over):
             np.testing.assert_array_equal(x, y)
     # no label computed twice, none lost
     calls = open(kill_log).read().split()
-    assert sorted(calls) == sorted(b) and len(set(calls)) == len(calls)
+    assert sorted(set(calls)) == sorted(b) and len(calls) - len(set(calls)) <= in_flight * len(kills)
     assert sorted(open(ref_log).read().split()) == sorted(a)
     # the same models at the end: exports identical in their predictions (and γ with grade gamma)
     from mlip import MLIPCalculator

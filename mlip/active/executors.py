@@ -8,9 +8,13 @@ holds no result that a kill could lose. A worker that dies mid-label writes noth
 the task on another worker, and a resumed loop recomputes whatever has no file — a label is never
 lost and never counted twice (the file name is its selection index). Each worker computes with
 `threads` OpenMP/BLAS threads (set before the oracle's libraries load).
+
+A process pool or dask cluster, once started, serves every label stage of the process (iterations
+pay its start-up once); `close_executors` (also at exit) stops them.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
@@ -105,16 +109,42 @@ def run_labels(cfg: Dict[str, Any], tasks: List[Task], on_done: Callable[[int, s
         _run_dask(oracle, tasks, lab, threads, on_done)
 
 
+_OPEN: Dict[tuple, Any] = {}  # started pools / dask clients, reused by later label stages
+
+
+def close_executors() -> None:
+    """Stop the process pools and dask clusters this process started."""
+    while _OPEN:
+        _, closers = _OPEN.popitem()
+        for close in closers[1:]:
+            try:
+                close()
+            except Exception:  # pragma: no cover - shutting down a broken pool
+                pass
+
+
+atexit.register(close_executors)
+
+
 def _run_pool(oracle, tasks: List[Task], workers: int, threads: int, on_done) -> None:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
-    # spawn: fresh workers that load the oracle's libraries after their thread limits are set
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                             initializer=_pool_worker, initargs=(threads,)) as pool:
+    key = ("process", workers, threads)
+    if key not in _OPEN:
+        # spawn: fresh workers that load the oracle's libraries after their thread limits are set
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                   initializer=_pool_worker, initargs=(threads,))
+        _OPEN[key] = (pool, lambda: pool.shutdown(cancel_futures=True))
+    pool = _OPEN[key][0]
+    try:
         futures = {pool.submit(label_one, oracle, *t): i for i, t in enumerate(tasks)}
         for fut in as_completed(futures):
             on_done(futures[fut], fut.result())
+    except BrokenProcessPool:
+        _OPEN.pop(key, None)  # a worker died: the next stage (or the resumed loop) starts a new pool
+        raise
 
 
 def _run_dask(oracle, tasks: List[Task], lab: Dict[str, Any], threads: int, on_done) -> None:
@@ -123,25 +153,24 @@ def _run_dask(oracle, tasks: List[Task], lab: Dict[str, Any], threads: int, on_d
     except ImportError:
         raise ValueError("label.executor dask needs dask.distributed: pip install 'mlip[xtb]' "
                          "(or 'dask[distributed]')") from None
-    env = {v: str(threads) for v in THREAD_VARS}
-    cluster = None
-    if lab.get("address"):
-        client = Client(lab["address"])
-    else:
-        cluster = LocalCluster(n_workers=int(lab["workers"]), threads_per_worker=1, processes=True,
-                               dashboard_address=None, env=env, death_timeout=30)
-        client = Client(cluster)
-        _bind_to_loop(client)
-    try:
-        futures = [client.submit(label_one, oracle, *t, key=f"label-{os.path.basename(t[1])}-{i}", pure=False,
-                                 retries=2) for i, t in enumerate(tasks)]
-        index = {f.key: i for i, f in enumerate(futures)}
-        for fut in as_completed(futures):
-            on_done(index[fut.key], fut.result())
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    key = ("dask", lab.get("address"), int(lab["workers"]), threads)
+    if key not in _OPEN:
+        if lab.get("address"):
+            client = Client(lab["address"])
+            _OPEN[key] = (client, client.close)
+        else:
+            cluster = LocalCluster(n_workers=int(lab["workers"]), threads_per_worker=1, processes=True,
+                                   dashboard_address=None, env={v: str(threads) for v in THREAD_VARS},
+                                   death_timeout=30)
+            client = Client(cluster)
+            _bind_to_loop(client)
+            _OPEN[key] = (client, client.close, cluster.close)
+    client = _OPEN[key][0]
+    futures = [client.submit(label_one, oracle, *t, key=f"label-{t[1]}-{time.time_ns()}", pure=False, retries=2)
+               for t in tasks]
+    index = {f.key: i for i, f in enumerate(futures)}
+    for fut in as_completed(futures):
+        on_done(index[fut.key], fut.result())
 
 
 def _bind_to_loop(client) -> None:

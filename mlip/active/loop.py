@@ -313,4 +313,9 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
 
 def run_loop(cfg: Dict[str, Any], log: bool = True) -> List[Dict[str, Any]]:
     """Run (or resume) the active-learning loop of `cfg` (from `load_al_config`); one summary row per iteration."""
-    return ActiveLearning(cfg, log=log).run()
+    from mlip.active.executors import close_executors
+
+    try:
+        return ActiveLearning(cfg, log=log).run()
+    finally:
+        close_executors()  # the labelling pool / dask cluster of this loop
