@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "archive_check.h"
 #include "backend.h"  // FeatureExchange (no torch types)
 #include "engine.h"
 #include "mlip_c_api.h"
@@ -252,7 +253,23 @@ Raises ValueError for bad input.)doc");
   m.def("engine_library_path", &engine_library_path,
         "Absolute path of the loaded libmlip_engine.so (for dlopen users, e.g. LAMMPS).");
   m.def("default_num_threads", &mlip::default_num_threads,
-        "Threads used when num_threads <= 0 (env MLIP_NUM_THREADS, else 1).");
+        "Threads used when num_threads <= 0 (env MLIP_NUM_THREADS, else 1; ValueError naming the "
+        "variable if it is not an integer from 1 to max_num_threads()).");
+  m.def("max_num_threads", &mlip::max_num_threads,
+        "Largest thread count the engine accepts: max(4 x the CPUs of this machine, 64).");
+  m.def("check_num_threads", &mlip::check_num_threads, py::arg("n"), py::arg("what") = "num_threads",
+        "n if it is an integer from 1 to max_num_threads(), else ValueError \"<what> must be ..., got n\".");
+  m.def(
+      "check_archive",
+      [](const py::object& path) {
+        std::string p = py::str(py::module_::import("os").attr("fspath")(path));
+        py::gil_scoped_release release;
+        mlip::check_archive(p);
+      },
+      py::arg("path"),
+      "Compare every entry of an export's zip archive with its recorded CRC-32 (the check the engine "
+      "makes before loading). RuntimeError \"model file 'X' is damaged: entry 'Y' fails its CRC check "
+      "...\"; a file that is not a zip archive passes.");
 
   py::class_<mlip::Engine>(m, "Engine", "Runs an mlip TorchScript export (C++ / libtorch).")
       .def(py::init([](const py::object& path, int num_threads) {

@@ -13,6 +13,7 @@
 //   torch_errors.*         torch error text -> the one-line messages thrown here
 #include "engine.h"
 
+#include "archive_check.h"
 #include "backend.h"
 #include "backend_factory.h"
 #include "graph_input.h"
@@ -27,6 +28,7 @@
 #include <torch/csrc/jit/serialization/import.h>
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -59,13 +61,38 @@ bool env_flag(const char* name, bool dflt) {
 
 }  // namespace
 
+int max_num_threads() {
+  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  return static_cast<int>(std::max<long>(64, 4 * std::max<long>(cpus, 1)));
+}
+
+namespace {
+
+std::string thread_rule() {
+  return "must be an integer from 1 to " + std::to_string(max_num_threads()) + " (this machine has " +
+         std::to_string(std::max<long>(sysconf(_SC_NPROCESSORS_ONLN), 1)) + " CPUs)";
+}
+
+}  // namespace
+
+int check_num_threads(long long n, const std::string& what) {
+  if (n < 1 || n > max_num_threads()) throw InputError(what + " " + thread_rule() + ", got " + std::to_string(n));
+  return static_cast<int>(n);
+}
+
+int parse_num_threads(const std::string& text, const std::string& what) {
+  errno = 0;
+  char* end = nullptr;
+  const long long n = std::strtoll(text.c_str(), &end, 10);
+  const bool integer = !text.empty() && end && *end == '\0' && errno == 0 &&
+                       text.find_first_of(" \t\n\r") == std::string::npos;
+  if (!integer || n < 1 || n > max_num_threads()) throw InputError(what + " " + thread_rule() + ", got '" + text + "'");
+  return static_cast<int>(n);
+}
+
 int default_num_threads() {
   const char* v = std::getenv("MLIP_NUM_THREADS");
-  if (v && *v) {
-    char* end = nullptr;
-    long n = std::strtol(v, &end, 10);
-    if (end && *end == '\0' && n > 0 && n < 100000) return static_cast<int>(n);
-  }
+  if (v && *v) return parse_num_threads(v, "environment variable MLIP_NUM_THREADS");
   return 1;
 }
 
@@ -176,7 +203,7 @@ void Engine::Impl::read_attributes() {
 Engine::Engine(const std::string& path, int num_threads) : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.path = path;
-  m.num_threads = num_threads > 0 ? num_threads : default_num_threads();
+  m.num_threads = num_threads > 0 ? check_num_threads(num_threads) : default_num_threads();
   m.optimize = env_flag("MLIP_JIT_OPTIMIZE", false);
 
   // Check the file ourselves first: torch's messages for this are cryptic.
@@ -191,6 +218,8 @@ Engine::Engine(const std::string& path, int num_threads) : impl_(std::make_uniqu
     std::ifstream f(path, std::ios::binary);
     if (!f) throw ModelError("cannot open model file " + quoted_path(path) + ": " + std::strerror(errno));
   }
+  // torch does not compare the archive's CRCs: a damaged export would load and give other numbers
+  check_archive(path);
 
   configure_jit_once();
   torch::jit::ExtraFilesMap extra{{"mlip_metadata.json", ""}};

@@ -16,6 +16,11 @@ namespace mlip {
 
 class FeatureExchange;  // backend.h: ghost-row exchange between the layers of a message-passing model
 
+// Edges shorter than this (Angstrom) are refused: two atoms at the same position (a zero-length edge
+// makes every model singular). The LAMMPS plugin checks the same distance (MLIP_MIN_DISTANCE) to name
+// LAMMPS atom IDs.
+constexpr double MIN_DISTANCE = 1e-6;
+
 // Bad input from the caller (shapes, indices, values): maps to ValueError.
 class InputError : public std::invalid_argument {
  public:
@@ -30,8 +35,10 @@ class ModelError : public std::runtime_error {
 
 class Engine {
  public:
-  // Loads `path`. num_threads <= 0: environment MLIP_NUM_THREADS, else 1.
-  // Throws ModelError with a short message on failure.
+  // Loads `path`. num_threads <= 0: environment MLIP_NUM_THREADS, else 1; a count out of range (see
+  // check_num_threads) is an InputError. The file's zip archive is checked first (check_archive in
+  // archive_check.h: a damaged export is refused naming the entry). Throws ModelError with a short
+  // message on failure.
   explicit Engine(const std::string& path, int num_threads = 1);
   ~Engine();
   Engine(const Engine&) = delete;
@@ -91,7 +98,17 @@ class Engine {
   std::unique_ptr<Impl> impl_;
 };
 
-// Number of threads used when num_threads <= 0 (MLIP_NUM_THREADS or 1).
+// Thread counts (one rule for the ASE calculator, the LAMMPS plugin and the C ABI): an integer from 1
+// to max_num_threads() = max(4 x the CPUs of this machine, 64). More threads than CPUs never speed up
+// an evaluation, and thousands of them make libtorch's thread pool crash instead of failing cleanly.
+int max_num_threads();
+// n, or InputError "<what> must be an integer from 1 to <max> (this machine has <k> CPUs), got <n>".
+int check_num_threads(long long n, const std::string& what = "num_threads");
+// The text of a thread count (an environment variable, a keyword's value) as a checked count, or
+// InputError "<what> must be an integer from 1 to <max> (...), got '<text>'".
+int parse_num_threads(const std::string& text, const std::string& what);
+// Number of threads used when num_threads <= 0: environment MLIP_NUM_THREADS (checked: InputError
+// "environment variable MLIP_NUM_THREADS must be ..., got 'abc'") if set and not empty, else 1.
 int default_num_threads();
 
 }  // namespace mlip

@@ -8,6 +8,7 @@
 #include <ATen/ops/empty.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <sstream>
 #include <string>
@@ -45,11 +46,17 @@ void validate_graph(const GraphInput& g, int64_t n_species) {
                          std::to_string(n_atoms) + ")");
       }
     }
-    for (int c = 0; c < 3; ++c) {
-      if (!std::isfinite(edge_vec[3 * e + c])) {
+    const double* v = edge_vec + 3 * e;
+    const double rsq = v[0] * v[0] + v[1] * v[1] + v[2] * v[2];
+    if (!(rsq >= MIN_DISTANCE * MIN_DISTANCE) || !std::isfinite(rsq)) {  // NaN fails the first test
+      if (!std::isfinite(rsq)) {
         throw InputError("edge " + std::to_string(e) + " (atoms " + std::to_string(edge_i[e]) +
                          ", " + std::to_string(edge_j[e]) + ") has a non-finite edge vector");
       }
+      char dist[64];
+      std::snprintf(dist, sizeof dist, "%.3g A apart, closer than %g A", std::sqrt(rsq), MIN_DISTANCE);
+      throw InputError("atoms " + std::to_string(edge_i[e]) + " and " + std::to_string(edge_j[e]) +
+                       " are at the same position (" + dist + "; edge " + std::to_string(e) + ")");
     }
   }
 }

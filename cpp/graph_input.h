@@ -21,7 +21,7 @@
 namespace mlip {
 
 // Checks `g` for a model of n_species species (counts, NULL pointers, species and atom index
-// ranges, finite edge vectors). Throws InputError.
+// ranges, finite edge vectors no shorter than MIN_DISTANCE). Throws InputError.
 void validate_graph(const GraphInput& g, int64_t n_species);
 
 // species [N] long, edge_index [2, E] long (row 0 = i, row 1 = j), edge_vec [E, 3] in `dtype`.

@@ -186,4 +186,17 @@ int mlip_engine_grade_exchange(mlip_engine* h, int64_t n_atoms, int64_t n_local,
   }
 }
 
+int mlip_parse_num_threads(const char* text, const char* what, char* err, int errlen) {
+  write_err(err, errlen, "");
+  try {
+    if (!text) return mlip::default_num_threads();
+    return mlip::parse_num_threads(text, what ? what : "num_threads");
+  } catch (const std::exception& e) {
+    write_err(err, errlen, e.what());
+  } catch (...) {
+    write_err(err, errlen, "unknown error while checking a thread count");
+  }
+  return 0;
+}
+
 }  // extern "C"

@@ -14,7 +14,7 @@
 extern "C" {
 #endif
 
-#define MLIP_C_API_VERSION 3
+#define MLIP_C_API_VERSION 4
 
 typedef struct mlip_engine mlip_engine;
 
@@ -72,6 +72,12 @@ int mlip_engine_grade_exchange(mlip_engine*, int64_t n_atoms, int64_t n_local, c
                                int64_t n_edges, const int64_t* edge_i, const int64_t* edge_j,
                                const double* edge_vec, mlip_exchange_fn exchange, void* ctx, double* gamma,
                                char* err, int errlen);
+
+/* Thread counts (added in C API version 4): the one rule of the engine (an integer from 1 to
+   max(4 x CPUs, 64)). text: a count as the user wrote it (a keyword's value), or NULL for the
+   default (environment MLIP_NUM_THREADS if set and not empty, else 1); what: how the message names
+   it. Returns the count, or 0 with "<what> must be an integer from 1 to N (...), got '<text>'" in err. */
+int mlip_parse_num_threads(const char* text, const char* what, char* err, int errlen);
 
 #ifdef __cplusplus
 }

@@ -173,6 +173,9 @@ const MLIPEngineAPI *LAMMPS_NS::mlip_load_engine_api(std::string &err)
   if (!t.supports_exchange || !t.exchange_width || !t.compute_exchange || !t.grade_exchange)
     t.supports_exchange = nullptr, t.exchange_width = nullptr, t.compute_exchange = nullptr,
     t.grade_exchange = nullptr;
+  // optional (C API version 4): without it the style checks thread counts itself (>= 1)
+  t.parse_num_threads =
+      reinterpret_cast<decltype(t.parse_num_threads)>(dlsym(handle, "mlip_parse_num_threads"));
   t.handle = handle;
   t.path = found;
   api_table = t;

@@ -92,6 +92,8 @@ struct MLIPEngineAPI {
   int (*grade_exchange)(void *, int64_t, int64_t, const int64_t *, int64_t, const int64_t *,
                         const int64_t *, const double *, MLIPExchangeFn, void *, double *, char *,
                         int) = nullptr;
+  // C API version 4 (the engine's rule for thread counts); nullptr with an older engine
+  int (*parse_num_threads)(const char *, const char *, char *, int) = nullptr;
 
   // Energies and forces (and per-node virials if atom_virial) of `engine` on graph g, sized
   // into `out`. With g.exchange the call is collective (every rank makes it, also with no atoms). Returns the engine's status (0 = success) with its message in msg[MLIP_ERRLEN].

@@ -7,13 +7,45 @@
 #include "mlip_graph_builder.h"
 
 #include "atom.h"
+#include "error.h"
 #include "neigh_list.h"
 #include "neighbor.h"
 #include "update.h"
 
 #include <algorithm>
+#include <cmath>
 
 using namespace LAMMPS_NS;
+
+namespace {
+
+// pairs closer than this (Angstrom) are two atoms at the same position: the engine's
+// mlip::MIN_DISTANCE (cpp/engine.h), checked here to name LAMMPS atom IDs
+constexpr double MLIP_MIN_DISTANCE = 1e-6;
+
+}    // namespace
+
+std::string MLIPGraphBuilder::atom_name(int a) const
+{
+  if (atom->tag_enable) return fmt::format("atom ID {}", atom->tag[a]);
+  return fmt::format("atom {} of this rank (no atom IDs)", a);
+}
+
+// a non-finite position, or two atoms (also periodic images) at the same place: one line naming
+// the LAMMPS atom IDs (the engine would only know graph nodes)
+void MLIPGraphBuilder::refuse_pair(int i, int j, double rsq) const
+{
+  double **x = atom->x;
+  for (int a : {i, j})
+    if (!std::isfinite(x[a][0]) || !std::isfinite(x[a][1]) || !std::isfinite(x[a][2]))
+      error->one(FLERR, "pair_style mlip: {} has a non-finite position ({}, {}, {}) on step {}",
+                 atom_name(a), x[a][0], x[a][1], x[a][2], update->ntimestep);
+  const bool images = atom->tag_enable && atom->tag[i] == atom->tag[j];
+  error->one(FLERR, "pair_style mlip: {} and {}{} are at the same position ({:.3g} A apart, closer "
+                    "than {} A) on step {}", atom_name(i), atom_name(j),
+             images ? " (a periodic image of itself)" : "", std::sqrt(rsq), MLIP_MIN_DISTANCE,
+             update->ntimestep);
+}
 
 MLIPGraphBuilder::MLIPGraphBuilder(LAMMPS *lmp) :
     Pointers(lmp), cutsq(0.0), message_passing(false), exchange_fn(nullptr), exchange_ctx(nullptr),
@@ -74,7 +106,11 @@ void MLIPGraphBuilder::build(NeighList *list, const std::vector<int> &type2speci
   // local centres first: they are the n_local nodes whose energies count
   for (int ii = 0; ii < inum; ii++) {
     int i = ilist[ii];
-    if (i < nlocal && type2species[type[i]] >= 0) add_node(i);
+    if (i < nlocal && type2species[type[i]] >= 0) {
+      if (!std::isfinite(x[i][0]) || !std::isfinite(x[i][1]) || !std::isfinite(x[i][2]))
+        refuse_pair(i, i, 0.0);
+      add_node(i);
+    }
   }
   n_local = (int64_t) atom_of.size();
   // message passing: ghost centres are nodes too (energies computed, not summed)
@@ -117,7 +153,8 @@ void MLIPGraphBuilder::build(NeighList *list, const std::vector<int> &type2speci
       if (type2species[type[j]] < 0) continue;
       double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
       double rsq = dx * dx + dy * dy + dz * dz;
-      if (rsq >= cutsq || rsq <= 0.0) continue;
+      if (rsq >= cutsq) continue;
+      if (!(rsq >= MLIP_MIN_DISTANCE * MLIP_MIN_DISTANCE)) refuse_pair(i, j, rsq);    // also NaN
       int nj = node_of[j];
       if (nj < 0) nj = add_node(j);
       edge_i.push_back(ni);

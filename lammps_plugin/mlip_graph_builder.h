@@ -33,6 +33,7 @@
 #include "mlip_engine_api.h"
 #include "pointers.h"
 
+#include <string>
 #include <vector>
 
 namespace LAMMPS_NS {
@@ -103,6 +104,10 @@ class MLIPGraphBuilder : protected Pointers {
   int64_t n_local;
   long graph_serial;
   bigint graph_step;
+
+  std::string atom_name(int a) const;    // "atom ID 7" (LAMMPS tag)
+  // error->one: a non-finite position of i or j, else i and j at the same position
+  [[noreturn]] void refuse_pair(int i, int j, double rsq) const;
 };
 
 }    // namespace LAMMPS_NS

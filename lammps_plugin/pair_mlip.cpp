@@ -35,6 +35,8 @@
 #include "utils.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -45,11 +47,55 @@ namespace {
 const char *USAGE = "expected 'pair_style mlip MODEL.pt [MODEL2.pt ...] [threads N] [out_freq N] "
                     "[out_file FILE] [gamma_every N] [gamma_select G FILE] [gamma_break B]'";
 
+const char *const KEYWORDS[] = {"threads", "out_freq", "out_file", "gamma_every", "gamma_select",
+                                "gamma_break"};
+
 bool is_keyword(const char *s)
 {
-  for (const char *k : {"threads", "out_freq", "out_file", "gamma_every", "gamma_select",
-                        "gamma_break"})
+  for (const char *k : KEYWORDS)
     if (strcmp(s, k) == 0) return true;
+  return false;
+}
+
+// edit distance, for "did you mean" (words are short)
+size_t edit_distance(const std::string &a, const std::string &b)
+{
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); j++) row[j] = j;
+  for (size_t i = 1; i <= a.size(); i++) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); j++) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string did_you_mean(const std::string &word)
+{
+  std::string best;
+  size_t best_d = 3;    // at most two edits away
+  for (const char *k : KEYWORDS) {
+    size_t d = edit_distance(utils::lowercase(word), k);
+    if (d < best_d) best_d = d, best = k;
+  }
+  return best.empty() ? std::string() : fmt::format(" (did you mean '{}'?)", best);
+}
+
+// A word after the first model file is another model file (a committee) if it names an existing
+// file (as given or in $LAMMPS_POTENTIALS, the rule pair_coeff opens it by) or looks like one (a
+// .pt/.pth name or a path); anything else is a keyword, and unknown ones are refused by name.
+bool looks_like_model_file(const char *word)
+{
+  const std::string w(word);
+  if (!utils::get_potential_file_path(w).empty()) return true;
+  if (w.find('/') != std::string::npos) return true;
+  const std::string low = utils::lowercase(w);
+  for (const std::string e : {".pt", ".pth"})
+    if (low.size() > e.size() && low.compare(low.size() - e.size(), e.size(), e) == 0) return true;
   return false;
 }
 
@@ -60,6 +106,7 @@ bool is_keyword(const char *s)
 PairMLIP::PairMLIP(LAMMPS *lmp) :
     Pair(lmp), num_threads(1), energy_scale(1.0), exchanging(nullptr)
 {
+  special_atoms[0] = special_atoms[1] = special_atoms[2] = 0;
   single_enable = 0;
   restartinfo = 0;
   one_coeff = 1;
@@ -113,12 +160,24 @@ void PairMLIP::allocate()
 
 void PairMLIP::settings(int narg, char **arg)
 {
-  int iarg = 0;
-  model_files.clear();
-  while (iarg < narg && !is_keyword(arg[iarg])) model_files.emplace_back(arg[iarg++]);
-  if (model_files.empty()) error->all(FLERR, "Illegal pair_style mlip command: {}", USAGE);
+  if (narg < 1 || is_keyword(arg[0]))
+    error->all(FLERR, "Illegal pair_style mlip command: {}", USAGE);
 
-  int threads = -1, out_freq = 0, gamma_every = 0;
+  // model files first (the first word always is one); rank 0 decides for the other words
+  int iarg = 1;
+  model_files.assign(1, arg[0]);
+  while (iarg < narg && !is_keyword(arg[iarg])) {
+    int model = comm->me == 0 && looks_like_model_file(arg[iarg]) ? 1 : 0;
+    MPI_Bcast(&model, 1, MPI_INT, 0, world);
+    if (!model)
+      error->all(FLERR, "pair_style mlip: unknown keyword '{}'{}, and no model file of that name "
+                        "exists; keywords: threads N, out_freq N, out_file FILE, gamma_every N, "
+                        "gamma_select G FILE, gamma_break B", arg[iarg], did_you_mean(arg[iarg]));
+    model_files.emplace_back(arg[iarg++]);
+  }
+
+  const char *threads_text = nullptr;
+  int out_freq = 0, gamma_every = 0;
   bool every_given = false;
   double gamma_select = 0.0, gamma_break = 0.0;
   std::string out_file = "model_devi.out", select_file;
@@ -127,19 +186,31 @@ void PairMLIP::settings(int narg, char **arg)
       error->all(FLERR, "pair_style mlip: keyword '{}' needs {} value(s); {}", arg[iarg], n,
                  USAGE);
   };
+  // values are checked here, named by their keyword (utils::inumeric would not name it)
+  auto integer = [&](const char *kw, const char *text, int low) {
+    const bool is_int = utils::is_integer(text);
+    errno = 0;
+    long long v = is_int ? strtoll(text, nullptr, 10) : 0;
+    if (!is_int || errno != 0 || v < low || v > MAXSMALLINT)
+      error->all(FLERR, "pair_style mlip: '{}' must be an integer >= {}, got '{}'", kw, low, text);
+    return (int) v;
+  };
+  auto positive = [&](const char *kw, const char *text) {
+    const bool is_num = utils::is_double(text);
+    double v = is_num ? strtod(text, nullptr) : 0.0;
+    if (!is_num || !(v > 0.0) || !std::isfinite(v))
+      error->all(FLERR, "pair_style mlip: '{}' threshold must be a number > 0, got '{}'", kw, text);
+    return v;
+  };
   while (iarg < narg) {
     const char *kw = arg[iarg];
     if (strcmp(kw, "threads") == 0) {
       need(1);
-      threads = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
-      if (threads < 1)
-        error->all(FLERR, "pair_style mlip: 'threads' must be >= 1, got {}", arg[iarg + 1]);
+      threads_text = arg[iarg + 1];    // checked by the engine's rule below
       iarg += 2;
     } else if (strcmp(kw, "out_freq") == 0) {
       need(1);
-      out_freq = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
-      if (out_freq < 0)
-        error->all(FLERR, "pair_style mlip: 'out_freq' must be >= 0, got {}", arg[iarg + 1]);
+      out_freq = integer(kw, arg[iarg + 1], 0);
       iarg += 2;
     } else if (strcmp(kw, "out_file") == 0) {
       need(1);
@@ -147,44 +218,25 @@ void PairMLIP::settings(int narg, char **arg)
       iarg += 2;
     } else if (strcmp(kw, "gamma_every") == 0) {
       need(1);
-      gamma_every = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
-      if (gamma_every < 1)
-        error->all(FLERR, "pair_style mlip: 'gamma_every' must be >= 1, got {}", arg[iarg + 1]);
+      gamma_every = integer(kw, arg[iarg + 1], 1);
       every_given = true;
       iarg += 2;
     } else if (strcmp(kw, "gamma_select") == 0) {
       need(2);
-      gamma_select = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
-      if (!(gamma_select > 0.0))
-        error->all(FLERR, "pair_style mlip: 'gamma_select' threshold must be > 0, got {}",
-                   arg[iarg + 1]);
+      gamma_select = positive(kw, arg[iarg + 1]);
       select_file = arg[iarg + 2];
       iarg += 3;
     } else if (strcmp(kw, "gamma_break") == 0) {
       need(1);
-      gamma_break = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
-      if (!(gamma_break > 0.0))
-        error->all(FLERR, "pair_style mlip: 'gamma_break' threshold must be > 0, got {}",
-                   arg[iarg + 1]);
+      gamma_break = positive(kw, arg[iarg + 1]);
       iarg += 2;
     } else {
-      error->all(FLERR, "pair_style mlip: unknown keyword '{}' (model files come first, then "
-                        "keywords); {}", kw, USAGE);
+      error->all(FLERR, "pair_style mlip: unknown keyword '{}'{}; model files come first, then "
+                        "keywords: {}", kw, did_you_mean(kw), USAGE);
     }
   }
 
-  if (threads < 0) {
-    const char *env = getenv("MLIP_NUM_THREADS");
-    if (env && *env) {
-      threads = atoi(env);
-      if (threads < 1)
-        error->all(FLERR, "pair_style mlip: environment MLIP_NUM_THREADS='{}' is not an integer "
-                          ">= 1", env);
-    } else {
-      threads = 1;    // one libtorch thread per MPI rank: never oversubscribes under mpirun
-    }
-  }
-  num_threads = threads;
+  num_threads = resolve_threads(threads_text);
 
   // what can be refused without opening a model is refused here
   if (mlip_ev_per_energy_unit(update->unit_style) == 0.0)
@@ -208,6 +260,75 @@ void PairMLIP::settings(int narg, char **arg)
     type2species.assign(n + 1, -1);
     type_element.assign(n + 1, "X");
   }
+}
+
+/* ----------------------------------------------------------------------
+   libtorch threads per rank: 'threads N', else $MLIP_NUM_THREADS, else 1.
+   A given count is checked by the engine's own rule (mlip_parse_num_threads,
+   the same as the ASE calculator's): the engine library is loaded for it.
+------------------------------------------------------------------------- */
+
+int PairMLIP::resolve_threads(const char *text)
+{
+  const char *env = getenv("MLIP_NUM_THREADS");
+  const bool from_env = !text && env && *env;
+  if (!text && !from_env) return 1;    // one libtorch thread per MPI rank: never oversubscribes
+  const std::string what = text ? "pair_style mlip: 'threads'"
+                                : "pair_style mlip: environment variable MLIP_NUM_THREADS";
+  std::string err;
+  const MLIPEngineAPI *api = mlip_load_engine_api(err);
+  if (!api) error->all(FLERR, "pair_style mlip: {}", err);
+  const char *t = text ? text : env;
+  if (api->parse_num_threads) {
+    char msg[MLIP_ERRLEN] = {0};
+    int n = api->parse_num_threads(t, what.c_str(), msg, MLIP_ERRLEN);
+    if (n < 1) error->all(FLERR, "{}", msg);
+    return n;
+  }
+  // an engine older than C API version 4: a positive integer
+  if (!utils::is_integer(t) || atoi(t) < 1)
+    error->all(FLERR, "{} must be an integer >= 1, got '{}'", what, t);
+  return atoi(t);
+}
+
+/* ----------------------------------------------------------------------
+   special_bonds: LAMMPS leaves 1-2/1-3/1-4 pairs whose lj and coul factors
+   are both 0 (the default) out of every neighbour list, so bonded atoms
+   would be invisible to the model. Refused for the levels that have pairs.
+------------------------------------------------------------------------- */
+
+void PairMLIP::count_special_pairs()
+{
+  for (int &n : special_atoms) n = 0;
+  if (atom->molecular == Atom::ATOMIC) return;
+  int mine[3] = {0, 0, 0};
+  if (atom->molecular == Atom::TEMPLATE || !atom->nspecial) {
+    mine[0] = mine[1] = mine[2] = atom->nlocal > 0 ? 1 : 0;    // molecule templates: assume all
+  } else {
+    for (int i = 0; i < atom->nlocal; i++) {
+      const int *ns = atom->nspecial[i];
+      if (ns[0] > 0) mine[0]++;
+      if (ns[1] > ns[0]) mine[1]++;
+      if (ns[2] > ns[1]) mine[2]++;
+    }
+  }
+  MPI_Allreduce(mine, special_atoms, 3, MPI_INT, MPI_SUM, world);
+}
+
+void PairMLIP::check_special_bonds()
+{
+  // neighbor->special_flag[k] == 0: the 1-(k+1) pairs are left out of the lists (Neighbor::init,
+  // after init_style; it keeps them for kspace and a few Coulomb styles); the same on every rank
+  static const char *level[4] = {"", "1-2", "1-3", "1-4"};
+  std::string excluded;
+  for (int k = 1; k <= 3; k++)
+    if (neighbor->special_flag[k] == 0 && special_atoms[k - 1] > 0)
+      excluded += fmt::format("{}{}", excluded.empty() ? "" : ", ", level[k]);
+  if (!excluded.empty())
+    error->all(FLERR, "pair_style mlip: special_bonds removes the {} neighbours (lj and coul "
+                      "factors 0) from the neighbour list, so the model would not see bonded "
+                      "atoms: use 'special_bonds lj/coul 1.0 1.0 1.0' (a machine-learned potential "
+                      "needs every pair within its cutoff)", excluded);
 }
 
 /* ----------------------------------------------------------------------
@@ -335,6 +456,7 @@ void PairMLIP::init_style()
   if ((gamma_monitor->select_threshold() > 0.0 || model_set->size() > 1) && atom->tag_enable == 0)
     error->all(FLERR, "pair_style mlip: gamma_select and committees need atom IDs");
   energy_scale = model_set->energy_scale();
+  count_special_pairs();    // against neighbor->special_flag in compute(): set after init_style
   // Comm sizes its buffers from force->pair at Comm::init (after this). Under pair_style hybrid
   // that is the hybrid style, which took its sizes from the sub-styles at pair_style time, before
   // pair_coeff opened the models and set ours (exchange width, committee rows): raise them.
@@ -374,6 +496,7 @@ double PairMLIP::init_one(int i, int j)
 void PairMLIP::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
+  check_special_bonds();
 
   graph_builder->build(list, type2species);
   char msg[MLIP_ERRLEN] = {0};

@@ -106,7 +106,13 @@ class PairMLIP : public Pair {
   MLIPResult drive;            // driving model's output on the last graph (model units)
   MLIPAtomRows *exchanging;    // helper whose rows the running reverse communication carries
 
+  // atoms with 1-2, 1-3, 1-4 special neighbours, summed over ranks (init_style)
+  int special_atoms[3];
+
   void allocate();
+  int resolve_threads(const char *text);
+  void count_special_pairs();
+  void check_special_bonds();
   void open_models();
   void tally(const MLIPResult &);
   void evaluate_committee();

@@ -41,6 +41,24 @@ def check_structure(atoms, species: Sequence[str]) -> np.ndarray:
     return idx
 
 
+def thread_count(num_threads: Any, what: str = "num_threads") -> int:
+    """`num_threads` as a checked count: an integer from 1 to `mlip._core.max_num_threads()`, else
+    ValueError "<what> must be an integer from 1 to N (this machine has K CPUs), got X" (the
+    engine's rule, shared with LAMMPS' `pair_style mlip ... threads N` and MLIP_NUM_THREADS)."""
+    import numbers
+
+    from mlip._core import check_num_threads
+
+    if isinstance(num_threads, numbers.Integral) and not isinstance(num_threads, bool) \
+            and abs(int(num_threads)) < 2**62:
+        return check_num_threads(int(num_threads), what)
+    try:  # not an integer (or beyond C++'s): the rule in the engine's words, with the value as given
+        check_num_threads(0, what)
+    except ValueError as exc:
+        raise ValueError(f"{str(exc).rsplit(', got ', 1)[0]}, got {num_threads!r}") from None
+    raise AssertionError("check_num_threads accepted 0")
+
+
 class MLIPCalculator(Calculator):
     """ASE calculator for one mlip export (any family) or a committee of exports.
 
@@ -73,10 +91,10 @@ class MLIPCalculator(Calculator):
 
         import os
 
-        if num_threads is None:
-            # one intra-op thread unless asked: small systems run fastest that way and nothing
-            # oversubscribes when several calculators or MPI ranks share the cores
-            num_threads = int(os.environ.get("MLIP_NUM_THREADS", "0") or 0) or 1
+        # None: the engine takes MLIP_NUM_THREADS, else one intra-op thread (small systems run
+        # fastest that way and nothing oversubscribes when several calculators or MPI ranks share
+        # the cores); a count is checked by the engine's rule, the one LAMMPS' `threads` follows
+        num_threads = 0 if num_threads is None else thread_count(num_threads)
         paths = [str(model)] if isinstance(model, (str, os.PathLike)) else [str(m) for m in model]
         if not paths:
             raise ValueError("no model given")
@@ -85,7 +103,7 @@ class MLIPCalculator(Calculator):
             if not os.path.isfile(p):
                 raise FileNotFoundError(f"model file '{p}' does not exist")
             try:
-                self.engines.append(Engine(p, int(num_threads)))
+                self.engines.append(Engine(p, num_threads))
             except RuntimeError as exc:  # the engine's message already names the file and the problem
                 raise ValueError(str(exc)) from None
         self.model_paths: List[str] = paths

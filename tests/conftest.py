@@ -162,3 +162,23 @@ def calculator_fd_errors(calc, atoms) -> Tuple[float, float]:
     f = atoms.get_forces()
     w = -atoms.get_stress(voigt=False) * atoms.get_volume()
     return rel_err(f, fd_forces(energy, atoms.copy())), rel_err(w, fd_virial(energy, atoms.copy()))
+
+
+def damage_export(src: str, dst: str, nbytes: int = 64) -> str:
+    """Copy of the export `src` at `dst` with `nbytes` bytes flipped inside its largest stored tensor
+    (the zip's recorded CRC then no longer matches; torch's loader alone does not notice). Returns
+    the name of the damaged zip entry."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(src) as z:
+        tensors = [i for i in z.infolist() if "/data/" in i.filename and i.compress_type == zipfile.ZIP_STORED]
+        info = max(tensors, key=lambda i: i.file_size)
+    data = bytearray(open(src, "rb").read())
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    for k in range(start, start + min(nbytes, info.compress_size)):
+        data[k] ^= 0xFF
+    with open(dst, "wb") as fh:
+        fh.write(bytes(data))
+    return info.filename

@@ -2,11 +2,13 @@
 optimisers, NVE energy conservation, and clear errors for bad input."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
-from conftest import model_efv, random_structure, rel_err
+from conftest import damage_export, model_efv, random_structure, rel_err
 from test_deepmd import small_dp
 
 
@@ -94,3 +96,72 @@ def test_bad_inputs_give_clear_errors(exported, tmp_path):
     lone = Atoms("HO", positions=[[0, 0, 0], [20, 0, 0]], cell=[40, 40, 40], pbc=True)
     assert calc.get_potential_energy(lone) == pytest.approx(-4.5, abs=1e-12)
     assert np.all(calc.get_forces(lone) == 0)
+
+
+def test_damaged_export_refused(exported, tmp_path):
+    """Issue 14, item 1: 64 bytes flipped inside a stored tensor. torch loads such a file without a
+    word (other energies); the engine checks every zip entry against its CRC first, and so does the
+    metadata reader."""
+    from mlip import MLIPCalculator
+    from mlip.io.export_metadata import read_metadata
+
+    _, path = exported
+    bad = str(tmp_path / "damaged.pt")
+    entry = damage_export(path, bad)
+    line = f"model file '{bad}' is damaged: entry '{entry}' fails its CRC check"
+    with pytest.raises(ValueError) as exc:
+        MLIPCalculator(bad)
+    assert line in str(exc.value) and "\n" not in str(exc.value)
+    with pytest.raises(ValueError) as exc:
+        read_metadata(bad)
+    assert line in str(exc.value)
+    with pytest.raises(ValueError, match="is damaged: it has no zip directory"):  # a truncated copy
+        (tmp_path / "cut.pt").write_bytes(open(path, "rb").read()[:-200])
+        MLIPCalculator(str(tmp_path / "cut.pt"))
+
+
+@pytest.mark.parametrize("value", [5000, 0, -3, 2.5, "4", True, 10**30])
+def test_num_threads_bounded(exported, value):
+    """Issue 14, item 8: num_threads=5000 segfaulted (libtorch's thread pool); one rule, the
+    engine's: an integer from 1 to max(4 x CPUs, 64)."""
+    from mlip import MLIPCalculator, _core
+
+    _, path = exported
+    hi = _core.max_num_threads()
+    with pytest.raises(ValueError, match=rf"^num_threads must be an integer from 1 to {hi} \(this machine has "
+                                         rf"\d+ CPUs\), got {re.escape(repr(value))}$"):
+        MLIPCalculator(path, num_threads=value)
+    assert MLIPCalculator(path, num_threads=hi).engine.num_threads == hi
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-3", "2.5", "99999"])
+def test_mlip_num_threads_environment_checked(exported, monkeypatch, value):
+    """Issue 14, item 15: MLIP_NUM_THREADS=abc gave "invalid literal for int()", 0 and -3 were
+    accepted; now one line naming the variable."""
+    from mlip import MLIPCalculator
+
+    _, path = exported
+    monkeypatch.setenv("MLIP_NUM_THREADS", value)
+    with pytest.raises(ValueError, match=rf"^environment variable MLIP_NUM_THREADS must be an integer from 1 to "
+                                         rf"\d+ \(this machine has \d+ CPUs\), got '{re.escape(value)}'$"):
+        MLIPCalculator(path)
+    monkeypatch.setenv("MLIP_NUM_THREADS", "2")
+    assert MLIPCalculator(path).engine.num_threads == 2
+    assert MLIPCalculator(path, num_threads=1).engine.num_threads == 1  # an explicit count wins
+
+
+def test_atoms_at_the_same_position_across_periodic_images(exported):
+    """Two atoms 1e-13 A apart through the periodic boundary (x = 0 and x = L - 1e-13): the positions
+    differ, only the neighbour distance shows it; the engine refuses edges shorter than 1e-6 A."""
+    from ase import Atoms
+
+    from mlip import MLIPCalculator
+
+    _, path = exported
+    calc = MLIPCalculator(path)
+    atoms = Atoms("HOH", positions=[[0, 1, 1], [3, 1, 1], [8 - 1e-13, 1, 1]], cell=[8, 8, 8], pbc=True)
+    with pytest.raises(ValueError, match=r"atoms (0 and 2|2 and 0) are at the same position \(1e-13 A apart, "
+                                         r"closer than 1e-06 A"):
+        calc.get_potential_energy(atoms)
+    atoms.positions[2, 0] = 8 - 1e-3  # close, but a distance the model can evaluate
+    assert np.isfinite(calc.get_potential_energy(atoms))

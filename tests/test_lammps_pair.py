@@ -4,6 +4,7 @@ virial to 1e-10 relative (float64); MPI decomposition; units; hybrid/overlay; er
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from test_lammps_util import (  # noqa: E402
     virial_from_thermo,
     write_data,
 )
+
+from conftest import damage_export  # noqa: E402
 
 from mlip import lammps_support as ls  # noqa: E402
 
@@ -406,11 +409,124 @@ def test_error_newton_off(tmp_path, models):
 
 
 def test_error_unknown_keyword(tmp_path, models):
-    # a word that is no keyword reads as another model file, reported when pair_coeff opens it
+    """Issue 14, item 9: a word after the model that is neither a keyword nor a model file (no such
+    file, not a .pt name) is an unknown keyword, named (it read as a second model before)."""
     msg = _bad(tmp_path, f"pair_style mlip {models['eam']} bogus 3\npair_coeff * * Cu Ag\n")
-    assert "bogus" in msg, msg
+    assert "pair_style mlip: unknown keyword 'bogus'" in msg and "cannot load model" not in msg, msg
+    msg = _bad(tmp_path, f"pair_style mlip {models['eam']} thread 2\n")
+    assert "unknown keyword 'thread' (did you mean 'threads'?)" in msg, msg
     msg = _bad(tmp_path, f"pair_style mlip {models['eam']} threads 1 bogus 3\n")
     assert "unknown keyword 'bogus'" in msg, msg
+    msg = _bad(tmp_path, f"pair_style mlip {models['eam']} gamma_evry 3\n")
+    assert "unknown keyword 'gamma_evry' (did you mean 'gamma_every'?)" in msg, msg
+    # a missing second model of a committee is still a model file (a .pt name), reported by pair_coeff
+    msg = _bad(tmp_path, f"pair_style mlip {models['eam']} missing.pt\npair_coeff * * Cu Ag\n")
+    assert "cannot load model 'missing.pt'" in msg, msg
+
+
+@pytest.mark.parametrize("value", ["5000", "0", "-2", "abc", "2.5"])
+def test_error_threads_out_of_range(tmp_path, models, value):
+    """Issue 14, item 8: 'threads 5000' made lmp exit 245 printing nothing; the engine's rule (the
+    ASE calculator's too) is checked by pair_style."""
+    msg = _bad(tmp_path, f"pair_style mlip {models['eam']} threads {value}\n")
+    assert re.search(rf"pair_style mlip: 'threads' must be an integer from 1 to \d+ \(this machine has \d+ "
+                     rf"CPUs\), got '{re.escape(value)}'", msg), msg
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-3", "9999"])
+def test_error_mlip_num_threads_environment(tmp_path, models, value):
+    """Issue 14, item 15 (LAMMPS side): a bad MLIP_NUM_THREADS is named, '2x' is not read as 2."""
+    proc = run(BOX.format(units="metal", newton="on") + f"pair_style mlip {models['eam']}\n", tmp_path,
+               check=False, timeout=120, env={**ls.lammps_env(), "MLIP_NUM_THREADS": value})
+    msg = ls.error_message(proc.stdout)
+    assert proc.returncode == 1 and msg is not None, proc.stdout[-3000:]
+    assert f"environment variable MLIP_NUM_THREADS must be an integer from 1 to" in msg, msg
+    assert f"got '{value}'" in msg, msg
+
+
+def test_error_damaged_model(tmp_path, models):
+    """Issue 14, item 1: 64 bytes flipped inside a stored tensor loaded without complaint (other
+    energies); the engine compares every zip entry with its CRC before torch reads the file."""
+    bad = str(tmp_path / "damaged.pt")
+    entry = damage_export(models["eam"], bad)
+    msg = _bad(tmp_path, f"pair_style mlip {bad}\npair_coeff * * Cu Ag\n")
+    assert f"model file '{bad}' is damaged: entry '{entry}' fails its CRC check" in msg, msg
+
+
+def test_error_atoms_at_the_same_position(tmp_path, models):
+    """Issue 14, item 3: two atoms at one position gave a finite energy in LAMMPS (the pair was
+    skipped); now an error naming both atom IDs, also through a periodic image (x = 0 and x = L -
+    1e-13, a distance only the neighbour list sees)."""
+    body = f"pair_style mlip {models['eam']}\npair_coeff * * Cu Ag\n{{extra}}run 0\n"
+    msg = _bad(tmp_path, body.format(extra="create_atoms 1 single 5 5 5\ncreate_atoms 2 single 5 5 5\n"))
+    assert re.search(r"atom ID (3 and atom ID 4|4 and atom ID 3) are at the same position \(0 A apart, closer "
+                     r"than 1e-06 A\) on step 0", msg), msg
+    msg = _bad(tmp_path, body.format(extra="create_atoms 1 single 0 5 5\ncreate_atoms 2 single 7.9999999999999 5 5\n"))
+    assert re.search(r"atom ID (3 and atom ID 4|4 and atom ID 3) are at the same position \(1e-13 A apart", msg), msg
+
+
+def test_error_non_finite_position_names_atom_id(tmp_path, models):
+    """Issue 14, item 16: a position that becomes infinite between neighbour-list builds (an
+    infinite added force) is named by its LAMMPS atom ID (the engine only knows graph nodes)."""
+    msg = _bad(tmp_path, f"""pair_style mlip {models['eam']}
+pair_coeff * * Cu Ag
+create_atoms 1 single 5 1 1
+neigh_modify every 10 delay 10 check no
+variable big equal exp(1000)
+group g id 3
+fix push g addforce v_big 0 0
+fix nve all nve
+run 3
+""")
+    assert re.search(r"atom ID 3 has a non-finite position \(inf, 1, 1\) on step 1", msg), msg
+
+
+FULL_BOX = """
+units metal
+atom_style full
+region b block 0 10 0 10 0 10
+create_box 2 b bond/types 1 extra/bond/per/atom 2 extra/special/per/atom 4
+create_atoms 1 single 1 1 1
+create_atoms 2 single 3 1 1
+create_atoms 1 single 5 1.2 1
+create_atoms 2 single 2 3 1
+mass * 60.0
+bond_style zero
+bond_coeff 1
+{special}
+{bonds}
+pair_style mlip {model}
+pair_coeff * * Cu Ag
+thermo_style custom step pe
+thermo_modify format float %.17g
+run 0
+"""
+
+
+def test_special_bonds_exclusions_refused(tmp_path, models):
+    """Issue 14, item 2: atom_style full with bonds and the default special_bonds (lj/coul 0 0 0):
+    LAMMPS leaves bonded pairs out of the neighbour list, so the model lost them in silence. Refused
+    with the setting to use; with 'special_bonds lj/coul 1.0 1.0 1.0' the energy equals the one
+    without bonds."""
+    bonds = "create_bonds single/bond 1 1 2\ncreate_bonds single/bond 1 2 3"
+    model = models["eam"]
+
+    def energy(special, with_bonds):
+        out = run(FULL_BOX.format(special=special, bonds=bonds if with_bonds else "", model=model), tmp_path)
+        return last_thermo(out.stdout)["PotEng"]
+
+    for special, levels in [("", "1-2, 1-3"), ("special_bonds lj/coul 0.0 1.0 1.0", "1-2")]:
+        proc = run(FULL_BOX.format(special=special, bonds=bonds, model=model), tmp_path, check=False, timeout=120)
+        msg = ls.error_message(proc.stdout)
+        assert proc.returncode == 1 and msg is not None, proc.stdout[-3000:]
+        assert f"special_bonds removes the {levels} neighbours" in msg, msg
+        assert "special_bonds lj/coul 1.0 1.0 1.0" in msg, msg
+    e0 = energy("", False)  # atom_style full without bonds: nothing excluded
+    assert energy("special_bonds lj/coul 1.0 1.0 1.0", True) == e0
+    # factors that are not 0 keep the pairs in the list (flagged): the model sees them all
+    assert energy("special_bonds lj/coul 0.5 0.5 0.5", True) == e0
+    # a chain of three bonded atoms has no 1-4 pairs: excluding them excludes nothing
+    assert energy("special_bonds lj/coul 1.0 1.0 0.0", True) == e0
 
 
 def test_error_null_without_hybrid(tmp_path, models):
