@@ -201,7 +201,8 @@ void check_archive(const std::string& path) {
       std::vector<unsigned char> in(static_cast<size_t>(comp)), out(static_cast<size_t>(uncomp));
       if (comp > 0 && !file.read(data, in.data(), in.size())) damaged("entry '" + name + "' is unreadable");
       const size_t n = tinfl_decompress_mem_to_mem(out.data(), out.size(), in.data(), in.size(), 0);
-      if (n != out.size()) damaged("entry '" + name + "' cannot be decompressed");
+      if (n != out.size())
+        damaged("entry '" + name + "' cannot be decompressed (the file changed after it was written)");
       got = crc32(out.data(), out.size());
     } else {
       continue;  // other methods: torch cannot read them either and says so

@@ -100,7 +100,7 @@ class MLIPCalculator(Calculator):
             raise ValueError("no model given")
         self.engines = []
         for p in paths:
-            if not os.path.isfile(p):
+            if not os.path.exists(p):  # the engine names the other problems (a directory, ...)
                 raise FileNotFoundError(f"model file '{p}' does not exist")
             try:
                 self.engines.append(Engine(p, num_threads))
