@@ -14,6 +14,20 @@ from typing import Any, Dict
 METADATA_FILE = "mlip_metadata.json"
 
 
+def check_export_archive(path: str) -> None:
+    """The engine's integrity check of an export (every zip entry against its recorded CRC-32; torch's
+    loader has none): ValueError "model file 'X' is damaged: entry 'Y' fails its CRC check ...".
+    Call it before `torch.jit.load` of a user's export."""
+    try:
+        from mlip._core import check_archive
+    except ImportError:  # C++ parts not built: torch reads the file unchecked
+        return
+    try:
+        check_archive(path)
+    except RuntimeError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def read_metadata(path: str) -> Dict[str, Any]:
     """Metadata of an export without running it (FileNotFoundError / ValueError naming the file; a
     damaged archive is refused as the engine refuses it)."""
@@ -21,15 +35,7 @@ def read_metadata(path: str) -> Dict[str, Any]:
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file '{path}' does not exist")
-    try:  # the engine's integrity check (every entry against its CRC): torch's loader has none
-        from mlip._core import check_archive
-    except ImportError:  # C++ parts not built: torch reads the file unchecked
-        check_archive = None
-    if check_archive is not None:
-        try:
-            check_archive(path)
-        except RuntimeError as exc:  # "model file 'X' is damaged: entry 'Y' fails its CRC check ..."
-            raise ValueError(str(exc)) from None
+    check_export_archive(path)
     files = {METADATA_FILE: ""}
     try:
         torch.jit.load(path, map_location="cpu", _extra_files=files)
