@@ -279,3 +279,20 @@ def test_cli_finetune_recipe_resolves_init_from_against_its_folder(cu, tmp_path,
     saved = yaml.safe_load(open(tmp_path / "run" / "config.yaml"))
     assert saved["model"]["init_from"] == os.path.normpath(str(cu["base"]))
     assert (tmp_path / "run" / "model.pt").is_file()
+
+
+def test_damaged_export_is_not_fine_tuned_from_or_graded(tmp_path):
+    """Python loaders of exports check the zip CRCs as the engine does (issue 14, item 1)."""
+    from mlip.active.grade import grade_frames
+    from mlip.export import export_model
+    from mlip.train.finetune import load_export_model
+    from tests.conftest import damage_export
+
+    good = str(tmp_path / "m.pt")
+    export_model(small_model("deepmd"), good)
+    bad = str(tmp_path / "bad.pt")
+    entry = damage_export(good, bad)
+    load_export_model(good)
+    for load in (lambda: load_export_model(bad), lambda: grade_frames(bad, [])):
+        with pytest.raises(ValueError, match=f"is damaged: entry '{entry}' fails its CRC check"):
+            load()

@@ -94,8 +94,13 @@ def grade_frames(model_or_export: Union[nn.Module, str], frames: Sequence[Any],
         if isinstance(model_or_export, str):
             raise ValueError("grade_frames: give a model with `aset`, or an export path without it")
         return [aset.gamma(feature_rows(model_or_export, [fr], aset.mode)[0]) for fr in frames]
-    export = torch.jit.load(model_or_export, map_location="cpu") if isinstance(model_or_export, str) \
-        else model_or_export
+    if isinstance(model_or_export, str):
+        from mlip.io.export_metadata import check_export_archive
+
+        check_export_archive(model_or_export)  # a damaged export is refused, not graded
+        export = torch.jit.load(model_or_export, map_location="cpu")
+    else:
+        export = model_or_export
     if not bool(getattr(export, "has_grade", False)):
         raise ValueError("the model has no active set: give `aset`, or an export built with one "
                          "(`mlip select MODEL --train TRAIN -u OUT.pt`)")

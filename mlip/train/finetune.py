@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from mlip.graph import Graph, collate, fit_energy_bias
+from mlip.io.export_metadata import check_export_archive
 from mlip.models import AtomicModel, build_model
 
 # Named parts of each family that `model.freeze` may hold: parameter-name prefixes.
@@ -89,6 +90,7 @@ def load_export_model(path: str) -> AtomicModel:
     matrix) is not carried over: it describes the old training set, not the one the model is about to
     learn."""
     files = {EXPORT_METADATA_FILE: ""}
+    check_export_archive(path)  # a damaged export is refused, not fine-tuned from
     try:
         scripted = torch.jit.load(path, map_location="cpu", _extra_files=files)
     except Exception as exc:
