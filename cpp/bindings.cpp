@@ -272,12 +272,13 @@ Raises ValueError for bad input.)doc");
       "...\"; a file that is not a zip archive passes.");
 
   py::class_<mlip::Engine>(m, "Engine", "Runs an mlip TorchScript export (C++ / libtorch).")
-      .def(py::init([](const py::object& path, int num_threads) {
+      .def(py::init([](const py::object& path, int num_threads, const std::string& device) {
              std::string p = py::str(py::module_::import("os").attr("fspath")(path));
              py::gil_scoped_release release;
-             return std::make_unique<mlip::Engine>(p, num_threads);
+             return std::make_unique<mlip::Engine>(p, num_threads, device);
            }),
-           py::arg("path"), py::arg("num_threads") = 1)
+           py::arg("path"), py::arg("num_threads") = 1, py::arg("device") = "cpu")
+      .def_property_readonly("device", &mlip::Engine::device)
       .def_property_readonly("path", &mlip::Engine::path)
       .def_property_readonly("species", &mlip::Engine::species)
       .def_property_readonly("cutoff", &mlip::Engine::cutoff)

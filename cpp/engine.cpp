@@ -26,6 +26,7 @@
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/csrc/jit/serialization/import.h>
+#include <torch/cuda.h>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -106,6 +107,7 @@ struct Engine::Impl {
   int64_t format_version = -1;
   at::ScalarType dtype = at::kDouble;
   int num_threads = 1;
+  c10::Device device = c10::Device(c10::kCPU);
   bool optimize = false;
   bool has_grade = false;
   // The export's TorchScript: always there (the grade and the reference of the native check).
@@ -200,9 +202,37 @@ void Engine::Impl::read_attributes() {
   }
 }
 
-Engine::Engine(const std::string& path, int num_threads) : impl_(std::make_unique<Impl>()) {
+namespace {
+c10::Device parse_device(const std::string& name) {
+  if (name == "cpu") return c10::Device(c10::kCPU);
+  const bool have_cuda = torch::cuda::is_available();
+  if (name == "auto") return have_cuda ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  if (name.rfind("cuda", 0) == 0) {
+    c10::Device d(c10::kCPU);
+    try {
+      d = c10::Device(name);
+    } catch (const c10::Error&) {
+      throw InputError("device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got '" + name + "'");
+    }
+    if (!have_cuda) {
+      throw ModelError("device '" + name + "': this libtorch sees no CUDA device (a CPU-only build, or no "
+                       "GPU): use device 'cpu' or 'auto'");
+    }
+    if (d.has_index() && d.index() >= static_cast<int>(torch::cuda::device_count())) {
+      throw ModelError("device '" + name + "': there are " + std::to_string(torch::cuda::device_count()) +
+                       " CUDA device(s)");
+    }
+    return d;
+  }
+  throw InputError("device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got '" + name + "'");
+}
+}  // namespace
+
+Engine::Engine(const std::string& path, int num_threads, const std::string& device)
+    : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.path = path;
+  m.device = parse_device(device);
   m.num_threads = num_threads > 0 ? check_num_threads(num_threads) : default_num_threads();
   m.optimize = env_flag("MLIP_JIT_OPTIMIZE", false);
 
@@ -238,6 +268,14 @@ Engine::Engine(const std::string& path, int num_threads) : impl_(std::make_uniqu
   }
   m.read_attributes();
 
+  if (!m.device.is_cpu()) {  // TorchScript on the device; the native and layered paths are CPU code
+    m.module.to(m.device);
+    m.torchscript = std::make_unique<TorchScriptBackend>(m.module, m.dtype, m.num_threads, m.optimize, m.device);
+    m.metadata = extra["mlip_metadata.json"];
+    if (m.metadata.find_first_not_of(" \t\r\n") == std::string::npos) m.metadata = "{}";
+    m.backend = m.torchscript.get();
+    return;
+  }
   m.torchscript = std::make_unique<TorchScriptBackend>(m.module, m.dtype, m.num_threads, m.optimize);
   // MTP and DP: native kernels unless MLIP_BACKEND=torch (the TorchScript graph stays the reference)
   std::unique_ptr<Backend> native = make_native_backend(m.module, m.family, m.path, m.num_threads);
@@ -275,6 +313,7 @@ int64_t Engine::format_version() const { return impl_->format_version; }
 const std::string& Engine::mlip_version() const { return impl_->mlip_version; }
 const std::string& Engine::metadata_json() const { return impl_->metadata; }
 int Engine::num_threads() const { return impl_->num_threads; }
+std::string Engine::device() const { return impl_->device.str(); }
 const std::string& Engine::backend() const {
   return impl_->layered ? impl_->layered->name() : impl_->backend->name();
 }

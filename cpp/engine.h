@@ -39,7 +39,10 @@ class Engine {
   // check_num_threads) is an InputError. The file's zip archive is checked first (check_archive in
   // archive_check.h: a damaged export is refused naming the entry). Throws ModelError with a short
   // message on failure.
-  explicit Engine(const std::string& path, int num_threads = 1);
+  // device: "cpu" (default), "cuda", "cuda:N" or "auto" (cuda when libtorch sees a GPU, else cpu).
+  // Off the CPU the export's TorchScript runs there (no native or layered backend); asking for a
+  // CUDA device that is not there is a ModelError.
+  explicit Engine(const std::string& path, int num_threads = 1, const std::string& device = "cpu");
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -55,6 +58,7 @@ class Engine {
   const std::string& mlip_version() const;   // "" if absent
   const std::string& metadata_json() const;  // "{}" if the extra file is absent
   int num_threads() const;
+  std::string device() const;  // where the model runs: "cpu", "cuda:0", …
   // "layered" (a message-passing export with the layer split, verified against its TorchScript at
   // load; graphs with ghosts but no exchange still run on the TorchScript), or
   // "native-mtp" / "native-deepmd" (mlip::MTPKernel / mlip::DPKernel; MLIP_BACKEND=torch turns

@@ -14,8 +14,21 @@
 namespace mlip {
 
 TorchScriptBackend::TorchScriptBackend(torch::jit::Module module, at::ScalarType dtype,
-                                       int num_threads, bool optimize)
-    : module_(std::move(module)), dtype_(dtype), num_threads_(num_threads), optimize_(optimize) {}
+                                       int num_threads, bool optimize, c10::Device device)
+    : module_(std::move(module)), dtype_(dtype), num_threads_(num_threads), optimize_(optimize),
+      device_(device) {}
+
+namespace {
+// the graph on the engine's device (no copy on the CPU)
+GraphTensors on_device(GraphTensors t, const c10::Device& device) {
+  if (!device.is_cpu()) {
+    t.species = t.species.to(device);
+    t.edge_index = t.edge_index.to(device);
+    t.edge_vec = t.edge_vec.to(device);
+  }
+  return t;
+}
+}  // namespace
 
 const std::string& TorchScriptBackend::name() const {
   static const std::string n = "torchscript";
@@ -27,7 +40,7 @@ void TorchScriptBackend::compute(const GraphInput& g, const Outputs& out) {
   one_line_errors("model evaluation failed: ", [&] {
     ScriptCallScope scope(num_threads_, optimize_, true);  // forces come from autograd inside the model
 
-    GraphTensors t = graph_tensors(g, dtype_);
+    GraphTensors t = on_device(graph_tensors(g, dtype_), device_);
     const bool want_atom_virial = out.atom_virial != nullptr;
     std::vector<c10::IValue> inputs{t.species, t.edge_index, t.edge_vec, c10::IValue(n_local),
                                     c10::IValue(want_atom_virial)};
@@ -68,7 +81,7 @@ void TorchScriptBackend::compute(const GraphInput& g, const Outputs& out) {
 void TorchScriptBackend::grade(const GraphInput& g, double* gamma) {
   one_line_errors("extrapolation grade failed: ", [&] {
     ScriptCallScope scope(num_threads_, optimize_, false);
-    GraphTensors t = graph_tensors(g, dtype_);
+    GraphTensors t = on_device(graph_tensors(g, dtype_), device_);
     std::vector<c10::IValue> inputs{t.species, t.edge_index, t.edge_vec, c10::IValue(g.n_local)};
     c10::IValue res = module_.get_method("grade")(inputs);
     if (!res.isTensor()) throw ModelError("grade returned " + res.tagKind() + ", expected a tensor");

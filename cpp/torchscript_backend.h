@@ -9,6 +9,7 @@
 
 #include "backend.h"
 
+#include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 #include <torch/csrc/jit/api/module.h>
 
@@ -20,7 +21,9 @@ class TorchScriptBackend : public Backend {
  public:
   // `module` = the loaded export (shared, not copied); `dtype` its float type (float64/float32);
   // `optimize` = MLIP_JIT_OPTIMIZE (the TorchScript graph optimizer during calls).
-  TorchScriptBackend(torch::jit::Module module, at::ScalarType dtype, int num_threads, bool optimize);
+  // `device`: where the module lives and the graph tensors go (outputs come back to the host).
+  TorchScriptBackend(torch::jit::Module module, at::ScalarType dtype, int num_threads, bool optimize,
+                     c10::Device device = c10::Device(c10::kCPU));
 
   const std::string& name() const override;
   // Throws ModelError "model evaluation failed: ..." or "model returned ..." (wrong outputs).
@@ -35,6 +38,7 @@ class TorchScriptBackend : public Backend {
   at::ScalarType dtype_;
   int num_threads_;
   bool optimize_;
+  c10::Device device_;
 };
 
 }  // namespace mlip

@@ -78,6 +78,10 @@ class MLIPCalculator(Calculator):
     One neighbour list per call with the largest cutoff; each member gets the edges shorter than its
     own cutoff (the same edges, in the same order, as its own neighbour list).
 
+    Device: `device="cpu"` (default), `"cuda"`, `"cuda:N"` or `"auto"` (a GPU when libtorch sees one):
+    off the CPU each export's TorchScript runs on that device (the native DP/MTP kernels and the
+    layered message-passing path are CPU code); a CUDA device that is not there is one ValueError.
+
     Extrapolation grade: when a member's export carries an active set (and `gamma=True`),
     `atom_gamma` [N] (per atom; the element-wise maximum over such members) and `gamma` (its max).
     """
@@ -85,7 +89,7 @@ class MLIPCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces", "energies", "stress"]
 
     def __init__(self, model: Union[str, Sequence[str]], num_threads: Optional[int] = None,
-                 gamma: bool = True, **kwargs: Any) -> None:
+                 gamma: bool = True, device: str = "cpu", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         from mlip._core import Engine
 
@@ -103,7 +107,8 @@ class MLIPCalculator(Calculator):
             if not os.path.exists(p):  # the engine names the other problems (a directory, ...)
                 raise FileNotFoundError(f"model file '{p}' does not exist")
             try:
-                self.engines.append(Engine(p, num_threads))
+                # device: cpu (default), cuda[:N] or auto; off the CPU the export's TorchScript runs there
+                self.engines.append(Engine(p, num_threads, str(device)))
             except RuntimeError as exc:  # the engine's message already names the file and the problem
                 raise ValueError(str(exc)) from None
         self.model_paths: List[str] = paths

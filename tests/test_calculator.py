@@ -165,3 +165,43 @@ def test_atoms_at_the_same_position_across_periodic_images(exported):
         calc.get_potential_energy(atoms)
     atoms.positions[2, 0] = 8 - 1e-3  # close, but a distance the model can evaluate
     assert np.isfinite(calc.get_potential_energy(atoms))
+
+
+def test_device_option(exported):
+    """device='auto' runs where libtorch finds a GPU, else on the CPU (the numbers of device='cpu');
+    'cuda' without one, or an unknown device, is one clear ValueError."""
+    import torch
+
+    from mlip import MLIPCalculator
+
+    _, path = exported
+    atoms = random_structure(3, 12, cell_scale=6.0)
+    res = {}
+    for device in ("cpu", "auto"):
+        calc = MLIPCalculator(path, device=device)
+        atoms.calc = calc
+        res[device] = (atoms.get_potential_energy(), atoms.get_forces().copy())
+        assert calc.engine.device == ("cuda:0" if device == "auto" and torch.cuda.is_available() else "cpu")
+    assert abs(res["auto"][0] - res["cpu"][0]) <= 1e-10 * max(1.0, abs(res["cpu"][0]))
+    np.testing.assert_allclose(res["auto"][1], res["cpu"][1], rtol=0, atol=1e-9)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda': this libtorch sees no CUDA device"):
+            MLIPCalculator(path, device="cuda")
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got 'gpu'"):
+        MLIPCalculator(path, device="gpu")
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(),
+                    reason="no CUDA device on this machine (CPU-only torch or no GPU)")
+def test_cuda_matches_cpu(exported):  # pragma: no cover - needs a GPU
+    from mlip import MLIPCalculator
+
+    _, path = exported
+    atoms = random_structure(4, 20, cell_scale=7.0)
+    out = []
+    for device in ("cpu", "cuda"):
+        atoms.calc = MLIPCalculator(path, device=device)
+        out.append((atoms.get_potential_energy(), atoms.get_forces().copy(), atoms.get_stress().copy()))
+    assert abs(out[0][0] - out[1][0]) < 1e-8
+    np.testing.assert_allclose(out[1][1], out[0][1], atol=1e-8)
+    np.testing.assert_allclose(out[1][2], out[0][2], atol=1e-8)
