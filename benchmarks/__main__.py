@@ -30,6 +30,10 @@ installed into its own venv first — benchmarks/peers.py, `.peers-venv` or MLIP
 * accuracy — bench_mlearn.py (DP, NequIP; Mo and Si, 40 min each), bench_mtp.py reference, bench_mlearn_mtp.py (MTP Mo and Si),
              bench_mtp_snap.py (MTP vs SNAP and qSNAP in LAMMPS: speed and accuracy).
 
+* al       — bench_al.py (AL vs random, EMT Cu), bench_al_xtb.py (AL vs random against GFN1-xTB water, 2
+             seeds; labelling wall-clock local / process / dask), bench_explore_engines.py (ASE vs LAMMPS
+             exploration select alike). Needs `pip install 'mlip[xtb]'`.
+
 Runs are sequential so that they do not compete for the two cores; each run's exit status is
 reported at the end, and a failing run does not stop the others.
 """
@@ -49,7 +53,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 import peers  # noqa: E402
 
-SECTIONS = ("water", "lammps", "ase", "accuracy")
+SECTIONS = ("water", "lammps", "ase", "accuracy", "al")
 
 
 class Job:
@@ -131,6 +135,18 @@ def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
             Job("accuracy", "mlearn Mo: MTP vs SNAP/qSNAP in LAMMPS", "bench_mtp_snap.py",
                 ["--mtp", str(REPO / "runs" / ("quick_mlearn_mtp_mo" if q else "bench_mlearn_mtp_mo") / "model.pt")] +
                 (["--sizes", "2000", "--atom-steps", "2e4", "--repeats", "1"] if q else []), results=["bench_mtp_snap"]),
+        ]
+    if "al" in sections:
+        jobs += [
+            Job("al", "active learning vs random, EMT Cu", "bench_al.py",
+                ["--quick", "--workdir", str(REPO / "runs" / "quick_bench_al")] if q else [], results=["bench_al"]),
+            Job("al", "active learning vs random, GFN1-xTB water; labelling executors", "bench_al_xtb.py",
+                ["--quick", "--seeds", "21", "--workdir", str(REPO / "runs" / "quick_bench_al_xtb")] if q else [],
+                results=["bench_al_xtb"]),
+            Job("al", "ASE vs LAMMPS exploration (xTB water recipe)", "bench_explore_engines.py",
+                ["--steps", "60", "--runs", "3", "--workdir", str(REPO / "runs" / "quick_bench_explore"),
+                 "--save-name", "quick_explore_engines"] if q else [],
+                results=["explore_engines"]),
         ]
     return jobs
 

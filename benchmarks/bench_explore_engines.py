@@ -57,6 +57,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--save-name", default="explore_engines", help="results JSON stem")
     args = ap.parse_args(argv)
     from mlip.active.loop import load_al_config, run_loop
 
@@ -82,9 +83,9 @@ def main(argv=None) -> int:
         table.append({"quantity": label, "ase": a, "lammps": b})
         print(f"{label:40s} {a:>10.4g} {b:>10.4g}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "explore_engines.json").write_text(json.dumps({"engines": res, "table": table, "steps": args.steps,
+    (RESULTS / f"{args.save_name}.json").write_text(json.dumps({"engines": res, "table": table, "steps": args.steps,
                                                                "runs": args.runs, "seed": args.seed}, indent=1))
-    print(f"wrote {RESULTS / 'explore_engines.json'}")
+    print(f"wrote {RESULTS / (args.save_name + '.json')}")
     return 0
 
 
