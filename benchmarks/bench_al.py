@@ -115,10 +115,11 @@ def plot_curves(curves, png, n_seeds: int, title: str, force_label: str, extra_x
         print(f"plot not written: {exc}")
 
 
-def run_pairs(config: str, seeds, quick: dict, workdir: str, test: str, edit=None) -> dict:
+def run_pairs(config: str, seeds, quick: dict, workdir: str, test: str, edit=None, al_select=None) -> dict:
     """For each seed, the loop of `config` with D-optimal selection and with random selection (same
     label budget): {"dopt_s<seed>" | "random_s<seed>": error curve}. `edit(cfg)` may change a loaded
-    configuration (e.g. shorter trainings for a smoke run)."""
+    configuration (e.g. shorter trainings for a smoke run); `al_select` overrides `select` keys of the
+    D-optimal runs only (e.g. their γ threshold; random selection does not look at γ)."""
     from mlip.active.loop import load_al_config, run_loop
 
     curves = {}
@@ -127,7 +128,8 @@ def run_pairs(config: str, seeds, quick: dict, workdir: str, test: str, edit=Non
             name = f"{strategy}_s{seed}"
             over = dict(quick)
             over.update(output=os.path.join(workdir, name), test=[test], seed=seed)
-            over["select"] = {**quick.get("select", {}), "strategy": strategy}
+            over["select"] = {**quick.get("select", {}), **((al_select or {}) if strategy == "dopt" else {}),
+                              "strategy": strategy}
             cfg = load_al_config(config, over)
             if edit is not None:
                 edit(cfg)

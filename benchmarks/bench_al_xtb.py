@@ -84,6 +84,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", default=str(REPO / "runs" / "bench_al_xtb"))
     ap.add_argument("--seeds", nargs="+", type=int, default=[21, 22])
     ap.add_argument("--quick", action="store_true", help="smoke version (2 iterations, tiny trainings)")
+    ap.add_argument("--gamma-lo", type=float, default=1.1,
+                    help="γ threshold of the AL runs (the recipe's 1.5 stops labelling once the model trusts "
+                         "itself, before the label budget that random selection spends)")
     ap.add_argument("--speed-labels", type=int, default=48, help="boxes for the executor timing (the recipe's budget)")
     args = ap.parse_args(argv)
     import os as _os
@@ -103,7 +106,8 @@ def main(argv=None) -> int:
         if args.quick:
             cfg["train"]["training"]["steps"] = 50
 
-    curves = run_pairs(str(CONFIG), args.seeds, quick, args.workdir, test, edit=shorter)
+    curves = run_pairs(str(CONFIG), args.seeds, quick, args.workdir, test, edit=shorter,
+                       al_select={"gamma_lo": args.gamma_lo})
     for name, curve in curves.items():
         secs = oracle_seconds(os.path.join(args.workdir, name))
         for p in curve:
@@ -132,6 +136,7 @@ def main(argv=None) -> int:
     print(f"labelling speed-up with 2 workers over local: process {speed['speedup_process']:.2f}x, "
           f"dask {speed['speedup_dask']:.2f}x")
     payload = {"test_set": test, "curves": curves, "verdicts": verdicts, "labelling": speed,
+               "al_gamma_lo": args.gamma_lo,
                "config": str(CONFIG), "quick": args.quick}
     if not args.quick:
         RESULTS.mkdir(parents=True, exist_ok=True)
