@@ -23,7 +23,6 @@ knows nothing about MaxVol.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
@@ -32,6 +31,7 @@ from torch import Tensor, nn
 
 from mlip import __version__
 from mlip.io.export_metadata import METADATA_FILE, read_metadata
+from mlip.io.safe_write import atomic_write_buffered
 from mlip.models.base import AtomicModel, forces_virials_from_edges, model_dtype
 
 __all__ = ["FORMAT_VERSION", "GRADE_MODES", "LAYER_METHODS", "METADATA_FILE", "ExportedLayeredModel", "ExportedModel", "export_model", "model_metadata",
@@ -235,8 +235,10 @@ def export_model(
     `mlip.active.grade.build_active_set`) is stored in the metadata under active_set.<mode>.
     Returns the metadata.
 
-    The file is written to a temporary name and renamed, so an interrupted export never leaves a
-    half-written model where a previous good one was.
+    The file is written by `mlip.io.safe_write` (serialised in memory, then a temporary file renamed
+    over `path`): a failed or interrupted export never leaves a half-written model or a temporary
+    file, a previous good model at `path` is kept, and the failure is one `WriteError` line
+    ("cannot write model.pt: No space left on device").
     """
     if dtype not in ("float64", "float32"):
         raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
@@ -263,7 +265,6 @@ def export_model(
     if extra:
         meta.update(extra)
     scripted = torch.jit.script(wrapper_class(m)(m, dtype, gm, grade_mode))
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.jit.save(scripted, tmp, _extra_files={METADATA_FILE: json.dumps(meta, indent=1)})
-    os.replace(tmp, path)
+    extra_files = {METADATA_FILE: json.dumps(meta, indent=1)}
+    atomic_write_buffered(path, lambda buf: torch.jit.save(scripted, buf, _extra_files=extra_files))
     return meta

@@ -39,6 +39,7 @@ LAYERS: Dict[str, int] = {
     "mlip.io": 1,
     "mlip.datagen": 1,
     "mlip.metrics": 1,
+    "mlip.checks": 1,
     "mlip.plots": 1,
     "mlip.neighbors": 2,
     "mlip.graph": 2,

@@ -44,7 +44,7 @@ def test_schedules():
 def test_config_errors(tmp_path):
     from mlip.train.config import load_config
 
-    with pytest.raises(ValueError, match="unknown configuration key 'training.stpes'"):
+    with pytest.raises(ValueError, match="training.stpes: unknown configuration key"):
         load_config(None, {"training": {"stpes": 3}})
     p = tmp_path / "c.yaml"
     p.write_text("training: [1, 2\n")

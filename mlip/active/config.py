@@ -1,16 +1,20 @@
 """The active-learning configuration (`mlip al CONFIG.yaml`): defaults, YAML merge, checks.
 
 Defaults ← YAML ← overrides, read and merged by the same `read_yaml_mapping` / `merge_config` as the
-training recipes (`mlip.train.config`): an unknown key is an error naming its dotted path. `train` is
-an `mlip train` recipe (checked when each training run starts) and `oracle` a calculator spec; both
-are taken as a whole. Relative file paths are resolved against the YAML's folder.
+training recipes (`mlip.train.config`): an unknown key is an error naming its dotted path, and every
+number is checked against its rule (`RULES`, `mlip.checks`). `train` is an `mlip train` recipe
+(checked here like `mlip train` checks it) and `oracle` a calculator spec; both are taken as a whole
+from the file, while `--set train.model.rcut=4.5` (settings) changes one key in them. Relative file
+paths are resolved against the YAML's folder.
 """
 from __future__ import annotations
 
 import os
 from typing import Any, Dict, Optional, Tuple
 
-from mlip.train.config import merge_config, read_yaml_mapping
+from mlip.checks import (FINITE, FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, ListOf, Number,
+                         check_values, optional)
+from mlip.train.config import load_config, merge_config, read_yaml_mapping
 
 DEFAULTS: Dict[str, Any] = {
     "output": "runs/al",
@@ -57,16 +61,39 @@ FREE = {"train", "oracle"}  # taken as a whole (checked by `mlip train` / the ca
 SHALLOW = {"init"}  # updated one level deep
 
 
-def _merge(base: Dict[str, Any], over: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    return merge_config(base, over, free=FREE, shallow=SHALLOW, what="active-learning configuration")
+RULES = {
+    "seed": NONNEG_INT, "threads": optional(POSITIVE_INT), "iterations": POSITIVE_INT,
+    "max_labels_total": optional(NONNEG_INT), "first_steps": optional(POSITIVE_INT), "committee": POSITIVE_INT,
+    "explore.supercell": optional(ListOf(POSITIVE_INT, min_len=3)),
+    "explore.temperatures": ListOf(NONNEG, single=True, min_len=1),
+    "explore.strains": ListOf(Number(low=-1, low_open=True), single=True, min_len=1),
+    "explore.pressures": optional(ListOf(FINITE, single=True, min_len=1)),
+    "explore.steps": POSITIVE_INT, "explore.every": POSITIVE_INT, "explore.timestep": POSITIVE,
+    "explore.friction": NONNEG, "explore.runs": optional(POSITIVE_INT),
+    "select.gamma_lo": POSITIVE, "select.gamma_hi": POSITIVE, "select.gamma_break": optional(POSITIVE),
+    "select.deviation_lo": NONNEG, "select.deviation_hi": POSITIVE, "select.deviation_break": optional(POSITIVE),
+    "select.max_labels": NONNEG_INT, "select.stop_fraction": Number(low=0, high=1),
+    "label.workers": POSITIVE_INT, "label.threads": POSITIVE_INT,
+}
 
 
-def load_al_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Defaults ← YAML ← overrides; relative file paths resolved against the YAML's folder."""
+def _merge(base: Dict[str, Any], over: Optional[Dict[str, Any]], patch: bool = False) -> Dict[str, Any]:
+    return merge_config(base, over, free=FREE, shallow=SHALLOW, what="active-learning configuration", patch=patch)
+
+
+def load_al_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None,
+                   settings: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Defaults ← YAML ← overrides (merged like the file) ← settings (`mlip.train.config.parse_settings`:
+    `--set`, one key each, also inside `train`); relative file paths resolved against the YAML's folder."""
     raw, base_dir = read_yaml_mapping(path)
     cfg = _merge(DEFAULTS, raw)
     if overrides:
         cfg = _merge(cfg, overrides)
+    if settings:
+        cfg = _merge(cfg, settings, patch=True)
+    check_values(cfg, RULES)
+    if not isinstance(cfg["train"], dict):
+        raise ValueError(f"train: must be an `mlip train` recipe (a mapping), got {cfg['train']!r}")
 
     def absolute(v):
         if v is None:
@@ -103,12 +130,8 @@ def check_config(cfg: Dict[str, Any]) -> None:
         raise ValueError(f"the selection window needs lo < hi, got [{lo}, {hi})")
     if cfg["grade"] == "gamma" and lo < 1.0:
         raise ValueError(f"select.gamma_lo must be >= 1 (γ <= 1 is interpolation), got {lo}")
-    lab = cfg["label"]
-    if lab["executor"] not in ("local", "process", "dask"):
-        raise ValueError(f"label.executor must be one of local, process, dask, got {lab['executor']!r}")
-    for key in ("workers", "threads"):
-        if isinstance(lab[key], bool) or not isinstance(lab[key], int) or lab[key] < 1:
-            raise ValueError(f"label.{key}: must be a positive integer, got {lab[key]!r}")
+    if cfg["label"]["executor"] not in ("local", "process", "dask"):
+        raise ValueError(f"label.executor must be one of local, process, dask, got {cfg['label']['executor']!r}")
     e = cfg["explore"]
     if e["engine"] not in ("ase", "lammps"):
         raise ValueError(f"explore.engine must be 'ase' or 'lammps', got {e['engine']!r}")
@@ -119,6 +142,10 @@ def check_config(cfg: Dict[str, Any]) -> None:
     model = cfg["train"].get("model") or {}
     if "family" not in model:
         raise ValueError("train.model.family is required (deepmd, nequip, mtp)")
+    try:  # the training recipe, checked as `mlip train` checks it (the loop sets data and output)
+        load_config(None, {k: v for k, v in cfg["train"].items() if k != "output"})
+    except ValueError as exc:
+        raise ValueError(f"train.{exc}") from None
 
 
 def window(cfg: Dict[str, Any]) -> Tuple[float, float, float]:

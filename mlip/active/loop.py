@@ -42,6 +42,7 @@ from mlip.active.explore import Explorer, seed_structures
 from mlip.active.label import label_stage
 from mlip.active.select import Selector
 from mlip.active.store import KillSwitch, RunStore, atomic_atoms, atomic_copy, atomic_json, read_json
+from mlip.io.safe_write import atomic_open
 
 __all__ = ["ActiveLearning", "check_config", "format_table", "load_al_config", "run_loop", "window"]
 
@@ -233,14 +234,11 @@ class ActiveLearning:
                 "seconds": round(seconds, 1)}
 
     def write_summary(self, rows: List[Dict[str, Any]]) -> None:
-        path = self.store.path("summary.csv")
-        tmp = path + ".tmp"
-        with open(tmp, "w", newline="") as fh:
+        with atomic_open(self.store.path("summary.csv"), newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=SUMMARY_FIELDS)
             w.writeheader()
             for r in rows:
                 w.writerow(r)
-        os.replace(tmp, path)
 
     def run(self) -> List[Dict[str, Any]]:
         rows: List[Dict[str, Any]] = []

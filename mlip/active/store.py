@@ -1,7 +1,8 @@
 """The active-learning run directory: atomic writes, stage markers, and reading the state back.
 
 Everything the loop does is written so that a SIGKILL at any instant leaves either the old file or the
-complete new one (write to a temporary name, fsync, rename): a resumed run reads back exactly what an
+complete new one (`mlip.io.safe_write`: a temporary name, fsync, rename; a failed write is one
+`WriteError` line and leaves nothing behind): a resumed run reads back exactly what an
 uninterrupted one would have. A stage (or one unit of it: an MD run, a label, a committee member) is
 finished when its marker file (`done.json`, `run_{r}.json`, `{j}.xyz`) exists; nothing else is trusted.
 
@@ -20,14 +21,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
+from mlip.io.safe_write import atomic_open, atomic_write, ensure_dir, open_append
+
 
 def atomic_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 def atomic_json(path: str, obj: Any) -> None:
@@ -45,11 +43,8 @@ def atomic_atoms(path: str, images: Sequence[Any]) -> None:
     """Write ASE structures as extended XYZ, atomically (an empty list gives an empty file)."""
     import ase.io
 
-    tmp = f"{path}.tmp{os.getpid()}.xyz"
-    ase.io.write(tmp, list(images), format="extxyz")
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with atomic_open(path) as fh:
+        ase.io.write(fh, list(images), format="extxyz")
 
 
 def read_atoms(path: str) -> List[Any]:
@@ -61,9 +56,8 @@ def read_atoms(path: str) -> List[Any]:
 
 
 def atomic_copy(src: str, dst: str) -> None:
-    tmp = dst + ".tmp"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with open(src, "rb") as fin, atomic_open(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
 
 
 def bare(atoms, info: Optional[Dict[str, Any]] = None):
@@ -81,13 +75,13 @@ class RunStore:
     def __init__(self, out: str, verbose: bool = True) -> None:
         self.out = out
         self.verbose = verbose
-        os.makedirs(out, exist_ok=True)
+        ensure_dir(out)
 
     def log(self, msg: str) -> None:
         line = f"[{time.strftime('%H:%M:%S')}] {msg}"
         if self.verbose:
             print(line, flush=True)
-        with open(os.path.join(self.out, "al.log"), "a") as fh:
+        with open_append(os.path.join(self.out, "al.log")) as fh:
             fh.write(line + "\n")
 
     def it_dir(self, k: int, *parts: str) -> str:

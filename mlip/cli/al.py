@@ -12,24 +12,26 @@ import argparse
 
 def run(args: argparse.Namespace) -> int:
     from mlip.active.loop import load_al_config, run_loop
-    from mlip.cli.train import _parse_set
+    from mlip.train.config import parse_settings
 
-    over = _parse_set(args.set)
+    over = {}
     if args.output:
         over["output"] = args.output
     if args.iterations is not None:
         over["iterations"] = args.iterations
-    cfg = load_al_config(args.config, over)
+    cfg = load_al_config(args.config, over, parse_settings(args.set))
     run_loop(cfg, log=not args.quiet)
     return 0
 
 
 def add_parser(sub) -> None:
+    from mlip.checks import POSITIVE_INT, arg_type
+
     p = sub.add_parser("al", help="active learning: train -> explore -> select -> label, resumable")
     p.add_argument("config", help="YAML configuration (see training/al_cu.yaml)")
     p.add_argument("-o", "--output", help="run directory (overrides 'output' in the config)")
-    p.add_argument("--iterations", type=int, help="maximum number of iterations")
+    p.add_argument("--iterations", type=arg_type(POSITIVE_INT), help="maximum number of iterations")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config value, e.g. select.max_labels=10")
+                   help="set one config value, e.g. select.max_labels=10 or train.model.rcut=4.5")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines (still logged to OUT/al.log)")
     p.set_defaults(func=run)

@@ -32,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
     if args.template is not None:
         if _kind(out) != "mtp":
             raise ValueError("--template writes an untrained .mtp: give -o NAME.mtp")
+        if not args.min_dist < args.max_dist:
+            raise ValueError(f"--min-dist ({args.min_dist}) must be below --max-dist ({args.max_dist})")
         d = template_dict(args.template, species_count=len(args.species) if args.species else args.species_count,
                           min_dist=args.min_dist, max_dist=args.max_dist,
                           radial_basis_size=args.radial_basis_size)
@@ -93,14 +95,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
+    from mlip.checks import NONNEG, POSITIVE, POSITIVE_INT, Number, arg_type
+    from mlip.models.mtp_basis import MAX_LEVEL, MIN_LEVEL
+
     p = sub.add_parser("convert", help="convert MLIP-2 .mtp potentials to/from mlip exports; write templates")
     p.add_argument("input", nargs="?", help="POT.mtp or an MTP export POT.pt")
     p.add_argument("-o", "--output", required=True, help="output .pt or .mtp")
     p.add_argument("--species", nargs="+", help="element names in type order (.mtp files without names)")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="export dtype (default float64)")
-    p.add_argument("--template", type=int, metavar="LEVEL", help="write an untrained template of this level")
-    p.add_argument("--species-count", type=int, default=1, help="with --template (default 1)")
-    p.add_argument("--min-dist", type=float, default=2.0, help="with --template (default 2.0 Å)")
-    p.add_argument("--max-dist", type=float, default=5.0, help="with --template (default 5.0 Å)")
-    p.add_argument("--radial-basis-size", type=int, default=8, help="with --template (default 8)")
+    p.add_argument("--template", type=arg_type(Number(integer=True, low=MIN_LEVEL, high=MAX_LEVEL)), metavar="LEVEL",
+                   help="write an untrained template of this level")
+    p.add_argument("--species-count", type=arg_type(POSITIVE_INT), default=1, help="with --template (default 1)")
+    p.add_argument("--min-dist", type=arg_type(NONNEG), default=2.0, help="with --template (default 2.0 Å)")
+    p.add_argument("--max-dist", type=arg_type(POSITIVE), default=5.0, help="with --template (default 5.0 Å)")
+    p.add_argument("--radial-basis-size", type=arg_type(Number(integer=True, low=2)), default=8,
+                   help="with --template (default 8)")
     p.set_defaults(func=run)

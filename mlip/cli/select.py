@@ -99,10 +99,9 @@ def run(args: argparse.Namespace) -> int:
               f"{int((per_cfg > 1.0 + 1e-9).sum())} above 1, {int((per_cfg > args.threshold).sum())} above "
               f"{args.threshold}")
         if args.grades:
-            with open(args.grades, "w") as fh:
-                fh.write("# index gamma\n")
-                for k, v in enumerate(per_cfg):
-                    fh.write(f"{k} {v:.8g}\n")
+            from mlip.io.safe_write import atomic_write
+
+            atomic_write(args.grades, "# index gamma\n" + "".join(f"{k} {v:.8g}\n" for k, v in enumerate(per_cfg)))
         chosen = select_frames(model, cands, aset, threshold=args.threshold, max_select=args.max)
         print(f"selected {len(chosen)} configurations: {chosen[:20]}{' ...' if len(chosen) > 20 else ''}; "
               f"log volume of the active set now {aset.log_volume:.4f}")
@@ -127,19 +126,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
+    from mlip.checks import POSITIVE, POSITIVE_INT, arg_type
+
     p = sub.add_parser("select", help="MaxVol active set / D-optimal selection of new configurations (any family)")
     p.add_argument("model", help="export (.pt), `mlip train` run directory, or MLIP-2 .mtp")
     p.add_argument("--train", nargs="+", help="training set file(s): build the active set from them")
     p.add_argument("--candidates", nargs="+", help="candidate configurations to grade and select from")
     p.add_argument("--mode", choices=["nbh", "cfg"], default=None,
                    help="per-neighbourhood or per-configuration rows (default: the export's, else nbh)")
-    p.add_argument("--threshold", type=float, default=1.0, help="select while γ exceeds this (default 1.0)")
-    p.add_argument("--max", type=int, default=None, help="at most this many configurations")
+    p.add_argument("--threshold", type=arg_type(POSITIVE), default=1.0,
+                   help="select while γ exceeds this (default 1.0)")
+    p.add_argument("--max", type=arg_type(POSITIVE_INT), default=None, help="at most this many configurations")
     p.add_argument("-o", "--output", help="write the selected configurations (extxyz, or .cfg)")
     p.add_argument("-u", "--update", help="write the model with the new/updated active set here (.pt)")
     p.add_argument("--grades", help="write the γ of every candidate to this text file")
     p.add_argument("--species", nargs="+", help="element names for a .mtp without them")
     p.add_argument("--type-map", nargs="+", help="element names of .cfg types 0, 1, ...")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=arg_type(POSITIVE_INT), default=1)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

@@ -5,32 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 
-import yaml
-
-
-def _parse_set(items):
-    """--set training.steps=200 → nested override dict (values parsed as YAML)."""
-    over = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--set expects KEY=VALUE, got '{item}'")
-        key, val = item.split("=", 1)
-        node = over
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(val)
-    return over
-
 
 def run(args: argparse.Namespace) -> int:
     from mlip.export import export_model
-    from mlip.train.config import load_config
+    from mlip.train.config import load_config, parse_settings
     from mlip.train.trainer import Trainer, load_checkpoint_model
 
-    cfg = load_config(args.config, _parse_set(args.set))
-    if args.output:
-        cfg["output"] = args.output
+    cfg = load_config(args.config, {"output": args.output} if args.output is not None else None,
+                      parse_settings(args.set))
     if args.quiet:  # scripts: no progress bar (metrics.csv and the final report are still written)
         cfg["training"]["progress"] = False
     if args.nproc is not None and args.nproc < 1:
@@ -85,7 +67,8 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt "
                    "(varpro/lbfgs: from its parameters, with a fresh L-BFGS history)")
     p.add_argument("--overwrite", action="store_true", help="start again in an existing run directory")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. training.steps=100")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="set one config value, e.g. "
+                   "training.steps=100 or model.rcut=4.5 (the rest of the section is kept)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (same as --set training.progress=false)")
     p.add_argument("--nproc", type=int, default=None, metavar="N",
                    help="data-parallel training on N processes of this machine (torch.distributed, gloo); "

@@ -42,6 +42,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from mlip.data.frame import DataError, Frame, species_in, validate_frames
+from mlip.io.safe_write import atomic_write
 
 _KEYWORDS = ("BEGIN_CFG", "END_CFG", "SIZE", "SUPERCELL", "ATOMDATA", "ENERGY", "PLUSSTRESS",
              "FEATURE", "ENERGYWEIGHT")
@@ -323,9 +324,5 @@ def write_cfg(frames: Sequence[Frame], path, type_map: Optional[Sequence[str]] =
             out.append(f" Feature   {name}\t{value}".rstrip())
         out.append("END_CFG")
         out.append("")
-    try:
-        with open(os.fspath(path), "w") as fh:
-            fh.write("\n".join(out))
-    except OSError as exc:
-        raise DataError(f"{path}: cannot write ({exc})") from None
+    atomic_write(os.fspath(path), "\n".join(out))
     return list(type_map)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional
 
+from mlip.io.safe_write import atomic_write
+
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eEdD][-+]?\d+)?"
 
 
@@ -219,6 +221,4 @@ def write_mtp(path: str, d: Dict[str, Any], untrained: bool = False) -> None:
     if not untrained and d.get("species_coeffs") is not None and d.get("moment_coeffs") is not None:
         out.append("species_coeffs = {" + ", ".join(_f(x) for x in d["species_coeffs"]) + "}")
         out.append("moment_coeffs = {" + ", ".join(_f(x) for x in d["moment_coeffs"]) + "}")
-    text = "\n".join(out) + "\n"
-    with open(path, "w") as fh:
-        fh.write(text)
+    atomic_write(path, "\n".join(out) + "\n")

@@ -38,6 +38,9 @@ Label = Tuple[int, int]  # (mu, nu)
 Graph = Tuple[Tuple[Label, ...], Tuple[int, ...]]  # vertex labels, edge multiplicities over pairs (i<j)
 
 
+MIN_LEVEL, MAX_LEVEL = 2, 28  # the enumeration grows steeply beyond 28 (2455 functions, seconds; 99 never ends)
+
+
 def moment_level(mu: int, nu: int) -> int:
     return 2 + 4 * mu + nu
 
@@ -80,8 +83,8 @@ def enumerate_graphs(level: int, max_moments: int = 4) -> List[Graph]:
     """All contraction graphs (scalar basis functions) with level <= `level`, up to isomorphism.
 
     Order: by number of moments, then level, then the canonical key (deterministic)."""
-    if level < 2:
-        raise ValueError(f"MTP level must be >= 2, got {level}")
+    if not MIN_LEVEL <= level <= MAX_LEVEL:
+        raise ValueError(f"MTP level must be in {MIN_LEVEL}..{MAX_LEVEL} (MLIP-2's template family), got {level}")
     labels = [(mu, nu) for mu in range(level) for nu in range(level) if moment_level(mu, nu) <= level]
     found: Dict[tuple, int] = {}
     for n in range(1, max_moments + 1):

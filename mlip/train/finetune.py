@@ -25,6 +25,7 @@ import dataclasses
 import json
 import math
 import os
+import zipfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -63,16 +64,27 @@ def split_model_config(mcfg: Dict[str, Any]) -> Tuple[Dict[str, Any], Optional[s
 
 
 # ------------------------------------------------------------------------------------ loading
-def load_checkpoint_model(path: str, which: str = "eval_model") -> AtomicModel:
-    """Rebuild the (EMA) model from a checkpoint written by `Trainer` (which="model": the raw weights)."""
+def read_checkpoint(path: str) -> Dict[str, Any]:
+    """The state dict a `Trainer` checkpoint holds; a missing, truncated or foreign file is one clear
+    error naming it."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint '{path}' does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive: its directory is at the end
+        raise ValueError(f"'{path}' is not a readable mlip checkpoint: not a complete zip archive "
+                         f"({os.path.getsize(path)} bytes; truncated or damaged?)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise ValueError(f"'{path}' is not a readable mlip checkpoint: {str(exc).splitlines()[0]}") from None
-    if not isinstance(ckpt, dict) or "model_config" not in ckpt:
+        raise ValueError(f"'{path}' is not a readable mlip checkpoint (truncated or damaged?): "
+                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if not isinstance(ckpt, dict) or not {"family", "model_config", "model"} <= set(ckpt):
         raise ValueError(f"'{path}' is not an mlip checkpoint")
+    return ckpt
+
+
+def load_checkpoint_model(path: str, which: str = "eval_model") -> AtomicModel:
+    """Rebuild the (EMA) model from a checkpoint written by `Trainer` (which="model": the raw weights)."""
+    ckpt = read_checkpoint(path)
     model = build_model(ckpt["family"], ckpt["model_config"])
     state = ckpt[which] if ckpt.get(which) is not None else ckpt["model"]
     dtype = next(iter(v for v in state.values() if v.dtype.is_floating_point)).dtype

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -29,12 +30,13 @@ import torch
 import yaml
 
 from mlip.graph import Graph, build_graphs, collate, fit_energy_bias
+from mlip.io.safe_write import atomic_write, atomic_write_buffered, ensure_dir, open_append
 from mlip.data.summary import data_summary
 from mlip.metrics import ErrorAccumulator, format_summary
 from mlip.models import AtomicModel, build_model, model_class
 from mlip.models.base import predict
 from mlip.train.finetune import (apply_freeze, check_compatible, check_freeze_optimizer, load_checkpoint_model,
-                                  load_init_model, refit_energy_reference, split_model_config)
+                                  load_init_model, read_checkpoint, refit_energy_reference, split_model_config)
 from mlip.train.distributed import Distributed, RankLost, resolve_device
 from mlip.train.loss import loss_terms, total_loss, weighted_loss_sum
 from mlip.train.schedules import LRSchedule, Prefactor
@@ -78,6 +80,26 @@ def prepare_data(cfg: Dict[str, Any]) -> tuple:
     if not train:
         raise ValueError("no training frames after the train/validation split")
     return train, val
+
+
+def keep_rows_until(csv_path: str, step: int) -> None:
+    """Rewrite a metrics.csv (atomically) without the rows after `step` (and without a last row cut
+    short by a kill): what a resumed run is about to write again."""
+    with open(csv_path, newline="") as fh:
+        lines = fh.read().splitlines(keepends=True)
+    kept = lines[:1]
+    for line in lines[1:]:
+        if not line.endswith("\n"):
+            break  # cut short
+        head = line.split(",", 1)[0]
+        try:
+            if int(float(head)) > step:
+                break
+        except ValueError:
+            break
+        kept.append(line)
+    if len(kept) != len(lines):
+        atomic_write(csv_path, "".join(kept))
 
 
 class EMA:
@@ -159,7 +181,8 @@ class Trainer:
         if resume and not os.path.exists(last):
             raise FileNotFoundError(f"--resume: no checkpoint '{last}' to resume from")
         self.resume = resume
-        os.makedirs(self.ckpt_dir, exist_ok=True)
+        ckpt = self._resume_checkpoint() if resume else None
+        ensure_dir(self.ckpt_dir)
         self.dtype = _dtype(cfg["dtype"])
         if cfg["threads"]:
             torch.set_num_threads(int(cfg["threads"]))
@@ -167,7 +190,6 @@ class Trainer:
         self.tcfg = cfg["training"]
 
         self.train_frames, self.val_frames = prepare_data(cfg)
-        ckpt = torch.load(last, map_location="cpu", weights_only=False) if resume else None
         self.model = self._build_model(ckpt)
         sp, rc = self.model.species, self.model.cutoff
         self.train_graphs = build_graphs(self.train_frames, sp, rc, self.dtype)
@@ -280,9 +302,27 @@ class Trainer:
                 kwargs["forces"] = b.forces[b.force_mask]  # e.g. NequIP's energy scale = RMS force
             self.model.fit_statistics(b.species, b.edge_index, b.edge_vec, **kwargs)
 
+    def _resume_checkpoint(self) -> Dict[str, Any]:
+        """The state to resume from: checkpoints/last.pt or, when that file is damaged (truncated by a
+        full disk, a copy cut short), best.pt, saying so; one clear error when neither is readable."""
+        problems: List[str] = []
+        for name in ("last.pt", "best.pt"):
+            path = os.path.join(self.ckpt_dir, name)
+            if not os.path.isfile(path):
+                continue
+            try:
+                ckpt = read_checkpoint(path)
+            except ValueError as exc:
+                problems.append(str(exc))
+                continue
+            if problems:
+                print(f"warning: {problems[0]}; resuming from '{path}' (step {ckpt.get('step')}) instead",
+                      file=sys.stderr, flush=True)
+            return ckpt
+        raise ValueError(f"--resume: {problems[0]}; no other good checkpoint in '{self.ckpt_dir}'")
+
     def _write_config(self) -> None:
-        with open(os.path.join(self.out, "config.yaml"), "w") as fh:
-            yaml.safe_dump(self.cfg, fh, sort_keys=False)
+        atomic_write(os.path.join(self.out, "config.yaml"), yaml.safe_dump(self.cfg, sort_keys=False))
 
     def _full_batch_optimizer(self, ocfg: Dict[str, Any]):
         """varpro / lbfgs over the whole training set (mlip.train.varpro), with the recipe's fixed
@@ -369,9 +409,7 @@ class Trainer:
             "offset_window": (self.offset_rows, self.offset_res),
             "data_summary": self.data_summary,
         }
-        tmp = path + ".tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        atomic_write_buffered(path, lambda buf: torch.save(state, buf))
         for hook in self.on_checkpoint:
             hook(name, path)
         return path
@@ -543,13 +581,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ shared
     def _open_csv(self):
+        """metrics.csv, open for appending rows with checked writes: a new file (the header) for a new
+        run; on resume, the rows up to the checkpoint's step are kept and the later ones, which the
+        interrupted run wrote after its last checkpoint and this one writes again, are dropped."""
         csv_path = os.path.join(self.out, "metrics.csv")
-        new_csv = not (self.resume and os.path.exists(csv_path))
-        csv_fh = open(csv_path, "w" if new_csv else "a", newline="")
-        writer = csv.DictWriter(csv_fh, fieldnames=CSV_FIELDS)
-        if new_csv:
-            writer.writeheader()
-        return csv_fh, writer
+        if self.resume and os.path.exists(csv_path):
+            keep_rows_until(csv_path, self.step)
+        else:
+            atomic_write(csv_path, ",".join(CSV_FIELDS) + "\r\n")  # the csv module's line end
+        csv_fh = open_append(csv_path, newline="")
+        return csv_fh, csv.DictWriter(csv_fh, fieldnames=CSV_FIELDS)
 
     def _finish(self, extra: Dict[str, Any]) -> Dict[str, Any]:
         """best.pt (if no validation ever wrote one), summary.json (validation and data.test metrics),
@@ -565,8 +606,7 @@ class Trainer:
             summary["test"] = accumulate_sharded(self.eval_model(), test, self.dist).summary()
         if not self.dist.is_main:
             return summary
-        with open(os.path.join(self.out, "summary.json"), "w") as fh:
-            json.dump(summary, fh, indent=1)
+        atomic_write(os.path.join(self.out, "summary.json"), json.dumps(summary, indent=1))
         try:
             from mlip.plots import learning_curve, parity_figure
 
