@@ -20,7 +20,7 @@ import inspect
 import math
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 __all__ = ["Number", "Choice", "Flag", "Text", "ListOf", "optional", "POSITIVE_INT", "NONNEG_INT",
            "POSITIVE", "NONNEG", "FINITE", "FRACTION", "INT", "check_value", "check_values",
@@ -177,14 +177,6 @@ class _Optional(Rule):
         return (True, None) if value is None else self.rule.convert(value)
 
 
-class _Anything(Rule):
-    def describe(self) -> str:
-        return "anything"
-
-    def convert(self, value: Any) -> Tuple[bool, Any]:
-        return True, value
-
-
 def optional(rule: Rule) -> Rule:
     """`rule`, or None (YAML null)."""
     return _Optional(rule)
@@ -205,7 +197,6 @@ FINITE = Number()
 POSITIVE = Number(low=0, low_open=True)
 NONNEG = Number(low=0)
 FRACTION = Number(low=0, high=1, high_open=True)
-ANY = _Anything()
 
 
 def check_value(where: str, value: Any, rule: Rule) -> Any:
@@ -264,8 +255,8 @@ def _rule_of_type(tp: Any) -> Optional[Rule]:
     return None
 
 
-def _signature_rules(fn: Callable) -> Tuple[Dict[str, Optional[Rule]], bool]:
-    """({parameter: rule or None}, takes **kwargs) of a function or class constructor."""
+def _signature_rules(fn: Callable) -> Dict[str, Optional[Rule]]:
+    """{keyword parameter: rule or None} of a function or class constructor."""
     target = fn.__init__ if inspect.isclass(fn) else fn
     sig = inspect.signature(target)
     try:
@@ -273,27 +264,20 @@ def _signature_rules(fn: Callable) -> Tuple[Dict[str, Optional[Rule]], bool]:
     except Exception:  # unresolvable annotations: fall back to the defaults' types
         hints = {}
     rules: Dict[str, Optional[Rule]] = {}
-    var_kw = False
     for name, par in sig.parameters.items():
-        if name == "self" or par.kind is par.VAR_POSITIONAL:
-            continue
-        if par.kind is par.VAR_KEYWORD:
-            var_kw = True
+        if name == "self" or par.kind in (par.VAR_POSITIONAL, par.VAR_KEYWORD):
             continue
         rule = _rule_of_type(hints[name]) if name in hints else None
         if rule is None and par.default is not inspect.Parameter.empty and par.default is not None:
             rule = _rule_of_type(type(par.default))
         if rule is not None and par.default is None and not isinstance(rule, _Optional):
             rule = optional(rule)
-        if isinstance(rule, Number) and rule == INT and par.default is not inspect.Parameter.empty \
-                and isinstance(par.default, float):
-            rule = FINITE
         rules[name] = rule
-    return rules, var_kw
+    return rules
 
 
 def check_call_keys(where: str, section: Dict[str, Any], *functions: Callable,
-                    extra: Mapping[str, Rule] = {}, required: Sequence[str] = (), what: str = "key") -> None:
+                    extra: Mapping[str, Rule] = {}, what: str = "key") -> None:
     """The keys of `section` (keyword arguments of one of `functions`, or of `extra`) are known, and
     their values fit the parameters' annotations (float: a finite number, int: an integer, bool,
     str, Optional/List of those); `extra` gives rules for keys that are not parameters. Values are
@@ -301,17 +285,13 @@ def check_call_keys(where: str, section: Dict[str, Any], *functions: Callable,
     `<where>.<key>: must be ..., got ...`."""
     rules: Dict[str, Optional[Rule]] = {}
     for fn in functions:
-        r, _ = _signature_rules(fn)
-        for k, v in r.items():
+        for k, v in _signature_rules(fn).items():
             rules.setdefault(k, v)
     rules.update(extra)
     check_keys(where, section, rules, what)
     for k, rule in rules.items():
         if k in section and rule is not None:
             section[k] = rule.check(f"{where}.{k}", section[k])
-    for k in required:
-        if k not in section:
-            raise ValueError(f"{where}.{k}: required")
 
 
 def arg_type(rule: Rule) -> Callable[[str], Any]:

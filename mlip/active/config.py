@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional, Tuple
 
-from mlip.checks import (FINITE, FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, ListOf, Number,
+from mlip.checks import (FINITE, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, ListOf, Number,
                          check_values, optional)
 from mlip.train.config import load_config, merge_config, read_yaml_mapping
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 import yaml
 
-from mlip.checks import (FINITE, FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, Choice, Flag, ListOf,
+from mlip.checks import (FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, Choice, Flag, ListOf,
                          Number, Text, check_call_keys, check_keys, check_values, did_you_mean, optional)
 
 DEFAULTS: Dict[str, Any] = {
