@@ -57,6 +57,8 @@ def trained_run(tmp_path_factory):
     ("training.val_every=0", "training.val_every: must be a positive integer, got 0"),
     ("training.max_time=-1", "training.max_time: must be a positive number or null, got -1"),
     ("data.val_fraction=1.5", "data.val_fraction: must be a number in [0, 1), got 1.5"),
+    ("data.format=foo", "data.format: must be one of deepmd, mlearn, cfg, extxyz, ase or null, got 'foo'"),
+    ("training.progress=maybe", "training.progress: must be true or false, got 'maybe'"),
     ("optimizer.lr.start=-1", "optimizer.lr.start: must be a positive number, got -1"),
     ("optimizer.lr.strat=0.1", "optimizer.lr.strat: unknown key (did you mean start?)"),
     ("optimizer.ema=1", "optimizer.ema: must be a number in [0, 1) or null, got 1"),

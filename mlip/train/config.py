@@ -20,6 +20,7 @@ import yaml
 
 from mlip.checks import (FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, Choice, Flag, ListOf,
                          Number, Text, check_call_keys, check_keys, check_values, did_you_mean, optional)
+from mlip.data.dataset import FORMATS
 
 DEFAULTS: Dict[str, Any] = {
     "seed": 1,
@@ -203,6 +204,7 @@ RULES = {
     "data.train": _FILES, "data.validation": _FILES, "data.test": _FILES,
     "data.val_fraction": FRACTION,
     "data.type_map": optional(ListOf(Text())),
+    "data.format": optional(Choice(FORMATS)),
     "loss.virial_per_atom": Flag(),
     "optimizer.clip_grad": optional(POSITIVE),
     "optimizer.ema": optional(Number(low=0, high=1, high_open=True)),
