@@ -78,8 +78,6 @@ def _rows(run):
 
 
 def test_varpro_fits_emt_through_mlip_train(tmp_path):
-    import argparse
-
     from mlip.cli.train import run as cli_train
     from mlip.train.trainer import load_checkpoint_model
 
@@ -88,7 +86,9 @@ def test_varpro_fits_emt_through_mlip_train(tmp_path):
 
     cfg = _cfg(tmp_path, max_iter=25, history=20, patience=25)
     cfg_path.write_text(yaml.safe_dump(cfg))
-    args = argparse.Namespace(config=str(cfg_path), set=None, output=None, resume=False, overwrite=False)
+    from mlip.cli import build_parser
+
+    args = build_parser().parse_args(["train", str(cfg_path)])  # every option at its default
     assert cli_train(args) == 0
     run = cfg["output"]
     for f in ("model.pt", "model.mtp", "summary.json", "config.yaml", "checkpoints/best.pt", "checkpoints/last.pt"):
