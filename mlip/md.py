@@ -111,12 +111,17 @@ def run_md(atoms, calc, steps: int = 1000, timestep_fs: float = 1.0, temperature
     c0 = conserved(e0)
     cons = [c0]
     rows = []  # (step, temperature, pressure, volume) of each logged step, for the averages
-    log_fh = open(log, "w") if log else None
+    from mlip.io.safe_write import atomic_write, open_append
+
+    if log:  # a new log (atomically), then checked appends: a full disk stops the run with one line
+        atomic_write(log, "")
+    log_fh = open_append(log) if log else None
     if log_fh:
         log_fh.write("# step time_fs epot_eV ekin_eV etot_eV temperature_K pressure_GPa volume_A3 "
                      "conserved_eV drift_eV_per_atom\n")
     if trajectory:  # truncate; frames are appended by the observer (step 0 included)
-        open(trajectory, "w").close()
+        atomic_write(trajectory, "")
+    traj_fh = open_append(trajectory) if trajectory else None
     bar = None
     if progress:
         from tqdm import tqdm
@@ -141,8 +146,9 @@ def run_md(atoms, calc, steps: int = 1000, timestep_fs: float = 1.0, temperature
             if log_fh:
                 log_fh.write(f"{step} {step*timestep_fs:.3f} {epot:.10f} {ekin:.10f} {et:.10f} {temp:.3f} "
                              f"{press:.6f} {vol:.6f} {c:.10f} {(c-c0)/n:.3e}\n")
-            if trajectory:
-                write(trajectory, atoms, format="extxyz", append=True)
+            if traj_fh is not None:
+                write(traj_fh, atoms, format="extxyz")
+                traj_fh.flush()
             if bar is not None:
                 post = {"T": f"{temp:.0f}K", "drift": f"{(c-c0)/n:.1e}"}
                 if periodic:
@@ -160,6 +166,8 @@ def run_md(atoms, calc, steps: int = 1000, timestep_fs: float = 1.0, temperature
             bar.close()
         if log_fh:
             log_fh.close()
+        if traj_fh is not None:
+            traj_fh.close()
     sec = time.perf_counter() - t0
     c = np.asarray(cons)
     half = np.asarray([r for r in rows if r[0] >= steps / 2] or rows, dtype=float)

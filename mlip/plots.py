@@ -22,6 +22,13 @@ def _plt():
     return plt
 
 
+def _save(fig, png_path: str) -> None:
+    """The PNG written atomically (a failed write is one `WriteError` line, no partial file)."""
+    from mlip.io.safe_write import atomic_write_buffered
+
+    atomic_write_buffered(png_path, lambda buf: fig.savefig(buf, format="png", dpi=110))
+
+
 def _errors_text(ref: np.ndarray, pred: np.ndarray, unit: str, scale: float = 1.0) -> str:
     d = (np.asarray(pred) - np.asarray(ref)) * scale
     return f"MAE {np.mean(np.abs(d)):.3g} {unit}\nRMSE {np.sqrt(np.mean(d**2)):.3g} {unit}\nN {d.size}"
@@ -77,7 +84,7 @@ def parity_figure(acc: ErrorAccumulator, png_path: str, title: str = "") -> List
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
+    _save(fig, png_path)
     plt.close(fig)
     return labels
 
@@ -104,7 +111,7 @@ def learning_curve(csv_path: str, png_path: str) -> List[Tuple[str, str]]:
     ax[1].set_ylabel("validation RMSE")
     ax[1].legend()
     fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
+    _save(fig, png_path)
     plt.close(fig)
     return [("step", "training loss"), ("step", "validation RMSE")]
 
@@ -145,6 +152,6 @@ def md_figure(log_path: str, png_path: str, title: str = "") -> List[Tuple[str, 
     if title:
         axes[0, 0].set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
+    _save(fig, png_path)
     plt.close(fig)
     return labels

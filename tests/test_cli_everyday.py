@@ -220,3 +220,17 @@ def test_quiet_and_progress_bars(qs, capsys, tmp_path):
                      *(["--quiet"] if quiet else [])]) == 0
         cap = capsys.readouterr()
         assert ("training set" in cap.err) != quiet and "active set from 10 training" in cap.out
+
+
+def test_md_onto_a_full_file_system(qs, tmp_path):
+    """A full disk during `mlip md` (a file-size limit in a subprocess) stops it with one line naming
+    the file; the log keeps whole rows only."""
+    from tests.test_bad_input_cli import _mlip, _one_line
+
+    _fcc(3.63, 2).write(str(tmp_path / "cu32.xyz"))
+    log, traj = tmp_path / "md.log", tmp_path / "md.extxyz"
+    proc = _mlip(["md", qs["model"], str(tmp_path / "cu32.xyz"), "--steps", "400", "--every", "1", "--quiet",
+                  "--log", str(log), "--trajectory", str(traj), "--plot", str(tmp_path / "md.png")], limit=60000)
+    assert _one_line(proc, "md") == f"cannot write {traj}: File too large"
+    rows = log.read_text().splitlines()
+    assert rows[0].startswith("# step") and len(rows) > 2 and all(len(r.split()) == 10 for r in rows[1:])
