@@ -7,16 +7,13 @@ import os
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlip.export import export_model
     from mlip.train.config import load_config, parse_settings
-    from mlip.train.trainer import Trainer, load_checkpoint_model
+    from mlip.train.trainer import Trainer
 
     cfg = load_config(args.config, {"output": args.output} if args.output is not None else None,
                       parse_settings(args.set))
     if args.quiet:  # scripts: no progress bar (metrics.csv and the final report are still written)
         cfg["training"]["progress"] = False
-    if args.nproc is not None and args.nproc < 1:
-        raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         from mlip.train.distributed import launch
 
@@ -33,10 +30,19 @@ def run(args: argparse.Namespace) -> int:
     except RankLost as exc:
         raise UserError(f"{exc}; the job stops here: continue it with --resume from "
                         f"{cfg['output']}/checkpoints/last.pt (any number of ranks)") from None
-    if not trainer.dist.is_main:  # rank 0 exports
+    try:
+        if trainer.dist.is_main:  # rank 0 exports; the others wait for it in close()
+            _export(cfg)
+    finally:
         trainer.dist.close()
-        return 0
-    trainer.dist.close()
+    return 0
+
+
+def _export(cfg) -> None:
+    """RUN/model.pt from the best checkpoint (and RUN/model.mtp for an MTP)."""
+    from mlip.export import export_model
+    from mlip.train.trainer import load_checkpoint_model
+
     model = load_checkpoint_model(os.path.join(cfg["output"], "checkpoints", "best.pt"))
     out = os.path.join(cfg["output"], "model.pt")
     export_model(model, out, dtype=cfg["export"]["dtype"] or cfg["dtype"])
@@ -45,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
         mtp = os.path.join(cfg["output"], "model.mtp")
         model.to_mtp_file(mtp)
         print(f"wrote {mtp}")
-    return 0
 
 
 def _rank_argv(args: argparse.Namespace) -> list:
@@ -61,6 +66,8 @@ def _rank_argv(args: argparse.Namespace) -> list:
 
 
 def add_parser(sub) -> None:
+    from mlip.checks import POSITIVE_INT, arg_type
+
     p = sub.add_parser("train", help="train a model from a YAML configuration")
     p.add_argument("config", nargs="?", help="YAML configuration (see training/)")
     p.add_argument("-o", "--output", help="run directory (overrides 'output' in the config)")
@@ -70,7 +77,7 @@ def add_parser(sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="set one config value, e.g. "
                    "training.steps=100 or model.rcut=4.5 (the rest of the section is kept)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (same as --set training.progress=false)")
-    p.add_argument("--nproc", type=int, default=None, metavar="N",
+    p.add_argument("--nproc", type=arg_type(POSITIVE_INT), default=None, metavar="N",
                    help="data-parallel training on N processes of this machine (torch.distributed, gloo); "
                         "torchrun/mpirun/srun work too, through the env:// variables")
     p.set_defaults(func=run)

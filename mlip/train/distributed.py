@@ -171,8 +171,11 @@ class Distributed:
             self._run(dist.barrier)
 
     def close(self) -> None:
+        """Leave the group together: a barrier first, so no rank tears down its gloo connections while
+        another still uses them (a lone destroy can abort the process: "terminate called ...")."""
         if self.active and dist.is_initialized():
             try:
+                dist.barrier()
                 dist.destroy_process_group()
             except Exception:  # pragma: no cover - the group is broken when a peer died
                 pass

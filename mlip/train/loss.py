@@ -3,7 +3,7 @@ averaged over the frames of a batch; frames missing a label simply drop that ter
 (Adam) and the full-batch optimisers (varpro, lbfgs; MLIP-2's MTP loss) use this same formula."""
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch import Tensor
@@ -36,6 +36,10 @@ def weighted_loss_sum(terms: Dict[str, Tensor], batch: Batch, pe: float, pf: flo
     return (batch.weight * per_frame).sum()
 
 
-def total_loss(terms: Dict[str, Tensor], batch: Batch, pe: float, pf: float, pv: float) -> Tensor:
-    """The mini-batch loss: the weighted mean over the batch's frames."""
-    return weighted_loss_sum(terms, batch, pe, pf, pv) / batch.weight.sum().clamp_min(1e-30)
+def total_loss(terms: Dict[str, Tensor], batch: Batch, pe: float, pf: float, pv: float,
+               total_weight: Optional[float] = None) -> Tensor:
+    """The mini-batch loss: the weighted mean over the batch's frames. `total_weight`: the weight of
+    the whole global batch when `batch` is one rank's share of it (data parallelism), so that the
+    ranks' losses add up to the one-process loss."""
+    norm = batch.weight.sum().clamp_min(1e-30) if total_weight is None else max(float(total_weight), 1e-30)
+    return weighted_loss_sum(terms, batch, pe, pf, pv) / norm

@@ -38,7 +38,7 @@ from mlip.models.base import predict
 from mlip.train.finetune import (apply_freeze, check_compatible, check_freeze_optimizer, load_checkpoint_model,
                                   load_init_model, read_checkpoint, refit_energy_reference, split_model_config)
 from mlip.train.distributed import Distributed, RankLost, resolve_device
-from mlip.train.loss import loss_terms, total_loss, weighted_loss_sum
+from mlip.train.loss import loss_terms, total_loss
 from mlip.train.schedules import LRSchedule, Prefactor
 
 CSV_FIELDS = ["step", "time", "lr", "loss", "pe", "pf", "pv", "val_energy_rmse", "val_force_rmse",
@@ -143,7 +143,7 @@ def accumulate_graphs(model: AtomicModel, graphs: Sequence[Graph], batch_size: i
             sl = slice(off, off + g.n_atoms)
             off += g.n_atoms
             acc.add(g.species.numpy(), float(out["energy"][n]), f[sl],
-                    out["virial"][n].detach().numpy(), g.energy,
+                    out["virial"][n].numpy(), g.energy,
                     None if g.forces is None else g.forces.numpy(),
                     None if g.virial is None else g.virial.numpy(), None)
     return acc
@@ -390,11 +390,16 @@ class Trainer:
     def eval_model(self) -> AtomicModel:
         return self.ema.copy_to(self.model) if self.ema is not None else self.model
 
-    def validate(self, limit: Optional[int] = None) -> Dict[str, float]:
+    def validation_errors(self, limit: Optional[int] = None) -> ErrorAccumulator:
+        """Errors of the evaluated model on the validation frames (the training frames if there are
+        none), shared among the ranks."""
         graphs = self.val_graphs if self.val_graphs else self.train_graphs
         if limit:
             graphs = graphs[:limit]
-        return accumulate_sharded(self.eval_model(), graphs, self.dist).summary()
+        return accumulate_sharded(self.eval_model(), graphs, self.dist)
+
+    def validate(self, limit: Optional[int] = None) -> Dict[str, float]:
+        return self.validation_errors(limit).summary()
 
     def save_checkpoint(self, name: str) -> str:
         path = os.path.join(self.ckpt_dir, name)
@@ -456,13 +461,7 @@ class Trainer:
                 indices = self.batch_indices(self.step)
                 frames_seen += len(indices)
                 self.model.train()
-                if not self.dist.active:
-                    batch = collate([self.train_graphs[k] for k in indices]).to(self.device)
-                    pred = predict(self.model, batch, create_graph=True, need_virial=need_virial)
-                    terms = loss_terms(pred, batch, bool(self.cfg["loss"]["virial_per_atom"]))
-                    loss = total_loss(terms, batch, pe, pf, pv)
-                else:  # this rank's frames, normalised by the weight of the global batch
-                    batch, pred, loss = self._shard_loss(indices, pe, pf, pv, need_virial)
+                batch, pred, loss = self._shard_loss(indices, pe, pf, pv, need_virial)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss became {float(loss)} at step {self.step}; "
                                              "lower optimizer.lr.start or enable optimizer.clip_grad")
@@ -515,17 +514,18 @@ class Trainer:
         return self._finish({"frames_per_s": frames_seen / wall if wall > 0 else None})
 
     def _shard_loss(self, indices: List[int], pe: float, pf: float, pv: float, need_virial: bool):
-        """(batch, pred, loss) of this rank's share of the global batch `indices`: its frames' weighted
-        loss divided by the weight of all the batch's frames, so the ranks' losses add up to the
-        one-process loss (batch and pred are None for an empty share)."""
-        total = sum(float(self.train_graphs[k].weight) for k in indices)
+        """(batch, pred, loss) of this rank's share of the global batch `indices` (all of it on one
+        process): with several ranks its frames' weighted loss is divided by the weight of the whole
+        batch, so the ranks' losses add up to the one-process loss (batch and pred are None for an
+        empty share)."""
+        total = sum(float(self.train_graphs[k].weight) for k in indices) if self.dist.active else None
         mine = self.dist.shard(indices)
         if not mine:
             return None, None, sum(p.sum() * 0.0 for p in self.model.parameters() if p.requires_grad)
         batch = collate([self.train_graphs[k] for k in mine]).to(self.device)
         pred = predict(self.model, batch, create_graph=True, need_virial=need_virial)
         terms = loss_terms(pred, batch, bool(self.cfg["loss"]["virial_per_atom"]))
-        return batch, pred, weighted_loss_sum(terms, batch, pe, pf, pv) / max(total, 1e-30)
+        return batch, pred, total_loss(terms, batch, pe, pf, pv, total_weight=total)
 
     # ------------------------------------------------------------------ full batch (varpro, lbfgs)
     def _run_full_batch(self, stop_at: Optional[int] = None) -> Dict[str, Any]:
@@ -598,7 +598,8 @@ class Trainer:
         csv_path = os.path.join(self.out, "metrics.csv")
         if not os.path.exists(os.path.join(self.ckpt_dir, "best.pt")):
             self.save_checkpoint("best.pt")
-        final = self.validate()
+        errors = self.validation_errors()
+        final = errors.summary()
         summary = {"steps": self.step, "elapsed_s": self.elapsed, "validation": final, **extra}
         if self.cfg["data"].get("test"):
             test = build_graphs(load_frames(self.cfg["data"]["test"], self.cfg["data"]), self.model.species,
@@ -612,8 +613,8 @@ class Trainer:
 
             learning_curve(csv_path, os.path.join(self.out, "learning_curve.png"))
             which = "validation" if self.val_graphs else "first 50 training"
-            parity_figure(accumulate_graphs(self.eval_model(), self.val_graphs or self.train_graphs[:50]),
-                          os.path.join(self.out, "parity.png"), title=f"{self.out}: {which} frames")
+            parity = errors if self.val_graphs else accumulate_graphs(self.eval_model(), self.train_graphs[:50])
+            parity_figure(parity, os.path.join(self.out, "parity.png"), title=f"{self.out}: {which} frames")
         except Exception as exc:  # plots are a convenience: never lose a finished run over them
             print(f"warning: plots not written: {exc}")
         print(format_summary(final))
