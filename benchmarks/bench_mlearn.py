@@ -2,18 +2,23 @@
 ../shared/data/mlearn/<El>/training.json (energies, forces, virials) for a step count or a wall-clock
 budget, then test-set MAE/RMSE next to the published GAP/MTP figures.
 
-    python benchmarks/bench_mlearn.py --recipe mo_dp.yaml --element Mo [--minutes 40] [--steps N]
+    python benchmarks/bench_mlearn.py --recipe mo_dp.yaml --element Mo [--minutes 40 | --hours 3] [--steps N]
     python benchmarks/bench_mlearn.py --recipe nequip_mo.yaml --element Mo --minutes 40
-Writes benchmarks/results/mlearn_<El>_<recipe>.json and prints the table and the learning curve file.
+With a budget the schedule follows the clock over the recipe's nominal `training.steps` (see
+bench_water.py); `--steps N` replaces that span, its decay_steps scaled to keep the number of stairs.
+An interrupted run is continued from its last checkpoint when the command is given again (or with
+--resume); the budget counts only the seconds trained. Writes benchmarks/results/mlearn_<El>_<recipe>.json
+with the learning curve (validation errors against training seconds) and prints both.
 """
 from __future__ import annotations
 
 import argparse
-import os
 
 import torch
+import yaml
 
-from common import REPO, evaluate, save, shared, train_recipe
+from common import (REPO, add_run_args, budget_seconds, evaluate, learning_curve, recipe_path, resume_config,
+                    run_key, save, shared, train_recipe)
 
 PUBLISHED = {  # test-set MAE: meV/atom, eV/Å (Zuo et al. 2020)
     "Mo": {"GAP": (2.24, 0.09), "MTP": (2.83, 0.09)},
@@ -21,57 +26,41 @@ PUBLISHED = {  # test-set MAE: meV/atom, eV/Å (Zuo et al. 2020)
 }
 
 
-def _learning_curve(run_dir: str, name: str) -> list:
-    """Validation rows of the run's metrics.csv (step, minutes, E RMSE meV/atom, F RMSE eV/Å) for the
-    results JSON; the run's learning_curve.png is copied to benchmarks/results/<name>_curve.png."""
-    import csv
-    import shutil
-
-    from common import RESULTS
-
-    rows = []
-    path = os.path.join(run_dir, "metrics.csv")
-    if os.path.isfile(path):
-        with open(path) as fh:
-            for r in csv.DictReader(fh):
-                if r.get("val_energy_rmse"):
-                    rows.append([int(r["step"]), round(float(r["time"]) / 60, 2), float(r["val_energy_rmse"]) * 1e3,
-                                 float(r["val_force_rmse"])])
-    png = os.path.join(run_dir, "learning_curve.png")
-    if os.path.isfile(png):
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(png, RESULTS / f"{name}_curve.png")
-    return rows
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--recipe", required=True, help="file in training/, e.g. mo_dp.yaml")
+    ap.add_argument("--recipe", required=True, help="file in training/, e.g. mo_dp.yaml (or a path)")
     ap.add_argument("--element", required=True, choices=sorted(PUBLISHED))
     ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--minutes", type=float, default=None, help="wall-clock budget (schedule follows the clock)")
+    add_run_args(ap, minutes=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--output", default=None)
     args = ap.parse_args()
     el = args.element
     data = shared("mlearn", el)
     torch.set_num_threads(args.threads)
-    name = os.path.splitext(args.recipe)[0]
+    name = recipe_path(args.recipe).stem
     out_dir = args.output or str(REPO / "runs" / f"bench_mlearn_{name}")
-    training = {"progress": False}
-    if args.steps:
-        training["steps"] = args.steps
-    if args.minutes:
-        training.update(max_time=args.minutes * 60, schedule_by_time=True)
-    res = train_recipe(args.recipe, {"threads": args.threads, "output": out_dir,
-                                     "data": {"train": [str(data / "training.json")]}, "training": training})
+    budget = budget_seconds(args)
+    key = run_key(args.recipe, element=el, steps=args.steps, budget_s=budget)
+    config = resume_config(out_dir, key, args.resume)
+    over = {"threads": args.threads, "output": out_dir, "data": {"train": [str(data / "training.json")]},
+            "training": {"progress": False}}
+    if args.steps:  # a shorter (longer) span with as many stairs as the recipe's
+        recipe = yaml.safe_load(recipe_path(args.recipe).read_text())
+        lr, nominal = recipe["optimizer"]["lr"], recipe["training"]["steps"]
+        over["training"]["steps"] = args.steps
+        if lr.get("decay_steps"):
+            over["optimizer"] = {"lr": {"decay_steps": max(1, lr["decay_steps"] * args.steps // nominal)}}
+    if budget:
+        over["training"].update(max_time=budget, schedule_by_time=True)
+    res = train_recipe(args.recipe, over, config=config, key=key)
     test = evaluate(res["model"], [str(data / "test.json")], threads=args.threads)
     out = {"recipe": args.recipe, "element": el, "steps": res["steps"], "train_wall_s": res["elapsed_s"],
            "n_parameters": res["n_parameters"], "family": res["config"]["model"]["family"],
            "test_energy_mae_meV": test["energy_mae"] * 1e3, "test_energy_rmse_meV": test["energy_rmse"] * 1e3,
            "test_force_mae": test["force_mae"], "test_force_rmse": test["force_rmse"],
-           "test_stress_rmse_GPa": test.get("stress_rmse_gpa"),
-           "learning_curve": _learning_curve(out_dir, f"mlearn_{el}_{name}")}
+           "test_stress_rmse_GPa": test.get("stress_rmse_gpa"), "last_lr": res.get("last_lr"),
+           "learning_curve": learning_curve(out_dir, f"mlearn_{el}_{name}")}
     print(f"\nmlearn {el} test set ({test['n_frames']} structures, {test['n_atoms']} atoms)")
     print(f"{'model':<16}{'E MAE meV/atom':>16}{'E RMSE':>10}{'F MAE eV/Å':>12}{'F RMSE':>10}")
     print(f"{'mlip ' + out['family']:<16}{out['test_energy_mae_meV']:>16.2f}{out['test_energy_rmse_meV']:>10.2f}"
@@ -79,9 +68,10 @@ def main() -> None:
     for k, (e, f) in PUBLISHED[el].items():
         print(f"{k + ' (published)':<16}{e:>16.2f}{'':>10}{f:>12.3f}{'':>10}")
     print(f"training: {res['steps']} steps, {res['elapsed_s'] / 60:.1f} min, {res['n_parameters']} parameters")
-    print("learning curve (validation): step, minutes, E RMSE meV/atom, F RMSE eV/Å")
+    print("learning curve (validation): step, training minutes, lr, E RMSE meV/atom, F RMSE eV/Å")
     for r in out["learning_curve"]:
-        print(f"  {r[0]:>7d} {r[1]:>7.1f} {r[2]:>10.2f} {r[3]:>8.3f}")
+        print(f"  {r['step']:>7d} {r['seconds'] / 60:>7.1f} {r['lr']:>9.2e} {r['energy_rmse_meV']:>10.2f} "
+              f"{r['force_rmse'] or float('nan'):>8.3f}")
     print("written", save(f"mlearn_{el}_{name}", out))
 
 

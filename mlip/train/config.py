@@ -21,6 +21,7 @@ import yaml
 from mlip.checks import (FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, Choice, Flag, ListOf,
                          Number, Text, check_call_keys, check_keys, check_values, did_you_mean, optional)
 from mlip.data.dataset import FORMATS
+from mlip.train.schedules import BASES, PLATEAU_DEFAULTS, SCHEDULES
 
 DEFAULTS: Dict[str, Any] = {
     "seed": 1,
@@ -42,6 +43,7 @@ DEFAULTS: Dict[str, Any] = {
              "virial": 0.0, "virial_per_atom": False},
     "optimizer": {
         "name": "adam",
+        # exp | cosine | constant | plateau (+ base, factor, patience, threshold): mlip.train.schedules
         "lr": {"schedule": "exp", "start": 1e-3, "stop": 3.5e-8, "decay_steps": 5000},
         "clip_grad": None,
         "ema": None,
@@ -61,8 +63,8 @@ DEFAULTS: Dict[str, Any] = {
         "batch_size": 1,
         "val_every": 100,
         "val_frames": None,
-        "max_time": None,
-        "schedule_by_time": False,
+        "max_time": None,  # seconds of training (summed over resumed sittings)
+        "schedule_by_time": False,  # with max_time: the schedule's progress is the budget fraction
         "log_every": 10,
         "checkpoint_every": 100,
         "progress": True,
@@ -209,9 +211,13 @@ RULES = {
     "optimizer.clip_grad": optional(POSITIVE),
     "optimizer.ema": optional(Number(low=0, high=1, high_open=True)),
     "optimizer.weight_decay": NONNEG,
-    "optimizer.lr.schedule": Choice(("exp", "cosine", "constant")),
+    "optimizer.lr.schedule": Choice(SCHEDULES),
     "optimizer.lr.start": POSITIVE, "optimizer.lr.stop": POSITIVE,
     "optimizer.lr.decay_steps": POSITIVE_INT, "optimizer.lr.warmup_steps": NONNEG_INT,
+    "optimizer.lr.base": Choice(BASES),  # plateau: the step/clock-driven schedule it multiplies
+    "optimizer.lr.factor": Number(low=0, high=1, low_open=True, high_open=True),
+    "optimizer.lr.patience": POSITIVE_INT,  # validations without improvement
+    "optimizer.lr.threshold": Number(low=0, high=1, high_open=True),  # relative improvement that counts
     **{f"optimizer.{k}": optional(POSITIVE_INT) for k in ("max_iter", "history", "patience", "max_edges",
                                                            "cycle_iter")},
     "optimizer.max_time": optional(POSITIVE),
@@ -227,8 +233,22 @@ RULES = {
     "training.bias_refit_every": optional(NONNEG_INT),
     "export.dtype": optional(Choice(("float64", "float32"))),
 }
-LR_KEYS = ("schedule", "start", "stop", "decay_steps", "warmup_steps")
+LR_KEYS = ("schedule", "start", "stop", "decay_steps", "warmup_steps", *PLATEAU_DEFAULTS)
 MODEL_RUN_KEYS = {"family": Text(), "init_from": Text(), "freeze": ListOf(Text(), single=True), "from_file": Text()}
+
+
+def _check_schedule(lr: Dict[str, Any], training: Dict[str, Any]) -> None:
+    """Keys that belong to another schedule, and a clock-driven staircase that could not decay inside
+    the budget (its stairs are decay_steps / steps of the budget: fewer than one stair never decays)."""
+    kind = lr.get("schedule", "exp")
+    for key in PLATEAU_DEFAULTS:
+        if key in lr and kind != "plateau":
+            raise ValueError(f"optimizer.lr.{key}: only with schedule plateau (the schedule is {kind}), got {lr[key]!r}")
+    base = lr.get("base", PLATEAU_DEFAULTS["base"]) if kind == "plateau" else kind
+    if base == "exp" and training["schedule_by_time"] and training["max_time"] and lr.get("decay_steps") \
+            and lr["decay_steps"] > training["steps"]:
+        raise ValueError(f"optimizer.lr.decay_steps: must be at most training.steps ({training['steps']}) with "
+                         f"training.schedule_by_time (the budget holds steps/decay_steps stairs), got {lr['decay_steps']}")
 
 
 def validate_config(cfg: Dict[str, Any]) -> None:
@@ -244,6 +264,7 @@ def validate_config(cfg: Dict[str, Any]) -> None:
             raise ValueError(f"{where}: must be a mapping, got {v!r}")
     check_keys("optimizer.lr", cfg["optimizer"]["lr"], LR_KEYS)
     check_values(cfg, RULES)
+    _check_schedule(cfg["optimizer"]["lr"], cfg["training"])
     for key in ("energy", "forces", "virial"):
         spec = cfg["loss"][key]
         if isinstance(spec, dict):

@@ -7,9 +7,11 @@ varpro, lbfgs   full-batch quasi-Newton with an exact solve of the linear parame
 Both write the same run directory: config.yaml, metrics.csv, checkpoints/{last,best}.pt (readable
 by `load_checkpoint_model`), summary.json (validation, and test metrics if data.test is given), plots.
 
-Reproducibility contract (adam): the batch drawn at step t, the learning rate and the loss prefactors
-are pure functions of (seed, t), and the checkpoint stores model, EMA, optimiser and elapsed time, so a
-run resumed from `last.pt` produces the same parameters as one that never stopped. A resumed varpro /
+Reproducibility contract (adam): the batch drawn at step t is a pure function of (seed, t); the
+learning rate and the loss prefactors are functions of t (or, clock-driven, of the training seconds)
+and of the `plateau` schedule's state; the checkpoint stores model, EMA, optimiser, schedule state and
+elapsed training seconds, so a run resumed from `last.pt` produces the same parameters as one that
+never stopped (clock-driven: the same as one whose clock read the same seconds at each step). A resumed varpro /
 lbfgs run restarts L-BFGS from the checkpointed parameters with an empty history (see varpro.py).
 """
 from __future__ import annotations
@@ -39,7 +41,7 @@ from mlip.train.finetune import (apply_freeze, check_compatible, check_freeze_op
                                   load_init_model, read_checkpoint, refit_energy_reference, split_model_config)
 from mlip.train.distributed import Distributed, RankLost, resolve_device
 from mlip.train.loss import loss_terms, total_loss
-from mlip.train.schedules import LRSchedule, Prefactor
+from mlip.train.schedules import LRSchedule, Prefactor, validation_loss
 
 CSV_FIELDS = ["step", "time", "lr", "loss", "pe", "pf", "pv", "val_energy_rmse", "val_force_rmse",
               "val_virial_rmse_per_atom", "val_loss"]
@@ -220,7 +222,9 @@ class Trainer:
             # fused Adam: one kernel for all parameters, ~8x faster than the per-tensor loop on CPU
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=ocfg["lr"]["start"],
                                               weight_decay=float(ocfg.get("weight_decay") or 0.0), fused=True)
-        self.lr = LRSchedule(ocfg["lr"], self.tcfg["steps"])
+        self.lr = LRSchedule(ocfg["lr"], self.tcfg["steps"],
+                             max_time=self.tcfg["max_time"] if self.tcfg["schedule_by_time"] else None)
+        self.clock: Callable[[], float] = time.perf_counter  # seconds; a test may drive it
         self.ema = EMA(self.model, ocfg["ema"]) if ocfg["ema"] else None
         self.step = 0
         self.offset_rows: List[torch.Tensor] = []
@@ -231,9 +235,16 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             if self.ema is not None:
                 self.ema.shadow = {k: v.to(self.device) for k, v in ckpt["ema"].items()}
-            self.step, self.elapsed, self.best = ckpt["step"], ckpt["elapsed"], ckpt["best"]
+            self.step, self.elapsed = ckpt["step"], ckpt["elapsed"]
+            # `best` of a checkpoint from before the validation-loss criterion is in other units: forget it
+            self.best = ckpt["best"] if ckpt.get("best_by") == "validation_loss" else math.inf
+            self.lr.load_state_dict(ckpt.get("lr_state"))
             self.offset_rows, self.offset_res = ckpt.get("offset_window", ([], []))
         if self.dist.is_main:
+            if overwrite and not resume:  # a new run: no best.pt of the old one may stand in for its own
+                for name in ("last.pt", "best.pt"):
+                    if os.path.exists(os.path.join(self.ckpt_dir, name)):
+                        os.remove(os.path.join(self.ckpt_dir, name))
             self._write_config()
 
     # ------------------------------------------------------------------ set-up
@@ -254,12 +265,7 @@ class Trainer:
             self._init_model = init
             return build_model(init.family, init.config()).to(self.dtype)
         if "species" not in mcfg or not mcfg["species"]:
-            seen = []
-            for f in self.train_frames:
-                for s in f.symbols:
-                    if s not in seen:
-                        seen.append(s)
-            mcfg["species"] = sorted(seen)
+            mcfg["species"] = sorted({s for f in self.train_frames for s in f.symbols})
         from_file = mcfg.pop("from_file", None)
         if from_file is not None:
             cls = model_class(family)
@@ -409,7 +415,8 @@ class Trainer:
             "family": self.model.family, "model_config": self.model.config(),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.shadow if self.ema is not None else None,
-            "step": self.step, "elapsed": self.elapsed, "best": self.best, "config": self.cfg,
+            "step": self.step, "elapsed": self.elapsed, "best": self.best, "best_by": "validation_loss",
+            "lr_state": self.lr.state_dict(), "config": self.cfg,
             "eval_model": self.eval_model().state_dict(),
             "offset_window": (self.offset_rows, self.offset_res),
             "data_summary": self.data_summary,
@@ -426,38 +433,33 @@ class Trainer:
         t = self.tcfg
         steps = int(t["steps"])
         last_step = min(steps, stop_at) if stop_at is not None else steps
-        if t["schedule_by_time"] and t["max_time"] and stop_at is None:
+        if self.lr.by_time and stop_at is None:
             last_step = 1 << 62  # the clock ends the run; `steps` only scales the schedule
         max_time = float(t["max_time"]) if t["max_time"] else math.inf
         need_virial = self.pref["virial"].active
-        lr0 = self.lr(0)
         csv_fh, writer = self._open_csv() if self.dist.is_main else (None, None)
         bar = None
         if t["progress"] and self.dist.is_main:
             from tqdm import tqdm
 
-            bar = tqdm(total=steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+            bar = tqdm(total=None if self.lr.by_time else steps, initial=self.step, desc="train", unit="step",
+                       dynamic_ncols=True)
         clip = self.cfg["optimizer"]["clip_grad"]
-        start = time.perf_counter() - self.elapsed
+        start = self.clock() - self.elapsed  # the budget counts the training seconds of every sitting
         last_val: Dict[str, float] = {}
-        frames_seen = 0
+        lr, frames_seen = None, 0
         t_loop = time.perf_counter()
         lost = False
         try:
             while self.step < last_step:
                 # one clock for all ranks (the slowest), so that they stop and schedule together
-                clock = self.dist.max(time.perf_counter() - start) if math.isfinite(max_time) else 0.0
+                clock = self.dist.max(self.clock() - start) if math.isfinite(max_time) else 0.0
                 if clock >= max_time:
                     break
-                # with a wall-clock budget the schedule may follow the clock instead of the step count,
-                # so that it completes inside the budget whatever the machine's speed
-                sched_step = self.step
-                if t["schedule_by_time"] and math.isfinite(max_time):
-                    sched_step = int(steps * clock / max_time)
-                lr = self.lr(sched_step)
+                lr = self.lr(self.step, clock)
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
-                pe, pf, pv = (self.pref[k](lr, lr0) for k in ("energy", "forces", "virial"))
+                pe, pf, pv = (self.pref[k](lr, self.lr.start) for k in ("energy", "forces", "virial"))
                 indices = self.batch_indices(self.step)
                 frames_seen += len(indices)
                 self.model.train()
@@ -476,18 +478,11 @@ class Trainer:
                 if self.ema is not None:
                     self.ema.update(self.model)
                 self.step += 1
-                self.elapsed = time.perf_counter() - start
+                self.elapsed = self.clock() - start
                 row = {"step": self.step, "time": f"{self.elapsed:.2f}", "lr": f"{lr:.3e}",
                        "loss": f"{loss_value:.6e}", "pe": f"{pe:.4g}", "pf": f"{pf:.4g}", "pv": f"{pv:.4g}"}
                 if self.step % int(t["val_every"]) == 0 or self.step == steps:
-                    last_val = self.validate(t["val_frames"])
-                    row.update(val_energy_rmse=last_val.get("energy_rmse", ""),
-                               val_force_rmse=last_val.get("force_rmse", ""),
-                               val_virial_rmse_per_atom=last_val.get("virial_rmse_per_atom", ""))
-                    score = last_val.get("energy_rmse", 0.0) + last_val.get("force_rmse", 0.0)
-                    if score < self.best:
-                        self.best = score
-                        self.save_checkpoint("best.pt")
+                    last_val = self._validate_step(row)
                 if writer is not None and (self.step % int(t["log_every"]) == 0 or "val_energy_rmse" in row):
                     writer.writerow(row)
                     csv_fh.flush()
@@ -495,11 +490,9 @@ class Trainer:
                     self.save_checkpoint("last.pt")
                 if bar is not None:
                     bar.update(1)
-                    post = {"loss": f"{loss_value:.3e}", "lr": f"{lr:.1e}"}
-                    if last_val:
-                        post["E"] = f"{last_val.get('energy_rmse', float('nan'))*1e3:.2f}meV"
-                        post["F"] = f"{last_val.get('force_rmse', float('nan')):.3f}"
-                    bar.set_postfix(post, refresh=False)
+                    e, f = (last_val.get(k, math.nan) for k in ("energy_rmse", "force_rmse"))
+                    bar.set_postfix({"loss": f"{loss_value:.3e}", "lr": f"{lr:.1e}",
+                                     **({"E": f"{e * 1e3:.2f}meV", "F": f"{f:.3f}"} if last_val else {})}, refresh=False)
         except RankLost:
             lost = True  # mid-step: keep the last periodic checkpoint, a consistent state to resume from
             raise
@@ -511,7 +504,20 @@ class Trainer:
             if not lost:
                 self.save_checkpoint("last.pt")
         wall = time.perf_counter() - t_loop
-        return self._finish({"frames_per_s": frames_seen / wall if wall > 0 else None})
+        return self._finish({"frames_per_s": frames_seen / wall if wall > 0 else None, "last_lr": lr})
+
+    def _validate_step(self, row: Dict[str, Any]) -> Dict[str, float]:
+        """Validate, add the errors and the validation loss (`validation_loss`) to the CSV row, feed
+        the loss to the schedule (plateau) and keep best.pt at its lowest."""
+        val = self.validate(self.tcfg["val_frames"])
+        score = validation_loss(val, self.pref)
+        row.update(val_energy_rmse=val.get("energy_rmse", ""), val_force_rmse=val.get("force_rmse", ""),
+                   val_virial_rmse_per_atom=val.get("virial_rmse_per_atom", ""), val_loss=f"{score:.6e}")
+        self.lr.observe(score)
+        if score < self.best:
+            self.best = score
+            self.save_checkpoint("best.pt")
+        return val
 
     def _shard_loss(self, indices: List[int], pe: float, pf: float, pv: float, need_virial: bool):
         """(batch, pred, loss) of this rank's share of the global batch `indices` (all of it on one
@@ -539,16 +545,16 @@ class Trainer:
         every = int(self.tcfg["checkpoint_every"])
         pe, pf, pv = opt.w.energy, opt.w.forces, opt.w.virial
         csv_fh, writer = self._open_csv()
-        start = time.perf_counter() - self.elapsed
+        start = self.clock() - self.elapsed
         flag = {"signal": None}
 
         def should_stop() -> bool:
-            return (flag["signal"] is not None or time.perf_counter() - start > max_time
+            return (flag["signal"] is not None or self.clock() - start > max_time
                     or (stop_at is not None and self.step >= stop_at))
 
         def on_eval(n: int, loss: float, val_loss: Optional[float], improved: bool) -> None:
             self.step = n
-            self.elapsed = time.perf_counter() - start
+            self.elapsed = self.clock() - start
             writer.writerow({"step": n, "time": f"{self.elapsed:.2f}", "lr": "", "loss": f"{loss:.10e}",
                              "pe": f"{pe:.4g}", "pf": f"{pf:.4g}", "pv": f"{pv:.4g}",
                              "val_loss": "" if val_loss is None else f"{val_loss:.10e}"})
@@ -572,7 +578,7 @@ class Trainer:
             for s, h in previous.items():
                 signal.signal(s, h)
             csv_fh.close()
-            self.elapsed = time.perf_counter() - start
+            self.elapsed = self.clock() - start
             self.save_checkpoint("last.pt")
         self.save_checkpoint("best.pt")  # the optimiser leaves the model at the parameters it keeps
         st = opt.state
