@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from mlip.models.base import AtomicModel
+from mlip.models.dp_fused import check_fused_option, fused_embedding
 
 
 def smooth_inverse(r: Tensor, rcut_smth: float, rcut: float) -> Tensor:
@@ -84,9 +85,13 @@ class DeepPotSeA(AtomicModel):
 
     Parameters follow DeePMD-kit's names: `rcut`, `rcut_smth`, `sel` (per neighbour species),
     `neuron` (embedding widths), `axis_neuron`, `fitting_neuron`, `type_one_side`, `resnet_dt`.
+    `fused` (training only, see `mlip.models.dp_fused`): run the embedding nets through the fused op
+    in eager autograd; the function, the parameters and every export are the same either way.
     """
 
     family = "deepmd"
+    # a training-time switch, not part of the scripted module (exports stay as they were)
+    __jit_ignored_attributes__ = ["fused"]
 
     def __init__(
         self,
@@ -100,6 +105,7 @@ class DeepPotSeA(AtomicModel):
         type_one_side: bool = False,
         resnet_dt: bool = True,
         seed: Optional[int] = None,
+        fused: bool = True,
     ) -> None:
         super().__init__(species, rcut)
         if not 0 <= rcut_smth < rcut:
@@ -114,7 +120,9 @@ class DeepPotSeA(AtomicModel):
             species=list(species), rcut=float(rcut), rcut_smth=float(rcut_smth), sel=sel,
             neuron=list(neuron), axis_neuron=int(axis_neuron), fitting_neuron=list(fitting_neuron),
             type_one_side=bool(type_one_side), resnet_dt=bool(resnet_dt), seed=seed,
+            fused=check_fused_option(fused),
         )
+        self.fused = bool(fused)
         if seed is not None:
             torch.manual_seed(seed)
         self.n_species = n
@@ -214,17 +222,30 @@ class DeepPotSeA(AtomicModel):
             w = widths_l[nb]
             lo = offs_l[nb]
             if w > 0 and self.type_one_side:
-                g = net(s_in[:, lo: lo + w])  # [N, w, M1]
+                x = s_in[:, lo: lo + w]
+                if torch.jit.is_scripting():  # resolved when scripting: exports run the module itself
+                    g = net(x)  # [N, w, M1]
+                else:
+                    g = self._embed_eager(k, x)
                 t = t + torch.bmm(r_pad_t[:, :, lo: lo + w], g)
             elif w > 0:
                 idx = torch.nonzero(ti_atom == k // n_sp).squeeze(1)
                 if idx.numel() > 0:
-                    g = net(s_in.index_select(0, idx)[:, lo: lo + w])
+                    x = s_in.index_select(0, idx)[:, lo: lo + w]
+                    if torch.jit.is_scripting():
+                        g = net(x)
+                    else:
+                        g = self._embed_eager(k, x)
                     part = torch.bmm(r_pad_t.index_select(0, idx)[:, :, lo: lo + w], g)
                     t = t.index_add(0, idx, part)
         t = t * self.inv_nnei
         d = torch.bmm(t.transpose(1, 2), t[:, :, : self.m2])
         return d.reshape(n_atoms, self.m1 * self.m2)
+
+    @torch.jit.unused
+    def _embed_eager(self, k: int, x: Tensor) -> Tensor:
+        """G = embedding net k at x, [.., w, 1] → [.., w, M1]: through the fused op if `fused`."""
+        return fused_embedding(self.embedding[k], x, self.fused)
 
     def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
         d = self.descriptor(species, edge_index, edge_vec)
