@@ -7,7 +7,8 @@ run), next to the published MTP/GAP.
     python benchmarks/bench_mlearn_mtp.py --element Si --reuse         # evaluate runs/bench_mlearn_mtp_si
     python benchmarks/bench_mlearn_mtp.py --quick                       # smoke fit (level 8, 5 iterations)
     python benchmarks/bench_mlearn_mtp.py --element Mo --run runs/mtp_mo   # evaluate another fit's export
-Writes benchmarks/results/mlearn_<El>_mtp_<el>.json.
+    python benchmarks/bench_mlearn_mtp.py --element Mo --eval-speed 40     # s per varpro evaluation, 40 frames
+Writes benchmarks/results/mlearn_<El>_mtp_<el>.json (--eval-speed: varpro_eval_<el>.json).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import List
 
 from common import REPO, evaluate, save, shared
 
@@ -78,6 +80,55 @@ def run_element(el: str, run_dir: str, fit: bool, threads: int, quick: bool = Fa
     return out
 
 
+def eval_speed(el: str, n_frames: int, evaluations: int, workers: List[int]) -> dict:
+    """Seconds per varpro evaluation of the recipe's model on its first `n_frames` training frames:
+    the evaluator (`mlip.train.projection`) on 1..N worker processes, and the linear solve followed by
+    the autograd gradient pass it replaced (same design code). Wall-clock: run it on an idle machine."""
+    import copy
+    import time
+
+    import torch
+
+    from mlip.graph import build_graphs
+    from mlip.models import build_model
+    from mlip.train.config import load_config
+    from mlip.train.finetune import split_model_config
+    from mlip.train.full_batch import FullBatch, LossWeights, loss_and_grad, solve_linear
+    from mlip.train.projection import ProjectedEvaluator
+    from mlip.train.trainer import prepare_data
+
+    torch.set_num_threads(1)
+    cfg = load_config(str(REPO / "training" / f"mtp_{el.lower()}.yaml"), {})
+    train, _ = prepare_data(cfg)
+    kwargs = split_model_config(cfg["model"])[0]
+    model = build_model(kwargs.pop("family"), kwargs).double()
+    model.fit_statistics(train)
+    data = FullBatch(build_graphs(train[:n_frames], model.species, model.cutoff, torch.float64))
+    lw = cfg["loss"]
+    w = LossWeights(float(lw["energy"]), float(lw["forces"]), float(lw["virial"]))
+
+    def timed(fn) -> List[float]:
+        out = []
+        for _ in range(evaluations):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+        return out
+
+    ref = copy.deepcopy(model)
+    res = {"element": el, "frames": n_frames, "atoms": data.n_atoms, "edges": data.n_edges, "level": model.level,
+           "autograd_gradient_s": timed(lambda: (solve_linear(ref, data, w),
+                                                 loss_and_grad(ref, data, w, [ref.radial_coeffs])))}
+    for n in workers:
+        m = copy.deepcopy(model)
+        with ProjectedEvaluator(m, data, w, n) as ev:
+            res[f"workers_{n}_s"] = timed(ev.evaluate)
+    for k, v in res.items():
+        print(f"{k:>22}: {[round(x, 2) for x in v] if isinstance(v, list) else v}")
+    print("written", save(f"varpro_eval_{el.lower()}", res))
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--element", nargs="+", default=["Mo", "Si"], choices=sorted(PUBLISHED))
@@ -86,7 +137,15 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: level 8, 5 iterations, in runs/quick_mlearn_mtp_<el> (results not comparable)")
+    ap.add_argument("--eval-speed", type=int, default=0, metavar="FRAMES",
+                    help="only time varpro evaluations on the first FRAMES training frames (no fit)")
+    ap.add_argument("--evaluations", type=int, default=2, help="with --eval-speed: evaluations per setting")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="with --eval-speed: worker counts")
     a = ap.parse_args()
+    if a.eval_speed:
+        for el in a.element:
+            eval_speed(el, a.eval_speed, a.evaluations, a.workers)
+        return 0
     for el in a.element:
         prefix = "quick_mlearn_mtp" if a.quick else "bench_mlearn_mtp"
         run_dir = a.run or str(REPO / "runs" / f"{prefix}_{el.lower()}")

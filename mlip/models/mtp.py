@@ -232,6 +232,16 @@ class MTP(AtomicModel):
 
         return linear_design(self, species, edge_index, edge_vec, node_frame, n_frames, need_virial)
 
+    @torch.jit.ignore
+    def linear_design_vjp(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, node_frame: Tensor,
+                          edge_frame: Tensor, gE: Tensor, gF: Tensor, gW: Optional[Tensor]) -> Dict[str, Tensor]:
+        """∂L/∂radial_coeffs from the cotangents of energies, forces and virials, analytically
+        (`mlip.models.mtp_radial_grad`; what varpro needs at every evaluation)."""
+        from mlip.models.mtp_radial_grad import radial_coeffs_vjp
+
+        return {"radial_coeffs": radial_coeffs_vjp(self, species, edge_index, edge_vec, node_frame, edge_frame,
+                                                   gE, gF, gW)}
+
     # ------------------------------------------------------------------------------------ grade
     @torch.jit.export
     def grade_features(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:

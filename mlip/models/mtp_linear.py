@@ -64,21 +64,39 @@ class _SparseTangent:
 _PLANS: Dict[int, Tuple[Any, _SparseTangent]] = {}
 
 
-def contract_jacobian(model, mb: Tensor) -> Tensor:
-    """∂B(i)/∂Mb(i) for each row of mb [n, n_basic] -> [n, A, n_basic] (sparse forward mode through
-    alpha_index_times; rows of one generation only read complete moments)."""
+def _plan(model) -> _SparseTangent:
     key = id(model)
     if key not in _PLANS or _PLANS[key][0] is not model:
         _PLANS[key] = (model, _SparseTangent(model))
-    plan = _PLANS[key][1]
+    return _PLANS[key][1]
+
+
+def _contract_t(model, mbT: Tensor) -> Tensor:
+    """`model.contract` in moment-major layout: [n_basic, n] -> [n_moments, n] (row gathers)."""
+    M = torch.cat([mbT, torch.zeros(model.n_moments - model.n_basic, mbT.shape[1], dtype=mbT.dtype)])
+    tm = model.times_m.to(mbT.dtype).unsqueeze(1)
+    for g in range(len(model.gen_offsets) - 1):
+        s, e = model.gen_offsets[g], model.gen_offsets[g + 1]
+        M.index_add_(0, model.times_c[s:e],
+                     tm[s:e] * M.index_select(0, model.times_a[s:e]) * M.index_select(0, model.times_b[s:e]))
+    return M
+
+
+def contract_jacobian(model, mb: Tensor, out: Optional[Tensor] = None) -> Tensor:
+    """∂B(i)/∂Mb(i) for each row of mb [n, n_basic] -> [n, A, n_basic] (sparse forward mode through
+    alpha_index_times; rows of one generation only read complete moments). Computed moment-major
+    ([entries, n]: contiguous row gathers, ~25% faster than column gathers). `out`: a buffer [≥n,
+    A·n_basic] from an earlier call with the same model, whose structural zeros are still zero (only
+    the nonzero pattern, the same for every atom, is written: ~6% of J at level 22)."""
+    plan = _plan(model)
     n, nb = mb.shape
-    M = model.contract(mb)
-    T = torch.zeros(n, plan.n_entries, dtype=mb.dtype)
-    T[:, plan.init] = 1.0
+    M = _contract_t(model, mb.T.contiguous())  # [n_moments, n]
+    T = torch.zeros(plan.n_entries, n, dtype=mb.dtype)
+    T[plan.init] = 1.0
     for src, mul, dst, coef in plan.gens:
-        T.index_add_(1, dst, T.index_select(1, src) * M.index_select(1, mul) * coef.to(mb.dtype))
-    J = torch.zeros(n, model.n_alpha * nb, dtype=mb.dtype)
-    J[:, plan.out_a * nb + plan.out_k] = T.index_select(1, plan.out_e)
+        T.index_add_(0, dst, T.index_select(0, src) * M.index_select(0, mul) * coef.to(mb.dtype).unsqueeze(1))
+    J = torch.zeros(n, model.n_alpha * nb, dtype=mb.dtype) if out is None else out[:n]
+    J[:, plan.out_a * nb + plan.out_k] = T.index_select(0, plan.out_e).T
     return J.view(n, model.n_alpha, nb)
 
 
@@ -106,16 +124,10 @@ def _mono_plan(model) -> Dict[str, Tensor]:
     return plan
 
 
-def edge_basic_and_gradient(model, species: Tensor, edge_index: Tensor, vec: Tensor) -> Tuple[Tensor, Tensor]:
-    """Per-edge basic-moment contributions b_e [E, nb] (= model.edge_basic) and ∂b_e/∂r_e as [E, 3, nb],
-    analytically: b = f_μ(r) m(u), ∂b/∂r = f'_μ(r) m u + f_μ (∇_u m − ν m u) / r."""
-    dtype = vec.dtype
-    i = edge_index[0]
-    r = torch.linalg.norm(vec, dim=1)
-    inside = (r < model.cutoff).to(dtype)
-    rmin = float(model.rb_min)
-    rmax = model.cutoff
-    sc = float(model.rb_scaling)
+def radial_basis(model, r: Tensor) -> Tuple[Tensor, Tensor]:
+    """Q_k(r) = scaling · T_k(ξ) · (r_cut − r)² (0 beyond the cutoff) and dQ_k/dr, [E, n_rb] each."""
+    inside = (r < model.cutoff).to(r.dtype)
+    rmin, rmax, sc = float(model.rb_min), model.cutoff, float(model.rb_scaling)
     ksi = (2.0 * r - (rmin + rmax)) / (rmax - rmin)
     dksi = 2.0 / (rmax - rmin)
     T = [torch.ones_like(r), ksi]
@@ -123,29 +135,42 @@ def edge_basic_and_gradient(model, species: Tensor, edge_index: Tensor, vec: Ten
     for k in range(2, model.radial_basis_size):
         T.append(2.0 * ksi * T[k - 1] - T[k - 2])
         dT.append(2.0 * T[k - 1] + 2.0 * ksi * dT[k - 1] - dT[k - 2])
-    T = torch.stack(T[: model.radial_basis_size], 1)
-    dT = torch.stack(dT[: model.radial_basis_size], 1)
+    Tm = torch.stack(T[: model.radial_basis_size], 1)
+    dTm = torch.stack(dT[: model.radial_basis_size], 1)
     env = (rmax - r) * inside
-    q = sc * T * (env * env).unsqueeze(1)
-    dq = sc * (dT * dksi * (env * env).unsqueeze(1) - 2.0 * T * env.unsqueeze(1))
-    C = model.radial_coeffs.detach().to(dtype)
+    return sc * Tm * (env * env).unsqueeze(1), sc * (dTm * dksi * (env * env).unsqueeze(1) - 2.0 * Tm * env.unsqueeze(1))
+
+
+def radial_functions(model, species: Tensor, edge_index: Tensor, q: Tensor, dq: Tensor) -> Tuple[Tensor, Tensor]:
+    """f_μ(r_e) and f'_μ(r_e), [E, n_mu] each, with each edge's (centre, neighbour) species coefficients."""
+    C = model.radial_coeffs.detach().to(q.dtype)
     S = model.n_species
     if S == 1:
-        f = q @ C[0, 0].T
-        fp = dq @ C[0, 0].T
-    else:
-        pair = species[i] * S + species[edge_index[1]]
-        c = C.reshape(S * S, model.n_mu, model.radial_basis_size)[pair]
-        f = (c * q.unsqueeze(1)).sum(2)
-        fp = (c * dq.unsqueeze(1)).sum(2)
-    u = vec / r.unsqueeze(1)
-    prev = torch.ones_like(r).unsqueeze(1)
+        return q @ C[0, 0].T, dq @ C[0, 0].T
+    c = C.reshape(S * S, model.n_mu, model.radial_basis_size)[species[edge_index[0]] * S + species[edge_index[1]]]
+    return (c * q.unsqueeze(1)).sum(2), (c * dq.unsqueeze(1)).sum(2)
+
+
+def monomials(model, u: Tensor) -> Tensor:
+    """x^a y^b z^c of unit vectors u [E, 3], all degrees ≤ max_nu, degree-major in MLIP's order: [E, n_mono]."""
+    prev = torch.ones_like(u[:, :1])
     monos = [prev]
     for nu in range(1, model.max_nu + 1):
         prev = torch.cat([prev * u[:, 0:1], prev[:, prev.shape[1] - nu:] * u[:, 1:2],
                           prev[:, prev.shape[1] - 1:] * u[:, 2:3]], 1)
         monos.append(prev)
-    mono = torch.cat(monos, 1)  # [E, n_mono]
+    return torch.cat(monos, 1)
+
+
+def edge_basic_and_gradient(model, species: Tensor, edge_index: Tensor, vec: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per-edge basic-moment contributions b_e [E, nb] (= model.edge_basic) and ∂b_e/∂r_e as [E, 3, nb],
+    analytically: b = f_μ(r) m(u), ∂b/∂r = f'_μ(r) m u + f_μ (∇_u m − ν m u) / r."""
+    dtype = vec.dtype
+    r = torch.linalg.norm(vec, dim=1)
+    q, dq = radial_basis(model, r)
+    f, fp = radial_functions(model, species, edge_index, q, dq)
+    u = vec / r.unsqueeze(1)
+    mono = monomials(model, u)  # [E, n_mono]
     plan = _mono_plan(model)
     low, coef, nuv = plan["low"], plan["coef"].to(dtype), plan["nu"].to(dtype)
     grad_u = torch.stack([mono.index_select(1, low[:, ax]) * coef[:, ax] for ax in range(3)], 1)  # [E, 3, nm]
@@ -184,39 +209,42 @@ def basis_design(model, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n
     vec = edge_vec.detach()
     dtype = vec.dtype
     with torch.no_grad():
-        basic, d = edge_basic_and_gradient(model, species, edge_index, vec)  # [E, nb], [E, 3, nb]
         i, j = edge_index[0], edge_index[1]
-        mb = torch.zeros(N, nb, dtype=dtype).index_add(0, i, basic)
-        B = model.contract(mb).index_select(1, model.mapping)
         if E > 1 and bool((i[1:] < i[:-1]).any()):
             order = torch.argsort(i, stable=True)
-            i, j, d, vec = i[order], j[order], d[order], vec[order]
+            i, j, vec = i[order], j[order], vec[order]
         deg = torch.bincount(i, minlength=N)
         start = torch.cumsum(deg, 0) - deg
         pos = torch.arange(E) - start[i]
+        B = torch.zeros(N, A, dtype=dtype)
         Fd = torch.zeros(N + 1, 3 * A, dtype=dtype)  # [atom, (xyz, α)]; last row: padding sink
         Vd = torch.zeros(n_frames, 9, A, dtype=dtype) if need_virial else None
-        if need_virial:
-            # H_i[(a,b), n] = Σ_{e∈i} r_e,a d_e[b, n]
-            H = torch.zeros(N, 9 * nb, dtype=dtype).index_add(
-                0, i, (vec.view(E, 3, 1, 1) * d.unsqueeze(1)).reshape(E, 9 * nb))
         if atom_chunk is None:
             atom_chunk = max(8, int(2e7 // max(1, nb * (model.n_moments + A))))
+        J_buf = torch.zeros(min(N, atom_chunk), A * nb, dtype=dtype)  # structural zeros stay zero
+        # atom chunks: each one's edges are contiguous, so its edge terms are computed right there
+        # (a few MB, cache-resident) instead of one [E, 3, n_basic] array for the whole batch
         for a0 in range(0, N, atom_chunk):
             a1 = min(N, a0 + atom_chunk)
             n = a1 - a0
-            J = contract_jacobian(model, mb[a0:a1])  # [n, A, nb]
-            Jt = J.transpose(1, 2)  # [n, nb, A]
-            if need_virial:
-                Vd.index_add_(0, node_frame[a0:a1], -torch.bmm(H[a0:a1].view(n, 9, nb), Jt))
             e0, e1 = int(start[a0]), int(start[a1 - 1] + deg[a1 - 1])
+            ic = i[e0:e1] - a0
+            basic, d = edge_basic_and_gradient(model, species, torch.stack([i[e0:e1], j[e0:e1]]), vec[e0:e1])
+            mb = torch.zeros(n, nb, dtype=dtype).index_add_(0, ic, basic)  # [n, nb]
+            B[a0:a1] = model.contract(mb).index_select(1, model.mapping)
+            Jt = contract_jacobian(model, mb, J_buf).transpose(1, 2)  # [n, nb, A]
+            if need_virial:
+                # H_i[(a,b), n] = Σ_{e∈i} r_e,a d_e[b, n]
+                H = torch.zeros(n, 9 * nb, dtype=dtype).index_add_(
+                    0, ic, (vec[e0:e1].view(-1, 3, 1, 1) * d.unsqueeze(1)).reshape(-1, 9 * nb))
+                Vd.index_add_(0, node_frame[a0:a1], -torch.bmm(H.view(n, 9, nb), Jt))
             if e1 <= e0:
                 continue
             pp = pos[e0:e1]
             dmax = int(pp.max()) + 1
-            flat = (i[e0:e1] - a0) * dmax + pp
+            flat = ic * dmax + pp
             D = torch.zeros(n * dmax, 3 * nb, dtype=dtype)
-            D.index_copy_(0, flat, d[e0:e1].reshape(-1, 3 * nb))
+            D.index_copy_(0, flat, d.reshape(-1, 3 * nb))
             G = torch.bmm(D.view(n, dmax * 3, nb), Jt)  # [n, dmax*3, A]: g_e per (atom, slot, xyz)
             Fd[a0:a1] += G.view(n, dmax, 3 * A).sum(1)
             target = torch.full((n * dmax,), N, dtype=torch.long)

@@ -14,6 +14,14 @@ Linear parameters. A model that is linear in some of its parameters for fixed va
 with energy = E ξ, forces = F ξ, virials = V ξ (ξ: those parameters flattened and concatenated).
 `solve_linear` turns these into weighted least-squares rows of the loss above and solves them with an
 incremental QR (never the normal equations: the MTP basis is very ill-conditioned).
+
+Optionally, such a model also gives the gradient of the loss with respect to its other (nonlinear)
+parameters from the cotangents of its predictions, without autograd through the edge graph:
+
+    model.linear_design_vjp(species, edge_index, edge_vec, node_frame, edge_frame, gE, gF, gW)
+        -> {parameter name: ∂L/∂parameter}     gE [n_frames], gF [N, 3], gW [n_frames, 3, 3] or None
+
+(`mlip.train.projection` uses it for varpro's evaluations; without it, autograd does the same job).
 """
 from __future__ import annotations
 
@@ -158,11 +166,21 @@ def linear_parameters(model: torch.nn.Module) -> List[Tensor]:
     return [getattr(model, name) for name in model.linear_parameters()]
 
 
-def design_rows(model: torch.nn.Module, b: Batch, w: LossWeights) -> Tuple[Tensor, Tensor]:
-    """Weighted least-squares rows (energy, force, virial) of one batch: |rows ξ − rhs|² is that
-    batch's Σ_frames w × per-frame loss."""
+Design = Tuple[Tensor, Tensor, Optional[Tensor]]  # (E [n_frames, P], F [N, 3, P], V [n_frames, 3, 3, P] | None)
+
+
+def batch_design(model: torch.nn.Module, b: Batch, w: LossWeights) -> Design:
+    """The linear map (energies, forces, virials if the loss has them) of one batch."""
     need_v = w.virial > 0 and bool(b.virial_mask.any())
-    E, F, V = model.linear_design(b.species, b.edge_index, b.edge_vec, b.node_frame, b.n_frames, need_v)
+    return model.linear_design(b.species, b.edge_index, b.edge_vec, b.node_frame, b.n_frames, need_v)
+
+
+def design_rows(model: torch.nn.Module, b: Batch, w: LossWeights, design: Optional[Design] = None
+                ) -> Tuple[Tensor, Tensor]:
+    """Weighted least-squares rows (energy, force, virial) of one batch: |rows ξ − rhs|² is that
+    batch's Σ_frames w × per-frame loss. `design`: the batch's `batch_design`, if already computed."""
+    need_v = w.virial > 0 and bool(b.virial_mask.any())
+    E, F, V = design if design is not None else batch_design(model, b, w)
     n, wt = b.n_atoms, b.weight
     P = E.shape[1]
     rows, rhs = [], []

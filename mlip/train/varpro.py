@@ -4,6 +4,9 @@ that are linear in part of their parameters (the MTP; see `mlip.train.full_batch
 varpro   variable projection (the MLIP-2 way of fitting an MTP, with fewer evaluations): strong-Wolfe
          L-BFGS over the nonlinear parameters only; every evaluation first solves the linear ones
          exactly by least squares, so the gradient is that of the reduced loss (envelope theorem).
+         An evaluation (`mlip.train.projection`) reuses the least-squares designs for the loss and
+         takes the gradient from the model's analytic `linear_design_vjp` (MTP); it runs on as many
+         processes as the recipe's `threads` (frame segments; the same numbers on 1 or N).
          With a validation set, the validation loss at every evaluation selects the parameters kept
          (early stopping: a long fit keeps lowering the training loss while unseen energies get
          worse) and `patience` counts evaluations without a relative improvement of
@@ -29,6 +32,7 @@ import torch
 
 from mlip.train.full_batch import (FullBatch, LossWeights, full_loss, get_flat, linear_parameters,
                                    loss_and_grad, nonlinear_parameters, set_flat, solve_linear)
+from mlip.train.projection import ProjectedEvaluator, one_thread
 
 # per optimiser: its options (optimizer.<key> in the recipe) and their defaults
 OPTIONS: Dict[str, Dict[str, Any]] = {
@@ -114,14 +118,21 @@ class VarPro(_FullBatchOptimizer):
         if not self.theta:
             raise ValueError("optimizer varpro: the model has no nonlinear parameters to optimise")
         self.state.update(best_val=math.inf, since=0, best_params=None)
+        # evaluation processes: the recipe's `threads` (the Trainer set torch's thread count from it)
+        self.workers = max(1, torch.get_num_threads())
+        self.evaluator: Optional[ProjectedEvaluator] = None
 
     def _params(self) -> List[torch.Tensor]:
         return self.theta + self.linear
 
     def _evaluate(self, on_eval: EvalCallback) -> float:
         st = self.state
-        solve_linear(self.model, self.train, self.w)
-        loss, grads = loss_and_grad(self.model, self.train, self.w, self.theta)
+        if self.evaluator is None:
+            self.evaluator = ProjectedEvaluator(self.model, self.train, self.w, self.workers)
+            if self.evaluator.workers > 1:
+                self.log(f"  varpro: evaluations on {self.evaluator.workers} processes "
+                         f"({self.evaluator.n_segments} segments)")
+        loss, grads = self.evaluator.evaluate()
         for p, g in zip(self.theta, grads):
             p.grad = g
         st["n"] += 1
@@ -129,7 +140,8 @@ class VarPro(_FullBatchOptimizer):
         # then only drives L-BFGS), else the training loss
         crit, key, val_loss = loss, "best", None
         if self.val is not None:
-            val_loss = full_loss(self.model, self.val, self.w)
+            with one_thread():  # as the evaluation: the same numbers whatever the worker count
+                val_loss = full_loss(self.model, self.val, self.w)
             crit, key = val_loss, "best_val"
             st["best"] = min(st["best"], loss)
         st["since"] = 0 if crit < st[key] * (1.0 - float(self.opts["min_rel_improvement"])) else st["since"] + 1
@@ -163,6 +175,10 @@ class VarPro(_FullBatchOptimizer):
                 opt.step(closure)
             except _Stop:
                 pass
+            finally:
+                if self.evaluator is not None:
+                    self.evaluator.close()
+                    self.evaluator = None
         if st["best_params"] is not None:
             set_flat(self._params(), st["best_params"])
         best = st["best_val"] if self.val is not None else st["best"]
