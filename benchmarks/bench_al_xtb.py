@@ -88,11 +88,15 @@ def main(argv=None) -> int:
                     help="γ threshold of the AL runs (the recipe's 1.5 stops labelling once the model trusts "
                          "itself, before the label budget that random selection spends)")
     ap.add_argument("--speed-labels", type=int, default=48, help="boxes for the executor timing (the recipe's budget)")
+    ap.add_argument("--skip-speed", action="store_true",
+                    help="keep the executor timing of the previous results file (e.g. on a busy machine, or "
+                         "when seeds run as separate processes)")
     args = ap.parse_args(argv)
     import os as _os
 
     _os.environ.setdefault("OMP_NUM_THREADS", "1")  # the loop's own xTB calls (initial set, test set)
 
+    args.workdir = os.path.abspath(args.workdir)  # the recipe's relative paths resolve against its own folder
     os.makedirs(args.workdir, exist_ok=True)
     test = os.path.join(args.workdir, "test_xtb_350K.xyz")
     test_set(test, n_traj=1 if args.quick else 3, per_traj=2 if args.quick else 6)
@@ -132,7 +136,11 @@ def main(argv=None) -> int:
         print(f"random: {n_rand} labels -> {target:.4f} eV/Å; AL reaches it with "
               f"{n_al if n_al is not None else 'never'} labels"
               + (f" ({n_al / n_rand:.0%} of random's)" if n_al is not None and n_rand else ""))
-    speed = labelling_speed(args.workdir, 4 if args.quick else args.speed_labels)
+    old = RESULTS / "bench_al_xtb.json"
+    if args.skip_speed and old.is_file() and "labelling" in json.loads(old.read_text()):
+        speed = json.loads(old.read_text())["labelling"]
+    else:
+        speed = labelling_speed(args.workdir, 4 if args.quick else args.speed_labels)
     print(f"labelling speed-up with 2 workers over local: process {speed['speedup_process']:.2f}x, "
           f"dask {speed['speedup_dask']:.2f}x")
     payload = {"test_set": test, "curves": curves, "verdicts": verdicts, "labelling": speed,

@@ -31,6 +31,7 @@ def generate_frames(kind: str = "emt", element: str = "Cu", n_frames: int = 40, 
     `calculator` (e.g. GFN1-xTB: {class: "tblite.ase:TBLite", kwargs: {method: GFN1-xTB}})."""
     from ase import units
     from ase.build import bulk
+    from ase.constraints import FixCom
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
@@ -57,8 +58,10 @@ def generate_frames(kind: str = "emt", element: str = "Cu", n_frames: int = 40, 
         else:
             temp = float(temperatures[k // 2 % len(temperatures)])
             MaxwellBoltzmannDistribution(atoms, temperature_K=temp, rng=rng)
-            dyn = Langevin(atoms, 2.0 * units.fs, temperature_K=temp, friction=0.05, rng=rng)
+            atoms.set_constraint(FixCom())  # ASE's recommended way to keep the centre of mass (not fixcm)
+            dyn = Langevin(atoms, 2.0 * units.fs, temperature_K=temp, friction=0.05, rng=rng, fixcm=False)
             dyn.run(md_steps)
+            atoms.set_constraint()
             group = f"md {temp:g} K"
         atoms.calc = make_calculator(calculator)
         atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()  # label this geometry

@@ -238,3 +238,45 @@ def test_config_errors(tmp_path):
         with pytest.raises(ValueError, match=msg):
             load_al_config(str(p))
     assert main(["al", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_explore_continue_starts_from_each_seeds_last_state(tmp_path):
+    """`explore.continue`: a seed's run starts from the final snapshot of its latest unhalted run of an
+    earlier iteration, with that run's strain undone; halted runs and other seeds keep their start."""
+    from ase.build import bulk
+
+    from mlip.active.explore import Explorer
+    from mlip.active.store import KillSwitch, RunStore, atomic_atoms, atomic_json, bare
+
+    seeds = [bulk("Cu", "fcc", a=3.6, cubic=True), bulk("Cu", "fcc", a=3.7, cubic=True)]
+    store = RunStore(str(tmp_path), verbose=False)
+
+    def run(k, r, seed, strain, halted, shift):
+        d = store.it_dir(k, "explore")
+        os.makedirs(d, exist_ok=True)
+        snaps = []
+        for step in (10, 20):
+            a = seeds[seed].copy()
+            a.set_cell(a.cell[:] * (1 + strain), scale_atoms=True)
+            a.positions += shift * step
+            snaps.append(bare(a, {"step": step, "strain": strain}))
+        atomic_atoms(os.path.join(d, f"run_{r:03d}.xyz"), snaps)
+        atomic_json(os.path.join(d, f"run_{r:03d}.json"),
+                    {"steps": 20, "halted": halted, "snapshots": 2, "max_grade": 1.0, "seed": seed,
+                     "temperature": 300.0, "strain": strain, "pressure": None})
+
+    run(0, 0, 0, 0.02, False, 0.001)
+    run(0, 1, 1, 0.0, True, 0.002)  # halted: never a start
+    run(1, 0, 0, -0.01, False, 0.003)
+    cfg = {"seed": 0, "grade": "gamma", "explore": {"continue": True},
+           "select": {"gamma_lo": 2.0, "gamma_hi": 50.0, "gamma_break": None}}
+    ex = Explorer(cfg, store, KillSwitch(), lambda: [bare(a) for a in seeds], lambda: ["Cu"])
+    s1, s2 = ex.starts(1), ex.starts(2)
+    expect1 = (seeds[0].positions * 1.02 + 0.001 * 20) / 1.02  # iteration 0's final state, strain undone
+    expect2 = (seeds[0].positions * 0.99 + 0.003 * 20) / 0.99  # iteration 1's final state
+    assert np.allclose(s1[0].positions, expect1) and np.allclose(s1[0].cell[:], seeds[0].cell[:])
+    assert np.allclose(s2[0].positions, expect2) and np.allclose(s2[0].cell[:], seeds[0].cell[:])
+    assert np.allclose(s2[1].positions, seeds[1].positions)  # its only run halted
+    assert np.allclose(ex.starts(0)[0].positions, seeds[0].positions)
+    cfg["explore"]["continue"] = False
+    assert np.allclose(ex.starts(2)[0].positions, seeds[0].positions)

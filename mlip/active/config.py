@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional, Tuple
 
-from mlip.checks import (FINITE, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, ListOf, Number,
+from mlip.checks import (FINITE, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, Flag, ListOf, Number,
                          check_values, optional)
 from mlip.train.config import load_config, merge_config, read_yaml_mapping
 
@@ -41,6 +41,7 @@ DEFAULTS: Dict[str, Any] = {
         "every": 10,  # a candidate snapshot every this many steps
         "friction": 0.02,  # Langevin, 1/fs
         "runs": None,  # MD runs per iteration drawn from the grid; None = the whole grid
+        "continue": False,  # start each run from its seed's last explored state (earlier iterations)
     },
     "select": {
         "strategy": "dopt",  # dopt | random
@@ -69,7 +70,7 @@ RULES = {
     "explore.strains": ListOf(Number(low=-1, low_open=True), single=True, min_len=1),
     "explore.pressures": optional(ListOf(FINITE, single=True, min_len=1)),
     "explore.steps": POSITIVE_INT, "explore.every": POSITIVE_INT, "explore.timestep": POSITIVE,
-    "explore.friction": NONNEG, "explore.runs": optional(POSITIVE_INT),
+    "explore.friction": NONNEG, "explore.runs": optional(POSITIVE_INT), "explore.continue": Flag(),
     "select.gamma_lo": POSITIVE, "select.gamma_hi": POSITIVE, "select.gamma_break": optional(POSITIVE),
     "select.deviation_lo": NONNEG, "select.deviation_hi": POSITIVE, "select.deviation_break": optional(POSITIVE),
     "select.max_labels": NONNEG_INT, "select.stop_fraction": Number(low=0, high=1),

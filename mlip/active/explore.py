@@ -7,6 +7,13 @@ extrapolation grade of model 0) or the committee's max per-atom force deviation.
 grade reaches the break threshold; the last in-window configuration before the break is kept too (the
 most informative one). Every run has its own random stream (seed, iteration, run), so a run redone
 after a kill is the run that would have happened. Per run: `explore/run_{r}.xyz` + `run_{r}.json`.
+
+With `explore.continue`, a run starts from its seed's latest explored state instead of the seed itself:
+the final snapshot of the last earlier run from the same seed that was not halted (its strain undone).
+Successive iterations then extend one trajectory per seed, as on-the-fly learning does, so that
+exploration leaves the far-from-equilibrium starting structures (e.g. rattled boxes) behind and the
+candidates come from the equilibrated ensemble the model will be used in. A function of the files of
+finished iterations only, so resume is unchanged.
 """
 from __future__ import annotations
 
@@ -96,7 +103,7 @@ class Explorer:
         if os.path.isfile(done):
             return read_json(done)
         grid = self.grid(k)
-        seeds = self.seeds()
+        seeds = self.starts(k)
         todo = [r for r in range(len(grid)) if not os.path.isfile(os.path.join(d, f"run_{r:03d}.json"))]
         self.store.log(f"iteration {k}: explore {len(grid)} MD runs ({len(grid) - len(todo)} done before), "
                        f"{self.cfg['explore']['engine']}, grade {self.cfg['grade']} (break {self.brk:g})")
@@ -120,6 +127,33 @@ class Explorer:
                    "max_grade": max((x["max_grade"] for x in runs), default=0.0)}
         atomic_json(done, summary)
         return summary
+
+    def starts(self, k: int) -> List[Any]:
+        """The starting structure of each seed in iteration k: the seed itself, or with
+        `explore.continue` the final state of the seed's last unhalted run of an earlier iteration."""
+        from mlip.active.store import read_atoms
+
+        starts = list(self.seeds())
+        if not self.cfg["explore"].get("continue"):
+            return starts
+        found = set()
+        for j in range(k - 1, -1, -1):  # latest iteration first
+            d = self.store.it_dir(j, "explore")
+            runs = sorted((f for f in os.listdir(d) if f.startswith("run_") and f.endswith(".json")),
+                          reverse=True) if os.path.isdir(d) else []
+            for f in runs:
+                info = read_json(os.path.join(d, f))
+                s = int(info["seed"])
+                if s in found or info["halted"] or not info["snapshots"] or info.get("pressure") is not None:
+                    continue
+                last = read_atoms(os.path.join(d, f[:-5] + ".xyz"))[-1]
+                if int(last.info.get("step", -1)) != int(info["steps"]):
+                    continue  # the final state was not recorded (steps not a multiple of `every`)
+                atoms = bare(last)
+                atoms.set_cell(atoms.cell[:] / (1.0 + float(info["strain"])), scale_atoms=True)
+                starts[s] = atoms
+                found.add(s)
+        return starts
 
     def _md_rng(self, k: int, r: int) -> np.random.Generator:
         return np.random.default_rng([int(self.cfg["seed"]), 11, k, r])

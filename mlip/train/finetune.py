@@ -48,7 +48,7 @@ ENERGY_REFERENCE: Dict[str, str] = {"deepmd": "energy_bias", "nequip": "energy_s
 EXPORT_METADATA_FILE = "mlip_metadata.json"
 # Recipe model keys that are about the run, not the architecture, or that the model fills in from the
 # data (`fit_statistics`): not compared with the trained model's configuration.
-NOT_ARCHITECTURE = {"family", "init_from", "freeze", "species", "seed", "init_noise", "from_file",
+NOT_ARCHITECTURE = {"family", "init_from", "freeze", "species", "seed", "init_noise", "from_file", "fused",
                     "min_dist", "scaling", "avg_num_neighbors", "energy_scale"}
 CUTOFF_KEYS = ("cutoff", "rcut")
 
