@@ -63,8 +63,23 @@ class Gate(nn.Module):
         self.dim_in = i
         self.silu_cst: float = second_moment_constant("silu")
         self.tanh_cst: float = second_moment_constant("tanh")
+        self.all_even: bool = not any(odd for _, _, odd in blocks)
+        # gate of every column of the gated irreps [gated.dim] (not persistent: no checkpoint key)
+        index = [g + k // d for g, _, mul, d in gated for k in range(mul * d)]
+        self.register_buffer("gate_index", torch.tensor(index, dtype=torch.long), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Few wide ops instead of one per irrep block: when every scalar is even, one SiLU covers
+        the scalars and the gates, and one product (gates repeated over their irreps' columns by an
+        index) all gated irreps. Each slice costs a zero-filled full-width tensor in the backward,
+        and the force loss runs that backward twice."""
+        s = self.n_scalar_dim
+        if self.all_even:
+            act = torch.nn.functional.silu(x[:, : s + self.n_gates]) * self.silu_cst  # [n, scalars + gates]
+            if self.n_gates == 0:
+                return act
+            gated = x[:, s + self.n_gates :] * act[:, s:].index_select(1, self.gate_index)  # [n, gated.dim]
+            return torch.cat([act[:, :s], gated], dim=1)
         outs: List[Tensor] = []
         for a, b, odd in self.scalar_blocks:
             if odd:
@@ -72,7 +87,6 @@ class Gate(nn.Module):
             else:
                 outs.append(torch.nn.functional.silu(x[:, a:b]) * self.silu_cst)
         if self.n_gates > 0:
-            s = self.n_scalar_dim
             gates = torch.nn.functional.silu(x[:, s : s + self.n_gates]) * self.silu_cst  # [n, n_gates]
             for g, i, mul, d in self.gated_blocks:
                 v = x[:, i : i + mul * d].reshape(-1, mul, d) * gates[:, g : g + mul].unsqueeze(-1)

@@ -83,6 +83,8 @@ class InteractionBlock(nn.Module):
         )
         self.gate = Gate(scalars, n_gates, gated)
         self.residual = residual_slices(self.irreps_in, self.irreps_out) if resnet else []
+        prefix = all(a == o for a, o, _ in self.residual)
+        self.residual_prefix: int = sum(n for _, _, n in self.residual) if prefix else 0
 
     def message_input(self, h: Tensor) -> Tensor:
         """x = Lin1 h [N_in, irreps_in.dim]: what every atom sends along its edges (node-wise, so a
@@ -99,7 +101,9 @@ class InteractionBlock(nn.Module):
         w = self.radial(basis)  # n_paths x [S, u]
         agg = self.conv(x, sh, t_list, w, slot_src, n_out, n_max) * inv_sqrt_nn  # [n_out, irreps_mid.dim]
         y = self.gate(self.linear_2(agg) + self.self_connection(h_c, onehot_c))
-        if len(self.residual) > 0:
+        if self.residual_prefix > 0:  # the output is a prefix of the input layout: one slice, no cat
+            y = y + (h_c[:, : self.residual_prefix] if self.residual_prefix < h_c.shape[1] else h_c)
+        elif len(self.residual) > 0:
             parts: List[Tensor] = []
             for a, _, n in self.residual:
                 parts.append(h_c[:, a : a + n])

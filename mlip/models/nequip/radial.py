@@ -64,13 +64,17 @@ class RadialMLP(nn.Module):
         self.chunk: int = sizes[-1] // n_chunks
 
     def forward(self, x: Tensor) -> List[Tensor]:
+        """The activation's normalisation constant multiplies the next layer's (small) weight
+        matrix instead of the [n_edges, hidden] activations: the same function without one pass
+        over the widest tensors in the forward, the force backward and the backward of that."""
         n = len(self.scales)
         out: List[Tensor] = []
         for k, w in enumerate(self.weights):
+            scale = self.scales[k] * (self.act_cst if k > 0 else 1.0)
             if k < n - 1:
-                x = torch.nn.functional.silu(torch.matmul(x, w * self.scales[k])) * self.act_cst
+                x = torch.nn.functional.silu(torch.matmul(x, w * scale))
             else:
-                for wc in torch.split(w * self.scales[k], self.chunk, dim=1):
+                for wc in torch.split(w * scale, self.chunk, dim=1):
                     out.append(torch.matmul(x, wc))
         return out
 
