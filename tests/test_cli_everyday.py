@@ -79,9 +79,9 @@ def test_info(qs, capsys):
     assert meta["family"] == "mtp" and meta["species"] == ["Cu"] and meta["cutoff"] == 4.5
     assert meta["n_parameters"] == n and meta["dtype"] == "float64" and meta["has_grade"] is False
     train = meta["training"]["data"]["train"]
-    # RUN/model.pt is the best validated checkpoint: an evaluation of the full-batch fit (max_iter 150)
+    # RUN/model.pt is the best validated checkpoint: an evaluation of the full-batch fit (max_iter 100)
     assert meta["training"]["checkpoint"] == "best.pt" and train["n_frames"] == 68
-    assert 0 < meta["training"]["step"] <= 150
+    assert 0 < meta["training"]["step"] <= 100
     assert train["elements"] == {"Cu": train["n_atoms"]} and train["labelled"]["virial"] == 68
     assert main(["info", qs["model"]]) == 0
     out = capsys.readouterr().out
