@@ -143,6 +143,12 @@ def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
             Job("al", "active learning vs random, GFN1-xTB water; labelling executors", "bench_al_xtb.py",
                 ["--quick", "--seeds", "21", "--workdir", str(REPO / "runs" / "quick_bench_al_xtb")] if q else [],
                 results=["bench_al_xtb"]),
+            # after bench_al_xtb: its random_s21 run's labels, from scratch, against its 10 initial boxes
+            Job("al", "xTB water: does the test error depend on the labels at all? (DP and NequIP-style)",
+                "bench_al_capacity.py",
+                ["--run", str(REPO / "runs" / "quick_bench_al_xtb" / "random_s21"), "--minutes", "0.1",
+                 "--families", "deepmd", "--workdir", str(REPO / "runs" / "quick_bench_al_capacity"),
+                 "--save-name", "quick_al_capacity"] if q else [], results=["al_capacity"]),
             Job("al", "ASE vs LAMMPS exploration (xTB water recipe)", "bench_explore_engines.py",
                 ["--steps", "60", "--runs", "3", "--workdir", str(REPO / "runs" / "quick_bench_explore"),
                  "--save-name", "quick_explore_engines"] if q else [],

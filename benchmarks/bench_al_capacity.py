@@ -5,7 +5,7 @@ test error, no selection rule can show a label saving with that model: the error
 capacity and training, not by which configurations were labelled.
 
     python benchmarks/bench_al_capacity.py [--run runs/bench_al_xtb/random_s21] [--minutes 8]
-        [--families deepmd nequip]
+        [--families deepmd nequip] [--save-name al_capacity]
 
 Writes benchmarks/results/al_capacity.json. One thread per training; runs one after the other.
 """
@@ -63,6 +63,7 @@ def main(argv: List[str] = None) -> int:
     ap.add_argument("--minutes", type=float, default=8.0)
     ap.add_argument("--families", nargs="+", default=["deepmd", "nequip"], choices=["deepmd", "nequip"])
     ap.add_argument("--workdir", default=str(REPO / "runs" / "bench_al_capacity"))
+    ap.add_argument("--save-name", default="al_capacity", help="results file stem (default al_capacity)")
     a = ap.parse_args(argv)
     from ase.io import read, write
 
@@ -93,9 +94,9 @@ def main(argv: List[str] = None) -> int:
             print(f"{fam:>7} on {name:<12} ({len(frames):>3} frames, {summary['steps']} steps): "
                   f"E {rows[-1]['test_energy_rmse_meV']:.2f} meV/atom, F {t['force_rmse']:.4f} eV/Å", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "al_capacity.json").write_text(json.dumps(
-        {"run": a.run, "test_set": test, "minutes": a.minutes, "rows": rows}, indent=1))
-    print(f"wrote {RESULTS / 'al_capacity.json'}")
+    out = RESULTS / f"{a.save_name}.json"
+    out.write_text(json.dumps({"run": a.run, "test_set": test, "minutes": a.minutes, "rows": rows}, indent=1))
+    print(f"wrote {out}")
     return 0
 
 
