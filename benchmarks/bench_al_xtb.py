@@ -137,9 +137,8 @@ def main(argv=None) -> int:
               f"{n_al if n_al is not None else 'never'} labels"
               + (f" ({n_al / n_rand:.0%} of random's)" if n_al is not None and n_rand else ""))
     old = RESULTS / "bench_al_xtb.json"
-    if args.skip_speed and old.is_file() and "labelling" in json.loads(old.read_text()):
-        speed = json.loads(old.read_text())["labelling"]
-    else:
+    speed = json.loads(old.read_text()).get("labelling") if args.skip_speed and old.is_file() else None
+    if speed is None:
         speed = labelling_speed(args.workdir, 4 if args.quick else args.speed_labels)
     print(f"labelling speed-up with 2 workers over local: process {speed['speedup_process']:.2f}x, "
           f"dask {speed['speedup_dask']:.2f}x")

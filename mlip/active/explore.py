@@ -138,6 +138,8 @@ class Explorer:
             return starts
         found = set()
         for j in range(k - 1, -1, -1):  # latest iteration first
+            if len(found) == len(starts):
+                break
             d = self.store.it_dir(j, "explore")
             runs = sorted((f for f in os.listdir(d) if f.startswith("run_") and f.endswith(".json")),
                           reverse=True) if os.path.isdir(d) else []
