@@ -6,10 +6,12 @@ over several seeds. Force RMSE on an independent xTB MD test set (Langevin MD of
 Then the wall-clock of labelling the same configurations with `label.executor` local, process and
 dask (2 workers, 1 thread each) on 48 boxes of the recipe's size (32 molecules).
 
-    python benchmarks/bench_al_xtb.py [--workdir runs/bench_al_xtb] [--seeds 21 22] [--quick]
+    python benchmarks/bench_al_xtb.py [--recipe training/al_water_xtb_mtp.yaml] [--workdir DIR]
+        [--seeds 21 22] [--quick]
 
-Resumable (each loop is `mlip al`). Writes benchmarks/results/bench_al_xtb.json and
-bench_al_xtb.png. Needs `pip install 'mlip[xtb]'`.
+Resumable (each loop is `mlip al`; loops already finished in the workdir are read back). Writes
+benchmarks/results/<save-name>.json and .png (default name: bench_al_xtb for the DP recipe,
+bench_al_xtb_<recipe stem> otherwise). Needs `pip install 'mlip[xtb]'`.
 """
 from __future__ import annotations
 
@@ -27,20 +29,22 @@ from bench_al import md_test_set, plot_curves, run_pairs
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(os.environ.get("MLIP_BENCH_RESULTS", REPO / "benchmarks" / "results"))
 CONFIG = REPO / "training" / "al_water_xtb.yaml"
+FAMILY_NAMES = {"deepmd": "DP se_e2_a", "mtp": "MTP", "nequip": "NequIP-style"}
 
 
-def xtb_spec():
+def xtb_spec(config: Path = CONFIG):
     import yaml
 
-    return yaml.safe_load(CONFIG.read_text())["oracle"]
+    return yaml.safe_load(Path(config).read_text())["oracle"]
 
 
-def test_set(path: str, n_traj: int = 3, per_traj: int = 6, temperature: float = 350.0, seed: int = 2024) -> None:
+def test_set(path: str, config: Path = CONFIG, n_traj: int = 3, per_traj: int = 6, temperature: float = 350.0,
+             seed: int = 2024) -> None:
     """xTB Langevin MD (0.5 fs) of 16-molecule water boxes: a snapshot every 20 fs after 100 fs."""
     from mlip.datagen import make_calculator, water_box
 
     md_test_set(path, lambda t: water_box(16, density=1.0 + 0.02 * (t - 1), seed=seed + t, rattle=0.03),
-                lambda: make_calculator(xtb_spec()), n_traj, per_traj, temperature, 0.5, 200, 40, seed,
+                lambda: make_calculator(xtb_spec(config)), n_traj, per_traj, temperature, 0.5, 200, 40, seed,
                 f"xtb_md_{temperature:g}K")
 
 
@@ -55,7 +59,7 @@ def oracle_seconds(out: str):
     return series
 
 
-def labelling_speed(workdir: str, n: int, molecules: int = 32) -> dict:
+def labelling_speed(workdir: str, n: int, molecules: int = 32, config: Path = CONFIG) -> dict:
     """Wall-clock of labelling the same `n` boxes with each executor (2 workers, 1 thread each)."""
     from mlip.active.executors import close_executors, run_labels
     from mlip.datagen import water_box
@@ -69,7 +73,7 @@ def labelling_speed(workdir: str, n: int, molecules: int = 32) -> dict:
             os.remove(os.path.join(d, f))
         tasks = [(b, os.path.join(d, f"{j:04d}.xyz"), os.path.join(d, f"{j:04d}.failed.json"), {"al_index": j})
                  for j, b in enumerate(boxes)]
-        cfg = {"oracle": xtb_spec(), "label": {"executor": ex, "workers": 2, "address": None, "threads": 1}}
+        cfg = {"oracle": xtb_spec(config), "label": {"executor": ex, "workers": 2, "address": None, "threads": 1}}
         t0 = time.perf_counter()
         run_labels(cfg, tasks, lambda i, s: None)
         close_executors()  # start-up and shut-down of the pool / cluster are part of the cost
@@ -81,12 +85,13 @@ def labelling_speed(workdir: str, n: int, molecules: int = 32) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workdir", default=str(REPO / "runs" / "bench_al_xtb"))
+    ap.add_argument("--recipe", default=str(CONFIG), help="the active-learning recipe (default %(default)s)")
+    ap.add_argument("--save-name", default=None, help="results file stem (default: see above)")
+    ap.add_argument("--workdir", default=None, help="default runs/<save-name>")
     ap.add_argument("--seeds", nargs="+", type=int, default=[21, 22])
     ap.add_argument("--quick", action="store_true", help="smoke version (2 iterations, tiny trainings)")
-    ap.add_argument("--gamma-lo", type=float, default=1.1,
-                    help="γ threshold of the AL runs (the recipe's 1.5 stops labelling once the model trusts "
-                         "itself, before the label budget that random selection spends)")
+    ap.add_argument("--gamma-lo", type=float, default=None,
+                    help="γ threshold of the AL runs (default: the recipe's select.gamma_lo)")
     ap.add_argument("--speed-labels", type=int, default=48, help="boxes for the executor timing (the recipe's budget)")
     ap.add_argument("--skip-speed", action="store_true",
                     help="keep the executor timing of the previous results file (e.g. on a busy machine, or "
@@ -96,10 +101,14 @@ def main(argv=None) -> int:
 
     _os.environ.setdefault("OMP_NUM_THREADS", "1")  # the loop's own xTB calls (initial set, test set)
 
-    args.workdir = os.path.abspath(args.workdir)  # the recipe's relative paths resolve against its own folder
+    recipe = Path(args.recipe).resolve()
+    if args.save_name is None:
+        tail = recipe.stem.replace("al_water_xtb", "").strip("_")
+        args.save_name = "bench_al_xtb" + (f"_{tail}" if tail else "")
+    args.workdir = os.path.abspath(args.workdir or REPO / "runs" / args.save_name)  # the recipe's relative paths resolve against its own folder
     os.makedirs(args.workdir, exist_ok=True)
     test = os.path.join(args.workdir, "test_xtb_350K.xyz")
-    test_set(test, n_traj=1 if args.quick else 3, per_traj=2 if args.quick else 6)
+    test_set(test, recipe, n_traj=1 if args.quick else 3, per_traj=2 if args.quick else 6)
     quick = {}
     if args.quick:
         quick = {"iterations": 2, "first_steps": 100, "max_labels_total": 6,
@@ -108,10 +117,14 @@ def main(argv=None) -> int:
 
     def shorter(cfg):
         if args.quick:
-            cfg["train"]["training"]["steps"] = 50
+            if cfg["train"].get("optimizer", {}).get("name") in ("varpro", "lbfgs"):
+                cfg["train"]["optimizer"]["max_iter"] = 5  # full-batch evaluations
+                cfg["first_steps"] = 10
+            else:
+                cfg["train"]["training"]["steps"] = 50
 
-    curves = run_pairs(str(CONFIG), args.seeds, quick, args.workdir, test, edit=shorter,
-                       al_select={"gamma_lo": args.gamma_lo})
+    curves = run_pairs(str(recipe), args.seeds, quick, args.workdir, test, edit=shorter,
+                       al_select={} if args.gamma_lo is None else {"gamma_lo": args.gamma_lo})
     for name, curve in curves.items():
         secs = oracle_seconds(os.path.join(args.workdir, name))
         for p in curve:
@@ -136,22 +149,27 @@ def main(argv=None) -> int:
         print(f"random: {n_rand} labels -> {target:.4f} eV/Å; AL reaches it with "
               f"{n_al if n_al is not None else 'never'} labels"
               + (f" ({n_al / n_rand:.0%} of random's)" if n_al is not None and n_rand else ""))
-    old = RESULTS / "bench_al_xtb.json"
+    out_json, out_png = RESULTS / f"{args.save_name}.json", RESULTS / f"{args.save_name}.png"
+    old = out_json if out_json.is_file() else RESULTS / "bench_al_xtb.json"
     speed = json.loads(old.read_text()).get("labelling") if args.skip_speed and old.is_file() else None
     if speed is None:
-        speed = labelling_speed(args.workdir, 4 if args.quick else args.speed_labels)
+        speed = labelling_speed(args.workdir, 4 if args.quick else args.speed_labels, config=recipe)
     print(f"labelling speed-up with 2 workers over local: process {speed['speedup_process']:.2f}x, "
           f"dask {speed['speedup_dask']:.2f}x")
     payload = {"test_set": test, "curves": curves, "verdicts": verdicts, "labelling": speed,
                "al_gamma_lo": args.gamma_lo,
-               "config": str(CONFIG), "quick": args.quick}
+               "config": str(recipe), "quick": args.quick}
     if not args.quick:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "bench_al_xtb.json").write_text(json.dumps(payload, indent=1))
-        plot_curves(curves, RESULTS / "bench_al_xtb.png", len(args.seeds),
-                    "liquid water (16 H2O), GFN1-xTB oracle, DP se_e2_a: error vs labels and oracle CPU time",
+        import yaml
+
+        family = yaml.safe_load(recipe.read_text())["train"]["model"]["family"]
+        out_json.write_text(json.dumps(payload, indent=1))
+        plot_curves(curves, out_png, len(args.seeds),
+                    f"liquid water, GFN1-xTB oracle, {FAMILY_NAMES.get(family, family)}: error vs labels and "
+                    "oracle CPU time",
                     "force RMSE on 350 K xTB MD (eV/Å)", extra_x=("oracle_cpu_s", "oracle CPU-seconds of the labels"))
-        print(f"wrote {RESULTS / 'bench_al_xtb.json'} and {RESULTS / 'bench_al_xtb.png'}")
+        print(f"wrote {out_json} and {out_png}")
     return 0
 
 

@@ -306,19 +306,24 @@ def section_accuracy(res: Dict[str, Any]) -> str:
 
 
 def section_al_capacity(res: Dict[str, Any]) -> str:
-    """bench_al_capacity: the same training budget from scratch on the AL loop's initial boxes and on
-    initial + all labels: how much the labels can lower the test error at all."""
-    d = res.get("al_capacity")
-    if not isinstance(d, dict) or not isinstance(d.get("rows"), list):
+    """bench_al_capacity (every al_capacity*.json): the same training budget from scratch on the AL
+    loop's initial boxes and on initial + all labels: how much the labels can lower the test error at all."""
+    rows = []
+    for name in sorted(k for k in res if k.startswith("al_capacity")):
+        d = res[name]
+        if not isinstance(d, dict) or not isinstance(d.get("rows"), list):
+            continue
+        rows += [[r["family"], r["data"], r["frames"], d.get("minutes"), r["steps"], r["test_energy_rmse_meV"],
+                  r["test_force_rmse"], name] for r in d["rows"]]
+    if not rows:
         return ""
-    rows = [[r["family"], r["data"], r["frames"], r["steps"], r["test_energy_rmse_meV"], r["test_force_rmse"]]
-            for r in d["rows"]]
     return ("## Active learning, xTB water: does the test error depend on the labels?\n\n"
-            f"Trained from scratch for {d.get('minutes')} min each (1 thread, clock-driven schedule) on the "
-            "loop's 10 initial boxes and on those plus every label of a finished loop; RMSE on the 350 K xTB MD "
-            "test set. `python benchmarks/bench_al_capacity.py`.\n\n"
-            + table(["family", "training data", "frames", "steps", "E RMSE meV/atom", "F RMSE eV/Å"], rows,
-                    [0, 0, 0, 0, 2, 4]) + "\n")
+            "Trained from scratch (1 thread; DP and NequIP-style: clock-driven schedule; MTP: variable "
+            "projection stopped at the budget) on the loop's 10 initial boxes and on those plus every label of "
+            "a finished loop; RMSE on the 350 K xTB MD test set. "
+            "`python benchmarks/bench_al_capacity.py --families deepmd nequip mtp --minutes M`.\n\n"
+            + table(["family", "training data", "frames", "minutes", "steps", "E RMSE meV/atom", "F RMSE eV/Å",
+                     "result"], rows, [0, 0, 0, 0, 0, 2, 4, 0]) + "\n")
 
 
 def section_lammps(res: Dict[str, Any]) -> str:
