@@ -15,8 +15,9 @@ installed into its own venv first — benchmarks/peers.py, `.peers-venv` or MLIP
 `<that>-nequip` for NequIP — unless --no-install, in which case its runs print SKIP):
 
 * water    — bench_water.py (our DP; our NequIP-style in float32) and peer_deepmd.py water (DeePMD-kit TF), same budget,
-             same hyper-parameters, same threads, one after the other; bench_ddp.py: our DP trained on 1
-             and 2 ranks (torch.distributed, gloo), frames/s at the same global batch.
+             same hyper-parameters, same threads, one after the other; peer_nequip_water.py: NequIP 0.19 (nequip-train,
+             its own venv) with the architecture of training/nequip_water.yaml, float32, the same budget; bench_ddp.py:
+             our DP trained on 1 and 2 ranks (torch.distributed, gloo), frames/s at the same global batch.
 * lammps   — bench_lammps.py (pair_style mlip, fcc Cu: small DP 1k-100k atoms, NequIP-style 1k-100k
              atoms on 1 and 2 ranks with memory per atom against the ASE calculator) and peer_deepmd.py lammps: pair_style deepmd
              (plain, compressed) and pair_style mlip with the same se_e2_a water architecture on the
@@ -88,6 +89,10 @@ def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
                         ["--recipe", "nequip_water.yaml", "--minutes", minutes, "--dtype", "float32", "--threads", *thr] +
                         (["--output", str(REPO / "runs" / "quick_water_nequip")] if q else []),
                         results=["water_nequip_float32"]))
+        # its peer: NequIP itself (nequip-train in its own venv), same architecture, split, budget and threads
+        jobs.append(Job("water", "water, NequIP 0.19 (the package, float32)", "peer_nequip_water.py",
+                        ["--minutes", minutes, "--dtype", "float32", "--threads", *thr] + (["--quick"] if q else []),
+                        peer="nequip", results=["water_nequip_peer_float32"]))
     if "lammps" in sections:
         jobs.append(Job("lammps", "pair_style mlip (fcc Cu)", "bench_lammps.py",
                         (["--quick", "--sizes", "1000", "--ranks", "1", "--no-deepbind-check"] if q else

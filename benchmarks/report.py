@@ -247,6 +247,8 @@ def section_water(res: Dict[str, Any]) -> str:
             continue
         if name.startswith("water_dp"):
             code = "mlip DP"
+        elif name.startswith("water_nequip_peer"):  # before water_nequip: NequIP itself, not ours
+            code = "NequIP 0.19 (peer)"
         elif name.startswith("water_nequip"):
             code = "mlip NequIP-style"
         elif name.startswith("water_deepmd"):
@@ -263,7 +265,8 @@ def section_water(res: Dict[str, Any]) -> str:
     head = ("## Water (DeePMD-kit example), side by side\n\nSame hyper-parameters (training/water_dp.yaml = DeePMD-kit's "
             "se_e2_a water example), train data_0 + data_1, validate on all of data_2, same wall-clock budget, "
             "schedule compressed onto the steps that fit (throughput probe). Commands: "
-            "`python -m benchmarks water` (runs benchmarks/bench_water.py and benchmarks/peer_deepmd.py water).\n\n")
+            "`python -m benchmarks water` (runs benchmarks/bench_water.py, benchmarks/peer_deepmd.py water and "
+            "benchmarks/peer_nequip_water.py: NequIP 0.19 with the architecture of training/nequip_water.yaml).\n\n")
     if not rows:
         return head + "_Not measured yet._\n"
     return head + table(["code", "dtype", "threads", "minutes", "steps", "frames/s", "parameters", "E RMSE meV/atom",

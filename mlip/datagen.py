@@ -72,9 +72,17 @@ def generate_frames(kind: str = "emt", element: str = "Cu", n_frames: int = 40, 
     return frames
 
 
-def water_box(n_molecules: int = 16, density: float = 1.0, seed: int = 0, rattle: float = 0.0):
+def water_box(n_molecules: int = 16, density: float = 1.0, seed: int = 0, rattle: float = 0.0,
+              min_distance: float = 1.5, tries: int = 200):
     """A cubic periodic box of `n_molecules` randomly oriented water molecules on a simple-cubic grid at
-    `density` (g/cm³), positions rattled by `rattle` Å (Gaussian): a start for liquid-water MD."""
+    `density` (g/cm³), positions rattled by `rattle` Å (Gaussian): a start for liquid-water MD.
+
+    Grid sites are ~2.5 Å apart, so two molecules turned towards each other would put hydrogens of
+    different molecules ~0.7 Å apart: a configuration that liquid water never visits, and whose
+    relaxation would dominate the first picoseconds of any MD started from it (and of any data set or
+    active-learning pool drawn from that MD). Each molecule's orientation is therefore drawn until every
+    distance to the atoms of molecules already placed (minimum image) is at least `min_distance` Å (a
+    hydrogen bond's H···O is ~1.8 Å), keeping the best of `tries` draws if none reaches it."""
     from ase import Atoms
     from ase.build import molecule
     from scipy.spatial.transform import Rotation
@@ -86,13 +94,25 @@ def water_box(n_molecules: int = 16, density: float = 1.0, seed: int = 0, rattle
     k = int(np.ceil(n_molecules ** (1 / 3) - 1e-9))
     h2o = molecule("H2O")
     h2o.positions -= h2o.get_center_of_mass()
-    box = Atoms(cell=[side] * 3, pbc=True)
     sites = [(i, j, m) for i in range(k) for j in range(k) for m in range(k)]
+    placed = np.zeros((0, 3))
     for n in rng.permutation(len(sites))[:n_molecules]:
-        w = h2o.copy()
-        w.positions = Rotation.random(random_state=int(rng.integers(1 << 31))).apply(w.positions)
-        w.positions += (np.asarray(sites[n]) + 0.5) * side / k
-        box += w
+        centre = (np.asarray(sites[n]) + 0.5) * side / k
+        best, best_d = None, -1.0
+        for _ in range(max(1, int(tries))):
+            pos = Rotation.random(random_state=int(rng.integers(1 << 31))).apply(h2o.positions) + centre
+            if not len(placed):
+                best = pos
+                break
+            diff = pos[:, None, :] - placed[None, :, :]
+            diff -= side * np.round(diff / side)  # minimum image in the cubic box
+            d = float(np.sqrt((diff ** 2).sum(-1)).min())
+            if d > best_d:
+                best, best_d = pos, d
+            if d >= min_distance:
+                break
+        placed = np.vstack([placed, best])
+    box = Atoms("OH2" * n_molecules, positions=placed, cell=[side] * 3, pbc=True)
     if rattle:
         box.positions += rng.normal(0.0, rattle, box.positions.shape)
     box.wrap()
