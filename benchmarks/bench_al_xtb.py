@@ -11,7 +11,9 @@ dask (2 workers, 1 thread each) on 48 boxes of the recipe's size (32 molecules).
 
 Resumable (each loop is `mlip al`; loops already finished in the workdir are read back). Writes
 benchmarks/results/<save-name>.json and .png (default name: bench_al_xtb for the DP recipe,
-bench_al_xtb_<recipe stem> otherwise). Needs `pip install 'mlip[xtb]'`.
+bench_al_xtb_<recipe stem> otherwise). Needs `pip install 'mlip[xtb]'`. Kept results: bench_al_xtb.json
+(DP recipe, made with --gamma-lo 1.1), bench_al_xtb_mtp.json (MTP recipe) and bench_al_xtb_mtp_overlap.json
+(MTP recipe, loops run before commit 2f2e229, when `water_box` still let molecules overlap).
 """
 from __future__ import annotations
 
