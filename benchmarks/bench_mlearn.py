@@ -8,6 +8,7 @@ With a budget the schedule follows the clock over the recipe's nominal `training
 bench_water.py); `--steps N` replaces that span, its decay_steps scaled to keep the number of stairs.
 An interrupted run is continued from its last checkpoint when the command is given again (or with
 --resume); the budget counts only the seconds trained. Writes benchmarks/results/mlearn_<El>_<recipe>.json
+(or --save-name)
 with the learning curve (validation errors against training seconds) and prints both.
 """
 from __future__ import annotations
@@ -34,12 +35,14 @@ def main() -> None:
     add_run_args(ap, minutes=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--output", default=None)
+    ap.add_argument("--save-name", default=None, help="results JSON stem (default mlearn_<El>_<recipe>)")
     args = ap.parse_args()
     el = args.element
     data = shared("mlearn", el)
     torch.set_num_threads(args.threads)
     name = recipe_path(args.recipe).stem
     out_dir = args.output or str(REPO / "runs" / f"bench_mlearn_{name}")
+    save_name = args.save_name or f"mlearn_{el}_{name}"
     budget = budget_seconds(args)
     key = run_key(args.recipe, element=el, steps=args.steps, budget_s=budget)
     config = resume_config(out_dir, key, args.resume)
@@ -60,7 +63,7 @@ def main() -> None:
            "test_energy_mae_meV": test["energy_mae"] * 1e3, "test_energy_rmse_meV": test["energy_rmse"] * 1e3,
            "test_force_mae": test["force_mae"], "test_force_rmse": test["force_rmse"],
            "test_stress_rmse_GPa": test.get("stress_rmse_gpa"), "last_lr": res.get("last_lr"),
-           "learning_curve": learning_curve(out_dir, f"mlearn_{el}_{name}")}
+           "learning_curve": learning_curve(out_dir, save_name)}
     print(f"\nmlearn {el} test set ({test['n_frames']} structures, {test['n_atoms']} atoms)")
     print(f"{'model':<16}{'E MAE meV/atom':>16}{'E RMSE':>10}{'F MAE eV/Å':>12}{'F RMSE':>10}")
     print(f"{'mlip ' + out['family']:<16}{out['test_energy_mae_meV']:>16.2f}{out['test_energy_rmse_meV']:>10.2f}"
@@ -72,7 +75,7 @@ def main() -> None:
     for r in out["learning_curve"]:
         print(f"  {r['step']:>7d} {r['seconds'] / 60:>7.1f} {r['lr']:>9.2e} {r['energy_rmse_meV']:>10.2f} "
               f"{r['force_rmse'] or float('nan'):>8.3f}")
-    print("written", save(f"mlearn_{el}_{name}", out))
+    print("written", save(save_name, out))
 
 
 if __name__ == "__main__":

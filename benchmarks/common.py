@@ -88,16 +88,19 @@ def resume_config(run_dir: str, key: Dict[str, Any], resume: bool) -> Optional[D
 
 
 def train_recipe(recipe: str, overrides: Dict[str, Any], resume: bool = False,
-                 config: Optional[Dict[str, Any]] = None, key: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Train from training/<recipe> with overrides — or continue the run of `config` (`resume_config`)
-    — and export its best checkpoint; returns the summary and the export path. `key` (`run_key`) is
-    written into a new run directory so that an interrupted run can be recognised and continued."""
+                 config: Optional[Dict[str, Any]] = None, key: Optional[Dict[str, Any]] = None,
+                 settings: Optional[List[str]] = None) -> Dict[str, Any]:
+    """Train from training/<recipe> with overrides (merged like the file) and `settings` (`--set`
+    KEY=VALUE items: one key each, also inside the model section) — or continue the run of `config`
+    (`resume_config`) — and export its best checkpoint; returns the summary and the export path. `key`
+    (`run_key`) is written into a new run directory so that an interrupted run can be recognised and
+    continued."""
     from mlip.export import export_model
-    from mlip.train.config import load_config
+    from mlip.train.config import load_config, parse_settings
     from mlip.train.trainer import Trainer, load_checkpoint_model
 
     resume = resume or config is not None
-    cfg = config if config is not None else load_config(str(recipe_path(recipe)), overrides)
+    cfg = config if config is not None else load_config(str(recipe_path(recipe)), overrides, parse_settings(settings))
     t0 = time.time()
     tr = Trainer(cfg, resume=resume, overwrite=not resume)
     if key is not None and not resume:

@@ -302,11 +302,15 @@ def evaluate(wd: Path, ckpt: Path, test: List, threads: int) -> Dict[str, Any]:
                 f.energy, f.forces, f.virial, vol, group=f.group)
         a += n
     s = acc.summary()
+    # the per-atom energy error split into its mean (a constant offset: the reference energy that the
+    # trainable per-type shifts did not reach) and its spread about that mean
+    de = np.array([(float(p["energy"][k]) - f.energy) / len(f.symbols) for k, f in enumerate(test)])
     return {"checkpoint": str(ckpt), "eval_s": float(p["s"]), "n_parameters": int(p["n_parameters"]),
             "versions": json.loads(str(p["versions"])), "val_frames": s.get("n_frames"),
             "val_energy_rmse_meV_per_atom": s["energy_rmse"] * 1e3, "val_force_rmse_eV_A": s["force_rmse"],
             "val_energy_mae_meV_per_atom": s["energy_mae"] * 1e3, "val_force_mae_eV_A": s["force_mae"],
-            "summary": s}
+            "val_energy_mean_error_meV_per_atom": float(de.mean()) * 1e3,
+            "val_energy_std_meV_per_atom": float(de.std()) * 1e3, "summary": s}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -359,7 +363,8 @@ def water_benchmark(minutes: float, threads: int, dtype: str, output: Optional[s
     print(f"NequIP {res['nequip_version']} water ({dtype}, {threads} thread(s), {minutes:g} min): {res['steps']} steps, "
           f"{res['frames_per_s']:.2f} frames/s (start-up {res['startup_s']:.0f} s, training {res['train_s']:.0f} s); "
           f"data_2 ({res['val_frames']} frames) energy RMSE {res['val_energy_rmse_meV_per_atom']:.3f} meV/atom, "
-          f"force RMSE {res['val_force_rmse_eV_A']:.4f} eV/Å; {res['n_parameters']} parameters")
+          f"force RMSE {res['val_force_rmse_eV_A']:.4f} eV/Å; {res['n_parameters']} parameters; energy error per atom: "
+          f"mean {res['val_energy_mean_error_meV_per_atom']:.3f}, spread (std) {res['val_energy_std_meV_per_atom']:.3f} meV")
     if "val_force_rmse_eV_A" in res.get("best_checkpoint", {}):
         b = res["best_checkpoint"]
         print(f"  best checkpoint: energy RMSE {b['val_energy_rmse_meV_per_atom']:.3f} meV/atom, "

@@ -107,18 +107,23 @@ def goal_rows(res: Dict[str, Any]) -> List[List[Any]]:
     else:
         out.append(["MTP ≤ 1.0× SNAP at better accuracy", "not measured", None, "bench_mtp_snap"])
     found = False
+    pairs = (("water_dp", "water_deepmd", "water DP force RMSE ≤ DeePMD-kit's and frames/s ≥ 1.3×", 1.3),
+             ("water_nequip", "water_nequip_peer", "water NequIP-style force RMSE ≤ NequIP's and frames/s ≥ 1.5×", 1.5))
     for dt in ("float32", "float64"):
-        ours_w, peer_w = res.get(f"water_dp_{dt}"), res.get(f"water_deepmd_{dt}")
-        if isinstance(ours_w, dict) and isinstance(peer_w, dict) and "val_force_rmse_eV_A" in ours_w \
-                and "val_force_rmse_eV_A" in peer_w:
+        for ours_name, peer_name, goal, speed in pairs:
+            ours_w, peer_w = res.get(f"{ours_name}_{dt}"), res.get(f"{peer_name}_{dt}")
+            if not (isinstance(ours_w, dict) and isinstance(peer_w, dict) and "val_force_rmse_eV_A" in ours_w
+                    and "val_force_rmse_eV_A" in peer_w):
+                continue
             found = True
             a, b = ours_w["val_force_rmse_eV_A"], peer_w["val_force_rmse_eV_A"]
-            out.append([f"water DP force RMSE ≤ DeePMD-kit's at equal budget ({dt})",
-                        f"{a:.4f} vs {b:.4f} eV/Å ({ours_w.get('frames_per_s', math.nan):.2f} vs "
-                        f"{peer_w.get('frames_per_s', math.nan):.2f} frames/s, {ours_w.get('minutes')} min each)",
-                        a <= b, f"water_dp_{dt}, water_deepmd_{dt}"])
+            fa, fb = ours_w.get("frames_per_s", math.nan), peer_w.get("frames_per_s", math.nan)
+            out.append([f"{goal} at equal budget ({dt})",
+                        f"{a:.4f} vs {b:.4f} eV/Å ({fa:.2f} vs {fb:.2f} frames/s = {fa / fb:.2f}×, "
+                        f"{ours_w.get('minutes')} min each)", a <= b and fa >= speed * fb,
+                        f"{ours_name}_{dt}, {peer_name}_{dt}"])
     if not found:
-        out.append(["water DP force RMSE ≤ DeePMD-kit's", "not measured", None, "water_*"])
+        out.append(["water DP / NequIP-style against their peers", "not measured", None, "water_*"])
     lm = res.get("lammps_mlip") if isinstance(res.get("lammps_mlip"), dict) else {}
     one = sorted((r["atoms"], r["us_per_atom_step"]) for r in lm.get("lammps", []) if r.get("ranks") == 1
                  and r.get("us_per_atom_step"))
@@ -271,15 +276,19 @@ def section_water(res: Dict[str, Any]) -> str:
             "benchmarks/peer_nequip_water.py: NequIP 0.19 with the architecture of training/nequip_water.yaml).\n\n")
     if not rows:
         return head + "_Not measured yet._\n"
+    notes = [f"{name}: per-atom energy error = a constant offset of {d['val_energy_mean_error_meV_per_atom']:.2f} meV "
+             f"(mean) with a spread of {d['val_energy_std_meV_per_atom']:.2f} meV (std) about it."
+             for name, d in res.items() if isinstance(d, dict) and name.startswith("water_")
+             and "val_energy_mean_error_meV_per_atom" in d]
     return head + table(["code", "dtype", "threads", "minutes", "steps", "frames/s", "parameters", "E RMSE meV/atom",
                          "F RMSE eV/Å", "E MAE meV/atom", "F MAE eV/Å", "file"], rows,
-                        [0, 0, 0, 1, 0, 2, 0, 3, 4, 3, 4, 0]) + "\n"
+                        [0, 0, 0, 1, 0, 2, 0, 3, 4, 3, 4, 0]) + "\n" + "".join(f"\n{n}\n" for n in notes)
 
 
 def section_accuracy(res: Dict[str, Any]) -> str:
     rows = []
     for name, d in res.items():
-        if not isinstance(d, dict) or "_error" in d or name.startswith(("water_", "peers_", "lammps", "ase_")):
+        if not isinstance(d, dict) or "_error" in d or name.startswith(("water_", "peers_", "lammps", "ase_", "ab_")):
             continue
         e_mae = _g(d, "test_energy_mae_meV", "test_energy_mae_meV_per_atom", "energy_mae_meV_per_atom")
         f_mae = _g(d, "test_force_mae", "test_force_mae_eV_A", "force_mae_eV_A")
@@ -510,13 +519,34 @@ def section_peers(res: Dict[str, Any]) -> str:
     return out
 
 
+def section_ab(res: Dict[str, Any]) -> str:
+    """Training choices at equal steps (benchmarks/bench_ab.py): one table per ab_*.json."""
+    out = []
+    for name, d in sorted(res.items()):
+        if not name.startswith("ab_") or not isinstance(d, dict) or not d.get("variants"):
+            continue
+        rows = [[v, " ".join(r.get("assignments") or []) or "(the recipe)", r.get("steps"),
+                 r.get("val_energy_rmse_meV_per_atom"), r.get("val_force_rmse_eV_A"), r.get("train_s")]
+                for v, r in d["variants"].items()]
+        out.append(f"### {name}: {d.get('recipe')}, {d.get('steps')} steps each\n\n"
+                   + table(["variant", "overrides", "steps", "E RMSE meV/atom", "F RMSE eV/Å", "train s"], rows,
+                           [0, 0, 0, 3, 4, 0]) + "\n")
+    if not out:
+        return ""
+    return ("## Training choices at equal steps (A/B)\n\nSame recipe, seed, data and steps; one override set "
+            "per variant; validation errors of the exported best model on all validation frames (or the "
+            "trainer's final validation on its split). `python benchmarks/bench_ab.py --preset NAME`.\n\n"
+            + "\n".join(out))
+
+
 def render(results: Path) -> str:
     res = load_all(results)
     parts = ["# Measured results\n",
              f"Generated by `python benchmarks/report.py` from benchmarks/results/*.json "
              f"({len(res)} file(s); {time.strftime('%Y-%m-%d')}). Machine: {os.cpu_count()} cores. "
              "Reproduce everything with `python -m benchmarks all` (see `python -m benchmarks --help`).\n",
-             section_goals(res), section_accuracy(res), section_al_capacity(res), section_water(res), section_lammps(res), section_ase(res),
+             section_goals(res), section_accuracy(res), section_al_capacity(res), section_water(res), section_ab(res),
+             section_lammps(res), section_ase(res),
              section_nequip_peer(res), section_peers(res)]
     bad = [k for k, v in res.items() if isinstance(v, dict) and "_error" in v]
     if bad:

@@ -208,3 +208,21 @@ def test_entry_point_helpers(tmp_path):
     assert json.loads((tmp_path / "water_dp_float64.json").read_text()) == {"real": 1}
     assert json.loads((tmp_path / "quick_water_dp_float64.json").read_text()) == {"quick": 1}
     assert not (tmp_path / "mo_dp.json").exists() and (tmp_path / "quick_mo_dp.json").exists()
+
+
+def test_bench_ab_runs_variants_at_equal_steps(tmp_path):
+    """bench_ab.py: two variants of a recipe, same steps, one results JSON with both; a second call reads
+    the finished variants back instead of training again."""
+    args = ["benchmarks/bench_ab.py", "--recipe", "dp_cu.yaml", "--steps", "4", "--jobs", "1", "--name", "smoke",
+            "--workdir", str(tmp_path / "ab"), "--variant", "base",
+            "--variant", "e_x5: loss.energy.start=1.0 loss.energy.limit=5.0"]
+    env = {**_env(tmp_path), "MLIP_BENCH_RESULTS": str(tmp_path / "results")}
+    p = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    res = json.loads((tmp_path / "results" / "ab_smoke.json").read_text())
+    assert set(res["variants"]) == {"base", "e_x5"}
+    for v in res["variants"].values():
+        assert v["steps"] == 4 and v["val_force_rmse_eV_A"] > 0
+    assert res["variants"]["e_x5"]["assignments"] == ["loss.energy.start=1.0", "loss.energy.limit=5.0"]
+    again = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "training" not in again.stdout

@@ -9,9 +9,11 @@ from conftest import fd_forces, fd_virial, model_efv, random_structure, rel_err,
 from mlip.models.deepmd import DeepPotSeA
 
 
-def small_dp(species=("H", "O"), rcut=3.5, seed=0, type_one_side=False, dtype=torch.float64):
+def small_dp(species=("H", "O"), rcut=3.5, seed=0, type_one_side=False, dtype=torch.float64, env_shift=False,
+             fused=True):
     m = DeepPotSeA(list(species), rcut=rcut, rcut_smth=1.0, sel=[20] * len(species), neuron=[6, 12],
-                   axis_neuron=4, fitting_neuron=[16, 16], type_one_side=type_one_side, seed=seed).to(dtype)
+                   axis_neuron=4, fitting_neuron=[16, 16], type_one_side=type_one_side, seed=seed,
+                   env_shift=env_shift, fused=fused).to(dtype)
     # non-trivial statistics so that the normalisation code is exercised
     m.s_avg.fill_(0.3)
     m.s_std.fill_(0.2)
@@ -141,3 +143,44 @@ def test_float32_export_close_to_float64(tmp_path):
     atoms.calc = MLIPCalculator(str(tmp_path / "f32.pt"))
     assert abs(atoms.get_potential_energy() - e) < 1e-4 * abs(e)
     assert rel_err(atoms.get_forces(), f) < 1e-3
+
+
+@pytest.mark.parametrize("type_one_side", [False, True])
+def test_env_shift_centred_s_row(type_one_side):
+    """model.env_shift (DeePMD-kit's centred s-row, `sel` padding slots included): derivatives, smooth
+    cutoff, isolated atom = bias, no dependence on the other frames of a batch (block widths), and the
+    scripted, fused and reference paths agree."""
+    from ase import Atoms
+
+    from mlip.graph import collate
+    from mlip.models.base import predict
+
+    model = small_dp(type_one_side=type_one_side, env_shift=True)
+    atoms = random_structure(3, 10)
+    e, f, w = model_efv(model, atoms)
+    assert rel_err(f, fd_forces(model, atoms)) < 1e-6 and rel_err(w, fd_virial(model, atoms)) < 1e-6
+    assert model_efv(model, Atoms("O", positions=[[0, 0, 0]], cell=[8, 8, 8], pbc=True))[0] == pytest.approx(-3.0, abs=1e-12)
+    iso = model_efv(model, Atoms("HO", positions=[[0, 0, 0], [10, 0, 0]]))[0]
+    near = [abs(model_efv(model, Atoms("HO", positions=[[0, 0, 0], [r, 0, 0]]))[0] - iso) for r in (3.4999, 3.5 + 1e-9)]
+    assert near[0] < 1e-12 and near[1] == 0.0
+    base = model_efv(small_dp(type_one_side=type_one_side), atoms)[0]
+    assert abs(e - base) > 1e-6  # the option changes the function
+    dense = random_structure(5, 16, cell_scale=3.0, min_dist=0.8)
+    g1 = frame_to_graph_for(atoms, model)
+    alone = predict(model, collate([g1]))["energy"][0]
+    together = predict(model, collate([g1, frame_to_graph_for(dense, model)]))["energy"][0]
+    assert abs(float(alone - together)) < 1e-10 * abs(float(alone))
+    scripted = torch.jit.script(model)
+    b = collate([g1])
+    assert float(scripted(b.species, b.edge_index, b.edge_vec).sum()) == pytest.approx(float(alone), rel=1e-12)
+    ref = small_dp(type_one_side=type_one_side, env_shift=True, fused=False)
+    ref.load_state_dict(model.state_dict())
+    assert float(predict(ref, b)["energy"][0]) == pytest.approx(float(alone), rel=1e-12)
+
+
+def frame_to_graph_for(atoms, model):
+    """An unlabelled frame's graph for `model` (labels are not needed to predict)."""
+    from mlip.graph import Graph, frame_edges
+
+    sp, ei, vec = frame_edges(atoms, model.species, model.rcut, torch.float64)
+    return Graph(sp, ei, vec, energy=None, forces=None, virial=None, weight=1.0, source="test")

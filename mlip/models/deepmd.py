@@ -106,6 +106,7 @@ class DeepPotSeA(AtomicModel):
         resnet_dt: bool = True,
         seed: Optional[int] = None,
         fused: bool = True,
+        env_shift: bool = False,
     ) -> None:
         super().__init__(species, rcut)
         if not 0 <= rcut_smth < rcut:
@@ -120,7 +121,7 @@ class DeepPotSeA(AtomicModel):
             species=list(species), rcut=float(rcut), rcut_smth=float(rcut_smth), sel=sel,
             neuron=list(neuron), axis_neuron=int(axis_neuron), fitting_neuron=list(fitting_neuron),
             type_one_side=bool(type_one_side), resnet_dt=bool(resnet_dt), seed=seed,
-            fused=check_fused_option(fused),
+            fused=check_fused_option(fused), env_shift=bool(env_shift),
         )
         self.fused = bool(fused)
         if seed is not None:
@@ -129,6 +130,8 @@ class DeepPotSeA(AtomicModel):
         self.rcut = float(rcut)
         self.rcut_smth = float(rcut_smth)
         self.inv_nnei = 1.0 / float(sum(sel))
+        self.sel: List[int] = [int(x) for x in sel]
+        self.env_shift = bool(env_shift)
         self.m1 = int(neuron[-1])
         self.m2 = int(axis_neuron)
         self.type_one_side = bool(type_one_side)
@@ -212,6 +215,13 @@ class DeepPotSeA(AtomicModel):
         r_pad = edge_vec.new_zeros(n_atoms * total, 4).index_copy(0, flat, rows).reshape(n_atoms, total, 4)
         r_pad = r_pad / self.r_std[ti_atom].unsqueeze(1)
         s_in = ((s_pad - self.s_avg[ti_atom].unsqueeze(1)) / self.s_std[ti_atom].unsqueeze(1)).unsqueeze(2)
+        # env_shift: DeePMD-kit's centred s-row, (s − avg)/std, on every one of `sel` slots, padding included
+        # (it holds s̃0 = −avg/std). Here row 0 is the embedding input on the `width` slots of the block, and
+        # the (sel − width) slots beyond it are added as one term below, so T does not depend on the
+        # batch's widths; an edge leaving the cutoff turns into a padding slot continuously (s → 0).
+        s0 = -self.s_avg[ti_atom] / self.s_std[ti_atom]  # [N]
+        if self.env_shift:
+            r_pad = torch.cat([s_in, r_pad[:, :, 1:]], 2)
 
         # T is kept transposed, [N, 4, M1]: the products then run with the wide M1 axis contiguous
         # (bmm with an inner size of 4 on the other side is several times slower, forward and backward)
@@ -221,16 +231,21 @@ class DeepPotSeA(AtomicModel):
             nb = k if self.type_one_side else k % n_sp
             w = widths_l[nb]
             lo = offs_l[nb]
-            if w > 0 and self.type_one_side:
-                x = s_in[:, lo: lo + w]
-                if torch.jit.is_scripting():  # resolved when scripting: exports run the module itself
-                    g = net(x)  # [N, w, M1]
-                else:
-                    g = self._embed_eager(k, x)
-                t = t + torch.bmm(r_pad_t[:, :, lo: lo + w], g)
-            elif w > 0:
+            if self.type_one_side:
+                if w > 0:
+                    x = s_in[:, lo: lo + w]
+                    if torch.jit.is_scripting():  # resolved when scripting: exports run the module itself
+                        g = net(x)  # [N, w, M1]
+                    else:
+                        g = self._embed_eager(k, x)
+                    t = t + torch.bmm(r_pad_t[:, :, lo: lo + w], g)
+                if self.env_shift:
+                    x0 = s0.reshape(-1, 1, 1)
+                    g0 = net(x0) if torch.jit.is_scripting() else self._embed_eager(k, x0)
+                    t = t + self._padding_term(float(self.sel[nb] - w) * x0 * g0)
+            else:
                 idx = torch.nonzero(ti_atom == k // n_sp).squeeze(1)
-                if idx.numel() > 0:
+                if idx.numel() > 0 and w > 0:
                     x = s_in.index_select(0, idx)[:, lo: lo + w]
                     if torch.jit.is_scripting():
                         g = net(x)
@@ -238,9 +253,18 @@ class DeepPotSeA(AtomicModel):
                         g = self._embed_eager(k, x)
                     part = torch.bmm(r_pad_t.index_select(0, idx)[:, :, lo: lo + w], g)
                     t = t.index_add(0, idx, part)
+                if idx.numel() > 0 and self.env_shift:
+                    x0 = s0.index_select(0, idx).reshape(-1, 1, 1)
+                    g0 = net(x0) if torch.jit.is_scripting() else self._embed_eager(k, x0)
+                    t = t.index_add(0, idx, self._padding_term(float(self.sel[nb] - w) * x0 * g0))
         t = t * self.inv_nnei
         d = torch.bmm(t.transpose(1, 2), t[:, :, : self.m2])
         return d.reshape(n_atoms, self.m1 * self.m2)
+
+    def _padding_term(self, row: Tensor) -> Tensor:
+        """The (sel − width) padding slots of a neighbour block, (sel − width) · s̃0 · G(s̃0) [N, 1, M1], as
+        row 0 of a T term [N, 4, M1] (the direction rows of padding are 0)."""
+        return torch.cat([row, torch.zeros_like(row).expand(-1, 3, -1)], 1)
 
     @torch.jit.unused
     def _embed_eager(self, k: int, x: Tensor) -> Tensor:
@@ -251,13 +275,20 @@ class DeepPotSeA(AtomicModel):
         d = self.descriptor(species, edge_index, edge_vec)
         e = self.energy_bias[species].clone()
         # the fitting net is shifted by its value at D = 0, so an atom without neighbours has exactly
-        # its species' energy bias (and the bias keeps its meaning as the isolated-atom reference)
-        zero = torch.zeros((1, d.shape[1]), dtype=d.dtype, device=d.device)
+        # its species' energy bias (and the bias keeps its meaning as the isolated-atom reference);
+        # with env_shift an isolated atom's descriptor is not 0 (its sel padding slots), so that is the reference
         for k, net in enumerate(self.fitting):
             idx = torch.nonzero(species == k).squeeze(1)
             if idx.numel() > 0:
-                e.index_add_(0, idx, (net(d.index_select(0, idx)) - net(zero)).squeeze(1))
+                ref = self._isolated_descriptor(k, edge_vec) if self.env_shift else d.new_zeros(1, d.shape[1])
+                e.index_add_(0, idx, (net(d.index_select(0, idx)) - net(ref)).squeeze(1))
         return e
+
+    def _isolated_descriptor(self, k: int, like: Tensor) -> Tensor:
+        """The descriptor of an atom of species k without neighbours, [1, M1·M2]."""
+        species = torch.full((1,), k, dtype=torch.long, device=like.device)
+        no_edges = torch.zeros((2, 0), dtype=torch.long, device=like.device)
+        return self.descriptor(species, no_edges, like.new_zeros(0, 3))
 
     @torch.jit.export
     def grade_features(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
