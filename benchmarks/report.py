@@ -528,7 +528,8 @@ def section_ab(res: Dict[str, Any]) -> str:
         rows = [[v, " ".join(r.get("assignments") or []) or "(the recipe)", r.get("steps"),
                  r.get("val_energy_rmse_meV_per_atom"), r.get("val_force_rmse_eV_A"), r.get("train_s")]
                 for v, r in d["variants"].items()]
-        out.append(f"### {name}: {d.get('recipe')}, {d.get('steps')} steps each\n\n"
+        note = f"{d['note']}.\n\n" if d.get("note") else ""
+        out.append(f"### {name}: {d.get('recipe')}, {d.get('steps')} steps each\n\n" + note
                    + table(["variant", "overrides", "steps", "E RMSE meV/atom", "F RMSE eV/Å", "train s"], rows,
                            [0, 0, 0, 3, 4, 0]) + "\n")
     if not out:
