@@ -152,6 +152,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         if missing:
             ap.error(f"--only: unknown variant(s) {', '.join(missing)} (known: {', '.join(variants)})")
         variants = {k: variants[k] for k in a.only}
+    from mlip.train.config import parse_settings
+
+    for vname, assignments in variants.items():  # a malformed override is one line here, not a child's traceback
+        try:
+            parse_settings(assignments)
+        except ValueError as exc:
+            ap.error(f"variant '{vname}': {exc}")
     name = a.name or a.preset or recipe_path(recipe).stem
     wd = Path(a.workdir or REPO / "runs" / f"ab_{name}").resolve()
     wd.mkdir(parents=True, exist_ok=True)

@@ -226,3 +226,10 @@ def test_bench_ab_runs_variants_at_equal_steps(tmp_path):
     assert res["variants"]["e_x5"]["assignments"] == ["loss.energy.start=1.0", "loss.energy.limit=5.0"]
     again = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "training" not in again.stdout
+
+
+def test_bench_ab_bad_variant_is_one_line(tmp_path):
+    p = _run(["benchmarks/bench_ab.py", "--recipe", "dp_cu.yaml", "--variant", "x: loss.energy",
+              "--workdir", str(tmp_path / "ab")], tmp_path)
+    assert p.returncode == 2 and "variant 'x': --set expects KEY=VALUE, got 'loss.energy'" in p.stderr
+    assert "Traceback" not in p.stderr
