@@ -165,12 +165,12 @@ def test_xtb_oracle_not_converging_is_recorded(tmp_path):
     assert np.isfinite(a.get_stress()).all()
 
 
-@pytest.mark.parametrize("recipe", ["al_water_xtb.yaml", "al_water_xtb_mtp.yaml"])
+@pytest.mark.parametrize("recipe", ["al_water_xtb.yaml", "al_water_xtb_mtp.yaml", "al_water_xtb_mtp_info.yaml"])
 def test_al_water_xtb_recipe_end_to_end(tmp_path, recipe):
     """`mlip al training/<recipe>`, reduced (2 iterations, short trainings and MD): xTB labels
     from a pool of 2 processes, γ-halted exploration, a model at the end; the labelled set also holds
-    the oracle's CPU time per label. The DP recipe (Adam steps) and the MTP one (variable projection,
-    γ from the MTP's own linear basis)."""
+    the oracle's CPU time per label. The DP recipe (Adam steps), the MTP one (variable projection,
+    γ from the MTP's own linear basis) and the MTP one selecting by information with a burn-in."""
     _need("tblite")
     import json
 
@@ -187,6 +187,8 @@ def test_al_water_xtb_recipe_end_to_end(tmp_path, recipe):
         cfg["first_steps"] = 300
         cfg["train"]["training"]["steps"] = 150
     cfg["explore"].update(steps=100, runs=3)
+    if cfg["explore"].get("burn_in"):  # the information recipe: a burn-in that fits the shortened runs
+        cfg["explore"]["burn_in"] = 40
     cfg["select"]["max_labels"] = 4
     proc = run_cli(cfg)
     assert proc.returncode == 0, proc.stderr[-3000:]

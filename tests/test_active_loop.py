@@ -280,3 +280,51 @@ def test_explore_continue_starts_from_each_seeds_last_state(tmp_path):
     assert np.allclose(ex.starts(0)[0].positions, seeds[0].positions)
     cfg["explore"]["continue"] = False
     assert np.allclose(ex.starts(2)[0].positions, seeds[0].positions)
+
+
+def test_explore_continue_halted_and_trajectory_age(tmp_path):
+    """`explore.continue_halted`: a halted run's seed goes on from its last snapshot below lo; every start
+    carries its trajectory's age (0 for a seed), which a run adds its steps to."""
+    from ase.build import bulk
+
+    from mlip.active.explore import Explorer
+    from mlip.active.store import KillSwitch, RunStore, atomic_atoms, atomic_json, bare
+
+    seed = bulk("Cu", "fcc", a=3.6, cubic=True)
+    store = RunStore(str(tmp_path), verbose=False)
+    d = store.it_dir(0, "explore")
+    os.makedirs(d)
+    snaps = []
+    for step, grade in ((10, 1.0), (20, 1.5), (25, 12.0)):  # halted at step 25 (γ ≥ break)
+        a = seed.copy()
+        a.positions += 0.001 * step
+        snaps.append(bare(a, {"step": step, "strain": 0.0, "grade": grade, "age": 100 + step}))
+    atomic_atoms(os.path.join(d, "run_000.xyz"), snaps)
+    atomic_json(os.path.join(d, "run_000.json"), {"steps": 25, "halted": True, "snapshots": 3, "max_grade": 12.0,
+                                                  "seed": 0, "temperature": 300.0, "strain": 0.0, "pressure": None})
+    cfg = {"seed": 0, "grade": "gamma", "explore": {"continue": True, "continue_halted": True},
+           "select": {"gamma_lo": 2.0, "gamma_hi": 10.0, "gamma_break": None}}
+    ex = Explorer(cfg, store, KillSwitch(), lambda: [bare(seed)], lambda: ["Cu"])
+    start = ex.starts(1)[0]
+    assert np.allclose(start.positions, seed.positions + 0.02) and start.info["age"] == 120
+    cfg["explore"]["continue_halted"] = False
+    start = ex.starts(1)[0]
+    assert np.allclose(start.positions, seed.positions) and start.info["age"] == 0
+
+
+def test_information_strategy_with_burn_in_end_to_end(tmp_path):
+    """`select.strategy: information` with `explore.burn_in`: a loop runs; no labelled configuration is
+    younger than the burn-in; the selection reports its informative fraction."""
+    out = tmp_path / "info"
+    cfg = tiny_config(out, {"class": "ase.calculators.emt:EMT", "kwargs": {}}, iterations=2)
+    cfg["explore"].update({"burn_in": 20, "every": 5, "continue": True, "continue_halted": True})
+    cfg["select"].update(strategy="information", leverage_lo=1.5)
+    proc = run_cli(cfg)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    from ase.io import read
+
+    done = json.load(open(os.path.join(out, "iter_000", "select", "done.json")))
+    assert "frac_informative" in done and 0.0 <= done["frac_informative"] <= 1.0
+    picked = [a for p in sorted(glob.glob(os.path.join(out, "iter_*", "select", "selected.xyz"))) for a in read(p, ":")]
+    assert all(int(a.info["age"]) >= 20 for a in picked)
+    assert done["selected"] <= 3

@@ -42,13 +42,16 @@ DEFAULTS: Dict[str, Any] = {
         "friction": 0.02,  # Langevin, 1/fs
         "runs": None,  # MD runs per iteration drawn from the grid; None = the whole grid
         "continue": False,  # start each run from its seed's last explored state (earlier iterations)
+        "continue_halted": False,  # with continue: a halted run's seed goes on from its last snapshot below lo
+        "burn_in": 0,  # steps of trajectory age (from the seed structure) whose snapshots are not candidates
     },
     "select": {
-        "strategy": "dopt",  # dopt | random
+        "strategy": "dopt",  # dopt | random | information (mlip.active.information)
         "gamma_lo": 2.0, "gamma_hi": 50.0, "gamma_break": None,
         "deviation_lo": 0.05, "deviation_hi": 0.5, "deviation_break": None,
         "max_labels": 20,
         "stop_fraction": 0.0,
+        "leverage_lo": 2.0,  # information: a snapshot is informative at mean leverage >= this × the training rows'
     },
     "oracle": {"class": "ase.calculators.emt:EMT", "kwargs": {}},
     "label": {
@@ -71,6 +74,7 @@ RULES = {
     "explore.pressures": optional(ListOf(FINITE, single=True, min_len=1)),
     "explore.steps": POSITIVE_INT, "explore.every": POSITIVE_INT, "explore.timestep": POSITIVE,
     "explore.friction": NONNEG, "explore.runs": optional(POSITIVE_INT), "explore.continue": Flag(),
+    "explore.continue_halted": Flag(), "explore.burn_in": NONNEG_INT, "select.leverage_lo": POSITIVE,
     "select.gamma_lo": POSITIVE, "select.gamma_hi": POSITIVE, "select.gamma_break": optional(POSITIVE),
     "select.deviation_lo": NONNEG, "select.deviation_hi": POSITIVE, "select.deviation_break": optional(POSITIVE),
     "select.max_labels": NONNEG_INT, "select.stop_fraction": Number(low=0, high=1),
@@ -124,8 +128,8 @@ def check_config(cfg: Dict[str, Any]) -> None:
     if cfg["grade"] == "deviation" and int(cfg["committee"]) < 2:
         raise ValueError("grade 'deviation' needs committee >= 2 models")
     s = cfg["select"]
-    if s["strategy"] not in ("dopt", "random"):
-        raise ValueError(f"select.strategy must be 'dopt' or 'random', got {s['strategy']!r}")
+    if s["strategy"] not in ("dopt", "random", "information"):
+        raise ValueError(f"select.strategy must be 'dopt', 'random' or 'information', got {s['strategy']!r}")
     lo, hi = window(cfg)[:2]
     if not lo < hi:
         raise ValueError(f"the selection window needs lo < hi, got [{lo}, {hi})")

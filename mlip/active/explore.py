@@ -9,7 +9,10 @@ most informative one). Every run has its own random stream (seed, iteration, run
 after a kill is the run that would have happened. Per run: `explore/run_{r}.xyz` + `run_{r}.json`.
 
 With `explore.continue`, a run starts from its seed's latest explored state instead of the seed itself:
-the final snapshot of the last earlier run from the same seed that was not halted (its strain undone).
+the final snapshot of the last earlier run from the same seed that was not halted (its strain undone);
+with `explore.continue_halted` a halted run counts too, from its last snapshot below lo (on-the-fly
+learning's way: after the labels the same trajectory goes on). Every snapshot carries its trajectory's
+`age` (steps since the seed structure), which `explore.burn_in` compares against (mlip.active.select).
 Successive iterations then extend one trajectory per seed, as on-the-fly learning does, so that
 exploration leaves the far-from-equilibrium starting structures (e.g. rattled boxes) behind and the
 candidates come from the equilibrated ensemble the model will be used in. A function of the files of
@@ -130,12 +133,16 @@ class Explorer:
 
     def starts(self, k: int) -> List[Any]:
         """The starting structure of each seed in iteration k: the seed itself, or with
-        `explore.continue` the final state of the seed's last unhalted run of an earlier iteration."""
+        `explore.continue` the final state of the seed's last unhalted run of an earlier iteration
+        (with `continue_halted`, of its last run, halted or not: a halted run's last snapshot below lo).
+        `info["age"]`: the trajectory's steps since the seed structure (0 for the seed)."""
         from mlip.active.store import read_atoms
 
-        starts = list(self.seeds())
-        if not self.cfg["explore"].get("continue"):
+        starts = [bare(a, {"age": 0}) for a in self.seeds()]
+        e = self.cfg["explore"]
+        if not e.get("continue"):
             return starts
+        halted_ok = bool(e.get("continue_halted"))
         found = set()
         for j in range(k - 1, -1, -1):  # latest iteration first
             if len(found) == len(starts):
@@ -146,12 +153,20 @@ class Explorer:
             for f in runs:
                 info = read_json(os.path.join(d, f))
                 s = int(info["seed"])
-                if s in found or info["halted"] or not info["snapshots"] or info.get("pressure") is not None:
+                if s in found or (info["halted"] and not halted_ok) or not info["snapshots"] \
+                        or info.get("pressure") is not None:
                     continue
-                last = read_atoms(os.path.join(d, f[:-5] + ".xyz"))[-1]
-                if int(last.info.get("step", -1)) != int(info["steps"]):
-                    continue  # the final state was not recorded (steps not a multiple of `every`)
-                atoms = bare(last)
+                snaps = read_atoms(os.path.join(d, f[:-5] + ".xyz"))
+                if info["halted"]:  # the last configuration the model still trusted
+                    trusted = [a for a in snaps if float(a.info.get("grade", math.inf)) < self.lo]
+                    if not trusted:
+                        continue
+                    last = trusted[-1]
+                else:
+                    last = snaps[-1]
+                    if int(last.info.get("step", -1)) != int(info["steps"]):
+                        continue  # the final state was not recorded (steps not a multiple of `every`)
+                atoms = bare(last, {"age": int(last.info.get("age", last.info.get("step", 0)))})
                 atoms.set_cell(atoms.cell[:] / (1.0 + float(info["strain"])), scale_atoms=True)
                 starts[s] = atoms
                 found.add(s)
@@ -160,8 +175,9 @@ class Explorer:
     def _md_rng(self, k: int, r: int) -> np.random.Generator:
         return np.random.default_rng([int(self.cfg["seed"]), 11, k, r])
 
-    def _snapshot(self, atoms, k: int, r: int, step: int, g: float, T: float, eps: float):
-        return bare(atoms, {"al_id": f"{k}:{r}:{step}", "grade": g, "temperature": T, "strain": eps, "step": step})
+    def _snapshot(self, atoms, k: int, r: int, step: int, g: float, T: float, eps: float, age0: int = 0):
+        return bare(atoms, {"al_id": f"{k}:{r}:{step}", "grade": g, "temperature": T, "strain": eps, "step": step,
+                            "age": age0 + step})
 
     def md_ase(self, k: int, r: int, seed_atoms, T: float, eps: float, p: Optional[float], calc
                ) -> Tuple[List[Any], Dict[str, Any]]:
@@ -171,6 +187,7 @@ class Explorer:
 
         e = self.cfg["explore"]
         rng = self._md_rng(k, r)
+        age0 = int(seed_atoms.info.get("age", 0))
         atoms = bare(seed_atoms)
         if eps:
             atoms.set_cell(atoms.cell[:] * (1.0 + eps), scale_atoms=True)
@@ -204,10 +221,10 @@ class Explorer:
                 if g >= self.brk and last is not None:
                     # halting: the last configuration before the break is the most informative one
                     # still inside the trust window (snapshots every `every` steps may have missed it)
-                    snaps.append(self._snapshot(last[2], k, r, last[0], last[1], T, eps))
+                    snaps.append(self._snapshot(last[2], k, r, last[0], last[1], T, eps, age0))
                     grades.append(last[1])
                 if step % every == 0 or g >= self.brk:
-                    snaps.append(self._snapshot(atoms, k, r, step, g, T, eps))
+                    snaps.append(self._snapshot(atoms, k, r, step, g, T, eps, age0))
                     grades.append(g)
                     last = None
                 elif self.lo <= g < self.hi:
@@ -235,6 +252,7 @@ class Explorer:
         e = self.cfg["explore"]
         d = self.store.it_dir(k, "explore", f"lmp_{r:03d}")
         os.makedirs(d, exist_ok=True)
+        age0 = int(seed_atoms.info.get("age", 0))
         atoms = bare(seed_atoms)
         if eps:
             atoms.set_cell(atoms.cell[:] * (1.0 + eps), scale_atoms=True)
@@ -274,7 +292,7 @@ run {int(e['steps'])}
             a.calc = calc
             a.get_potential_energy()
             g = self.grade(calc.results)
-            snaps.append(self._snapshot(a, k, r, step, g, T, eps))
+            snaps.append(self._snapshot(a, k, r, step, g, T, eps, age0))
             grades.append(g)
             if g >= self.brk:
                 halted = True

@@ -7,13 +7,18 @@ built from the training data), so that configurations which teach the same thing
 twice; with a committee deviation the batch is filled up by decreasing deviation. At most
 `max_labels` (and what is left of `max_labels_total`). The iteration has converged (the loop stops)
 when at most `stop_fraction` of the snapshots reach lo and no run halted. Strategy `random`: uniform
-among all snapshots (the baseline of benchmarks/bench_al.py). `select/selected.xyz` + `done.json`.
+among all snapshots (the baseline of benchmarks/bench_al.py). Strategy `information`: by the leverage
+against all training neighbourhoods and a greedy log-det batch (`mlip.active.information`), converged
+when at most `stop_fraction` of the snapshots are informative and no run halted. Snapshots younger than
+`explore.burn_in` steps of trajectory age are no candidates for any strategy (DP-GEN's
+`model_devi_skip`: the first steps from a generated structure are its relaxation, not the ensemble).
+`select/selected.xyz` + `done.json`.
 """
 from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
@@ -31,10 +36,14 @@ class Selector:
         self.lo, self.hi, self.brk = window(cfg)
 
     def candidates(self, k: int, n_runs: int) -> List[Any]:
+        """The explored snapshots of iteration k past `explore.burn_in` steps of trajectory age (snapshots
+        written before ages were recorded count their run's step)."""
         d = self.store.it_dir(k, "explore")
+        burn_in = int(self.cfg["explore"].get("burn_in") or 0)
         out = []
         for r in range(n_runs):
-            out.extend(read_atoms(os.path.join(d, f"run_{r:03d}.xyz")))
+            out.extend(a for a in read_atoms(os.path.join(d, f"run_{r:03d}.xyz"))
+                       if int(a.info.get("age", a.info.get("step", 0))) >= burn_in)
         return out
 
     def run_stage(self, k: int, models: List[str], n_runs: int) -> Dict[str, Any]:
@@ -58,7 +67,11 @@ class Selector:
             cap = max(0, min(cap, int(self.cfg["max_labels_total"]) - self.store.n_labels_before(k)))
         converged = stats["frac_ge_lo"] <= float(s["stop_fraction"]) and halted == 0
         chosen: List[int] = []
-        if s["strategy"] == "random":
+        if s["strategy"] == "information":
+            chosen, frac = self.information(k, cands, g, cap)
+            stats["frac_informative"] = frac
+            converged = frac <= float(s["stop_fraction"]) and halted == 0
+        elif s["strategy"] == "random":
             converged = False
             if n and cap:
                 rng = np.random.default_rng([int(self.cfg["seed"]), 13, k])
@@ -78,22 +91,54 @@ class Selector:
                        f"[{self.lo:g}, {self.hi:g}); selected {len(chosen)}{' -- converged' if converged else ''}")
         return stats
 
+    def _model0_and_train(self, k: int):
+        """Model 0 of iteration k (its last checkpoint) and its training frames."""
+        from mlip.data import read_frames
+        from mlip.train.finetune import load_checkpoint_model
+
+        model = load_checkpoint_model(self.store.it_dir(k, "train", "m0", "checkpoints", "last.pt"))
+        train = []
+        for p in self.train_files(k):
+            train.extend(read_frames(p))
+        return model, train
+
+    def information(self, k: int, cands: List[Any], grades: np.ndarray, cap: int) -> Tuple[List[int], float]:
+        """Strategy `information` (mlip.active.information): among the snapshots below hi, those whose
+        atoms' mean leverage reaches `leverage_lo` × the training rows'; a greedy log-det batch of them.
+        Returns (sorted picks, the fraction of snapshots that were informative)."""
+        if not cands:
+            return [], 0.0
+        from mlip.active.grade import feature_rows
+        from mlip.active.information import InformationMatrix
+        from mlip.data import Frame
+
+        model, train = self._model0_and_train(k)
+        info = InformationMatrix(feature_rows(model, train, "nbh")[0])
+        X, sources = feature_rows(model, [Frame.from_atoms(bare(a)) for a in cands], "nbh")
+        owner = np.array([s[0] for s in sources])
+        rows = [X[owner == c] for c in range(len(cands))]
+        ratio = np.array([info.leverage(B).mean() / info.reference for B in rows])
+        lo = float(self.cfg["select"]["leverage_lo"])
+        eligible = [c for c in np.argsort(-ratio, kind="stable") if ratio[c] >= lo and grades[c] < self.hi]
+        chosen = info.select(rows, eligible, max_select=cap) if cap else []
+        return sorted(chosen), float(np.mean(ratio >= lo))
+
     def dopt(self, k: int, models: List[str], cands: List[Any], grades: np.ndarray, cap: int) -> List[int]:
         """D-optimal batch among in-window candidates: greedy MaxVol swaps into model 0's active set of
         its training neighbourhoods (then, with a committee deviation, filled by decreasing deviation)."""
         if not cands:
             return []
         from mlip.active.grade import build_active_set, read_active_set, select_frames
-        from mlip.data import Frame, read_frames
-        from mlip.train.finetune import load_checkpoint_model
+        from mlip.data import Frame
 
-        model = load_checkpoint_model(self.store.it_dir(k, "train", "m0", "checkpoints", "last.pt"))
         aset = read_active_set(models[0])
         if aset is None or aset.mode != "nbh":
-            train = []
-            for p in self.train_files(k):
-                train.extend(read_frames(p))
+            model, train = self._model0_and_train(k)
             aset = build_active_set(model, train)
+        else:
+            from mlip.train.finetune import load_checkpoint_model
+
+            model = load_checkpoint_model(self.store.it_dir(k, "train", "m0", "checkpoints", "last.pt"))
         frames = [Frame.from_atoms(bare(a)) for a in cands]
         chosen = select_frames(model, frames, aset, threshold=1.0, max_select=cap)
         if self.cfg["grade"] == "deviation" and len(chosen) < cap:
