@@ -51,7 +51,7 @@ DEFAULTS: Dict[str, Any] = {
         "deviation_lo": 0.05, "deviation_hi": 0.5, "deviation_break": None,
         "max_labels": 20,
         "stop_fraction": 0.0,
-        "leverage_lo": 2.0,  # information: a snapshot is informative at mean leverage >= this × the training rows'
+        "leverage_lo": 2.0,  # information: informative at mean leverage >= this × the training rows' (0: every snapshot; the batch fills the budget)
     },
     "oracle": {"class": "ase.calculators.emt:EMT", "kwargs": {}},
     "label": {
@@ -74,7 +74,7 @@ RULES = {
     "explore.pressures": optional(ListOf(FINITE, single=True, min_len=1)),
     "explore.steps": POSITIVE_INT, "explore.every": POSITIVE_INT, "explore.timestep": POSITIVE,
     "explore.friction": NONNEG, "explore.runs": optional(POSITIVE_INT), "explore.continue": Flag(),
-    "explore.continue_halted": Flag(), "explore.burn_in": NONNEG_INT, "select.leverage_lo": POSITIVE,
+    "explore.continue_halted": Flag(), "explore.burn_in": NONNEG_INT, "select.leverage_lo": NONNEG,
     "select.gamma_lo": POSITIVE, "select.gamma_hi": POSITIVE, "select.gamma_break": optional(POSITIVE),
     "select.deviation_lo": NONNEG, "select.deviation_hi": POSITIVE, "select.deviation_break": optional(POSITIVE),
     "select.max_labels": NONNEG_INT, "select.stop_fraction": Number(low=0, high=1),
