@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from common import REPO, evaluate, learning_curve, recipe_path, save, shared, train_recipe
+from common import REPO, evaluate, learning_curve, recipe_path, save, shared, span_overrides, train_recipe
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     "water_dp": {
@@ -72,26 +72,12 @@ def parse_variant(text: str) -> Tuple[str, List[str]]:
     return name.strip(), rest.split()
 
 
-def merge(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
-    """Deep merge, b wins."""
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def common_overrides(recipe: str, steps: int, dtype: Optional[str], water: bool) -> Dict[str, Any]:
     """Same steps, the recipe's schedule compressed onto them (same number of stairs), no clock."""
-    import yaml
-
-    rec = yaml.safe_load(recipe_path(recipe).read_text())
-    lr = dict(rec.get("optimizer", {}).get("lr", {}))
-    nominal = int(rec.get("training", {}).get("steps", steps))
+    out = span_overrides(recipe, steps)
     every = max(1, steps // 10)
-    out: Dict[str, Any] = {"training": {"steps": steps, "val_every": every, "checkpoint_every": every,
-                                        "progress": False, "max_time": None, "schedule_by_time": False}}
-    if lr.get("decay_steps"):
-        out["optimizer"] = {"lr": {"decay_steps": max(1, int(round(lr["decay_steps"] * steps / nominal)))}}
+    out["training"].update(val_every=every, checkpoint_every=every, progress=False, max_time=None,
+                           schedule_by_time=False)
     if dtype:
         out["dtype"] = dtype
     if water:
@@ -170,7 +156,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             results[vname] = json.loads(out.read_text())
             continue
         spec = {"name": vname, "recipe": str(recipe_path(recipe)), "assignments": assignments,
-                "overrides": merge(common, {"output": str(wd / f"{vname}_{a.steps}")})}
+                "overrides": {**common, "output": str(wd / f"{vname}_{a.steps}")}}
         (wd / f"{vname}_{a.steps}.spec.json").write_text(json.dumps(spec, indent=1))
         pending.append((vname, out))
     running: List[Tuple[str, Path, subprocess.Popen, int]] = []

@@ -16,10 +16,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-import yaml
 
 from common import (REPO, add_run_args, budget_seconds, evaluate, learning_curve, recipe_path, resume_config,
-                    run_key, save, shared, train_recipe)
+                    run_key, save, shared, span_overrides, train_recipe)
 
 PUBLISHED = {  # test-set MAE: meV/atom, eV/Å (Zuo et al. 2020)
     "Mo": {"GAP": (2.24, 0.09), "MTP": (2.83, 0.09)},
@@ -49,11 +48,9 @@ def main() -> None:
     over = {"threads": args.threads, "output": out_dir, "data": {"train": [str(data / "training.json")]},
             "training": {"progress": False}}
     if args.steps:  # a shorter (longer) span with as many stairs as the recipe's
-        recipe = yaml.safe_load(recipe_path(args.recipe).read_text())
-        lr, nominal = recipe["optimizer"]["lr"], recipe["training"]["steps"]
-        over["training"]["steps"] = args.steps
-        if lr.get("decay_steps"):
-            over["optimizer"] = {"lr": {"decay_steps": max(1, lr["decay_steps"] * args.steps // nominal)}}
+        span = span_overrides(args.recipe, args.steps)
+        over["training"].update(span["training"])
+        over.update({k: v for k, v in span.items() if k != "training"})
     if budget:
         over["training"].update(max_time=budget, schedule_by_time=True)
     res = train_recipe(args.recipe, over, config=config, key=key)

@@ -87,6 +87,19 @@ def resume_config(run_dir: str, key: Dict[str, Any], resume: bool) -> Optional[D
     return load_config(os.path.join(run_dir, "config.yaml"))
 
 
+def span_overrides(recipe: str, steps: int) -> Dict[str, Any]:
+    """Overrides that lay the recipe's schedule over `steps` steps with as many learning-rate stairs as
+    the recipe's own span (`training.steps`) has."""
+    import yaml
+
+    rec = yaml.safe_load(recipe_path(recipe).read_text())
+    lr, nominal = rec.get("optimizer", {}).get("lr", {}), int(rec.get("training", {}).get("steps", steps))
+    out: Dict[str, Any] = {"training": {"steps": steps}}
+    if lr.get("decay_steps"):
+        out["optimizer"] = {"lr": {"decay_steps": max(1, int(lr["decay_steps"]) * steps // nominal)}}
+    return out
+
+
 def train_recipe(recipe: str, overrides: Dict[str, Any], resume: bool = False,
                  config: Optional[Dict[str, Any]] = None, key: Optional[Dict[str, Any]] = None,
                  settings: Optional[List[str]] = None) -> Dict[str, Any]:

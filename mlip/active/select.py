@@ -91,16 +91,16 @@ class Selector:
                        f"[{self.lo:g}, {self.hi:g}); selected {len(chosen)}{' -- converged' if converged else ''}")
         return stats
 
-    def _model0_and_train(self, k: int):
-        """Model 0 of iteration k (its last checkpoint) and its training frames."""
-        from mlip.data import read_frames
+    def _model0(self, k: int):
+        """Model 0 of iteration k (its last checkpoint)."""
         from mlip.train.finetune import load_checkpoint_model
 
-        model = load_checkpoint_model(self.store.it_dir(k, "train", "m0", "checkpoints", "last.pt"))
-        train = []
-        for p in self.train_files(k):
-            train.extend(read_frames(p))
-        return model, train
+        return load_checkpoint_model(self.store.it_dir(k, "train", "m0", "checkpoints", "last.pt"))
+
+    def _train_frames(self, k: int) -> List[Any]:
+        from mlip.data import read_frames
+
+        return [fr for p in self.train_files(k) for fr in read_frames(p)]
 
     def information(self, k: int, cands: List[Any], grades: np.ndarray, cap: int) -> Tuple[List[int], float]:
         """Strategy `information` (mlip.active.information): among the snapshots below hi, those whose
@@ -112,14 +112,14 @@ class Selector:
         from mlip.active.information import InformationMatrix
         from mlip.data import Frame
 
-        model, train = self._model0_and_train(k)
-        info = InformationMatrix(feature_rows(model, train, "nbh")[0])
+        model = self._model0(k)
+        info = InformationMatrix(feature_rows(model, self._train_frames(k), "nbh")[0])
         X, sources = feature_rows(model, [Frame.from_atoms(bare(a)) for a in cands], "nbh")
         owner = np.array([s[0] for s in sources])
         rows = [X[owner == c] for c in range(len(cands))]
         ratio = np.array([info.leverage(B).mean() / info.reference for B in rows])
         lo = float(self.cfg["select"]["leverage_lo"])
-        eligible = [c for c in np.argsort(-ratio, kind="stable") if ratio[c] >= lo and grades[c] < self.hi]
+        eligible = [c for c in range(len(cands)) if ratio[c] >= lo and grades[c] < self.hi]
         chosen = info.select(rows, eligible, max_select=cap) if cap else []
         return sorted(chosen), float(np.mean(ratio >= lo))
 
@@ -131,14 +131,10 @@ class Selector:
         from mlip.active.grade import build_active_set, read_active_set, select_frames
         from mlip.data import Frame
 
+        model = self._model0(k)
         aset = read_active_set(models[0])
         if aset is None or aset.mode != "nbh":
-            model, train = self._model0_and_train(k)
-            aset = build_active_set(model, train)
-        else:
-            from mlip.train.finetune import load_checkpoint_model
-
-            model = load_checkpoint_model(self.store.it_dir(k, "train", "m0", "checkpoints", "last.pt"))
+            aset = build_active_set(model, self._train_frames(k))
         frames = [Frame.from_atoms(bare(a)) for a in cands]
         chosen = select_frames(model, frames, aset, threshold=1.0, max_select=cap)
         if self.cfg["grade"] == "deviation" and len(chosen) < cap:
