@@ -96,8 +96,9 @@ def plot_curves(curves, png, n_seeds: int, title: str, force_label: str, extra_x
             panels.append((extra_x[0], "force_rmse", force_label))
         fig, ax = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
         for name, c in curves.items():
-            style = "-o" if name.startswith("dopt") else "--s"
-            label = ("active learning (γ, D-optimal)" if name.startswith("dopt") else "random selection") + \
+            strategy = name.rsplit("_s", 1)[0]
+            style = "--s" if strategy == "random" else "-o"
+            label = STRATEGY_LABELS.get(strategy, strategy) + \
                 (f" seed {name.split('_s')[1]}" if n_seeds > 1 else "")
             for a, (xk, yk, _) in zip(ax, panels):
                 a.plot([p[xk] for p in c], [p[yk] for p in c], style, label=label)
@@ -115,20 +116,34 @@ def plot_curves(curves, png, n_seeds: int, title: str, force_label: str, extra_x
         print(f"plot not written: {exc}")
 
 
+STRATEGY_LABELS = {"dopt": "active learning (γ, D-optimal)", "information": "active learning (information)",
+                   "random": "random selection"}
+
+
+def pair(curves: dict, seed: int):
+    """(the active-learning curve, the random curve) of `seed` in a `run_pairs` result."""
+    al = [k for k in curves if k.endswith(f"_s{seed}") and not k.startswith("random")]
+    return curves[al[0]], curves[f"random_s{seed}"]
+
+
 def run_pairs(config: str, seeds, quick: dict, workdir: str, test: str, edit=None, al_select=None) -> dict:
-    """For each seed, the loop of `config` with D-optimal selection and with random selection (same
-    label budget): {"dopt_s<seed>" | "random_s<seed>": error curve}. `edit(cfg)` may change a loaded
-    configuration (e.g. shorter trainings for a smoke run); `al_select` overrides `select` keys of the
-    D-optimal runs only (e.g. their γ threshold; random selection does not look at γ)."""
+    """For each seed, the loop of `config` with its own selection strategy (dopt or information) and
+    with random selection (same label budget): {"<strategy>_s<seed>" | "random_s<seed>": error curve}.
+    `edit(cfg)` may change a loaded configuration (e.g. shorter trainings for a smoke run); `al_select`
+    overrides `select` keys of the active-learning runs only (e.g. their γ threshold; random selection
+    does not look at γ)."""
     from mlip.active.loop import load_al_config, run_loop
 
+    al = load_al_config(config)["select"]["strategy"]
+    if al == "random":
+        raise SystemExit(f"{config}: select.strategy is random; the benchmark compares an active strategy with it")
     curves = {}
     for seed in seeds:
-        for strategy in ("dopt", "random"):
+        for strategy in (al, "random"):
             name = f"{strategy}_s{seed}"
             over = dict(quick)
             over.update(output=os.path.join(workdir, name), test=[test], seed=seed)
-            over["select"] = {**quick.get("select", {}), **((al_select or {}) if strategy == "dopt" else {}),
+            over["select"] = {**quick.get("select", {}), **((al_select or {}) if strategy != "random" else {}),
                               "strategy": strategy}
             cfg = load_al_config(config, over)
             if edit is not None:
@@ -162,7 +177,7 @@ def main(argv=None) -> int:
     print(f"\nForce RMSE (eV/Å) on {test} (EMT, 1200 K MD, 32-atom cells) vs number of labels added to the "
           f"10 initial configurations ({time.time() - t0:.0f} s)")
     for seed in args.seeds:
-        a, r = curves[f"dopt_s{seed}"], curves[f"random_s{seed}"]
+        a, r = pair(curves, seed)
         print(f"\nseed {seed}")
         print(f"{'iter':>4} | {'AL labels':>9} {'AL F RMSE':>10} {'AL E meV/at':>11} | {'rand labels':>11} "
               f"{'rand F RMSE':>11} {'rand E meV/at':>13}")

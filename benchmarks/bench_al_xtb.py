@@ -1,5 +1,5 @@
 """Active learning against a real quantum-chemistry oracle: liquid water, GFN1-xTB (tblite), the loop of
-training/al_water_xtb.yaml (γ window + D-optimal batches) against the same loop with uniformly random
+training/al_water_xtb.yaml (γ window + D-optimal batches, or the recipe's own `select.strategy`) against the same loop with uniformly random
 selection among the explored snapshots (`select.strategy: random`), same label budget per iteration,
 over several seeds. Force RMSE on an independent xTB MD test set (Langevin MD of 16-molecule boxes at
 350 K) after every iteration, as a function of the number of labels and of the oracle's CPU-seconds.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_al import md_test_set, plot_curves, run_pairs
+from bench_al import md_test_set, pair, plot_curves, run_pairs
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(os.environ.get("MLIP_BENCH_RESULTS", REPO / "benchmarks" / "results"))
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     print(f"\nForce RMSE (eV/Å) on {test} (xTB MD, 350 K) vs labels added to the 10 initial boxes "
           f"({time.time() - t0:.0f} s)")
     for seed in args.seeds:
-        a, r = curves[f"dopt_s{seed}"], curves[f"random_s{seed}"]
+        a, r = pair(curves, seed)
         print(f"\nseed {seed}\n{'iter':>4} | {'AL labels':>9} {'AL F':>8} {'AL cpu s':>9} | {'rand labels':>11} "
               f"{'rand F':>8} {'rand cpu s':>10}")
         for k in range(max(len(a), len(r))):

@@ -35,3 +35,22 @@ def test_batch_prefers_the_uncovered_direction_with_diminishing_returns():
 def test_bad_rows_are_one_clear_error():
     with pytest.raises(ValueError, match="training rows"):
         InformationMatrix(np.zeros((0, 3)))
+
+
+def test_variance_reduction_is_the_drop_of_the_pool_variance_and_prefers_typical_rows():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(300, 5)) * [1, 1, 1, 0.05, 0.05]  # directions 4 and 5 barely trained
+    info = InformationMatrix(X)
+    P = rng.normal(size=(400, 5)) * [1, 1, 1, 0.6, 0.0]  # the pool explores direction 4 only
+    B = rng.normal(size=(7, 5))
+    before = info.leverage(P).sum()
+    predicted = info.variance_reduction(B, info.pool_moment(P))
+    after = InformationMatrix.__new__(InformationMatrix)
+    after.p, after.A = info.p, info.A + B.T @ B
+    after._factor()
+    assert predicted == pytest.approx(before - after.leverage(P).sum(), rel=1e-9)
+    typical = np.array([[0.0, 0.0, 0.0, 0.6, 0.0]] * 4)
+    outlier = np.array([[0.0, 0.0, 0.0, 0.0, 3.0]] * 4)  # farther from training, but not what the pool needs
+    rows = [outlier, typical]
+    assert info.gain(outlier) > info.gain(typical)
+    assert info.select(rows, [0, 1], max_select=1, pool=P) == [1]

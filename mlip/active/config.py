@@ -51,6 +51,7 @@ DEFAULTS: Dict[str, Any] = {
         "deviation_lo": 0.05, "deviation_hi": 0.5, "deviation_break": None,
         "max_labels": 20,
         "stop_fraction": 0.0,
+        "target": "training",  # information: a batch by log-det gain over the training rows | by variance reduction over the pool
         "leverage_lo": 2.0,  # information: informative at mean leverage >= this × the training rows' (0: every snapshot; the batch fills the budget)
     },
     "oracle": {"class": "ase.calculators.emt:EMT", "kwargs": {}},
@@ -128,6 +129,8 @@ def check_config(cfg: Dict[str, Any]) -> None:
     if cfg["grade"] == "deviation" and int(cfg["committee"]) < 2:
         raise ValueError("grade 'deviation' needs committee >= 2 models")
     s = cfg["select"]
+    if s["target"] not in ("training", "pool"):
+        raise ValueError(f"select.target must be 'training' or 'pool', got {s['target']!r}")
     if s["strategy"] not in ("dopt", "random", "information"):
         raise ValueError(f"select.strategy must be 'dopt', 'random' or 'information', got {s['strategy']!r}")
     lo, hi = window(cfg)[:2]

@@ -8,7 +8,8 @@ twice; with a committee deviation the batch is filled up by decreasing deviation
 `max_labels` (and what is left of `max_labels_total`). The iteration has converged (the loop stops)
 when at most `stop_fraction` of the snapshots reach lo and no run halted. Strategy `random`: uniform
 among all snapshots (the baseline of benchmarks/bench_al.py). Strategy `information`: by the leverage
-against all training neighbourhoods and a greedy log-det batch (`mlip.active.information`), converged
+against all training neighbourhoods and a greedy batch by log-det gain (`select.target: training`) or
+by the variance it removes from all candidates' neighbourhoods (`target: pool`; `mlip.active.information`), converged
 when at most `stop_fraction` of the snapshots are informative and no run halted. Snapshots younger than
 `explore.burn_in` steps of trajectory age are no candidates for any strategy (DP-GEN's
 `model_devi_skip`: the first steps from a generated structure are its relaxation, not the ensemble).
@@ -120,7 +121,8 @@ class Selector:
         ratio = np.array([info.leverage(B).mean() / info.reference for B in rows])
         lo = float(self.cfg["select"]["leverage_lo"])
         eligible = [c for c in range(len(cands)) if ratio[c] >= lo and grades[c] < self.hi]
-        chosen = info.select(rows, eligible, max_select=cap) if cap else []
+        pool = X if self.cfg["select"].get("target", "training") == "pool" else None
+        chosen = info.select(rows, eligible, max_select=cap, pool=pool) if cap else []
         return sorted(chosen), float(np.mean(ratio >= lo))
 
     def dopt(self, k: int, models: List[str], cands: List[Any], grades: np.ndarray, cap: int) -> List[int]:
