@@ -32,7 +32,8 @@ installed into its own venv first — benchmarks/peers.py, `.peers-venv` or MLIP
              bench_mtp_snap.py (MTP vs SNAP and qSNAP in LAMMPS: speed and accuracy).
 
 * al       — bench_al.py (AL vs random, EMT Cu), bench_al_xtb.py (AL vs random against GFN1-xTB water, 2
-             seeds; labelling wall-clock local / process / dask), bench_explore_engines.py (ASE vs LAMMPS
+             seeds; labelling wall-clock local / process / dask), bench_al_selection.py (one selection step:
+             each rule against random draws and the true-error oracle), bench_explore_engines.py (ASE vs LAMMPS
              exploration select alike). Needs `pip install 'mlip[xtb]'`.
 
 Runs are sequential so that they do not compete for the two cores; each run's exit status is
@@ -154,6 +155,14 @@ def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
                 ["--run", str(REPO / "runs" / "quick_bench_al_xtb" / "random_s21"), "--minutes", "0.1",
                  "--families", "deepmd", "--workdir", str(REPO / "runs" / "quick_bench_al_capacity"),
                  "--save-name", "quick_al_capacity"] if q else [], results=["al_capacity"]),
+            # after bench_al_xtb: one selection step from its random_s21 state, every rule against the oracle bound
+            Job("al", "xTB water: one selection step, each rule against random draws and the true-error oracle",
+                "bench_al_selection.py",
+                ["--run", str(REPO / "runs" / ("quick_bench_al_xtb" if q else "bench_al_xtb") / "random_s21")]
+                + (["--iteration", "1", "--budget", "2", "--draws", "1", "--rules", "oracle_error", "none",
+                    "--workdir", str(REPO / "runs" / "quick_bench_al_selection"), "--save-name", "quick_al_selection"]
+                   if q else ["--iteration", "3"]),
+                results=["quick_al_selection" if q else "al_selection_random_s21_k3"]),
             Job("al", "ASE vs LAMMPS exploration (xTB water recipe)", "bench_explore_engines.py",
                 ["--steps", "60", "--runs", "3", "--workdir", str(REPO / "runs" / "quick_bench_explore"),
                  "--save-name", "quick_explore_engines"] if q else [],
