@@ -19,7 +19,9 @@ Presets:
             pref_e·ΔE²/N (deepmd/tf/loss/ener.py: atom_norm_ener · pref_e · mean ΔE²) where ours is
             pref_e·(ΔE/N)², i.e. the energy prefactors × N = 192 for these 192-atom frames. `env_shift`:
             DeePMD-kit's centred s-row of the environment matrix (model.env_shift, mlip.models.deepmd).
-            `env_shift_e_per_structure`: both.
+            `env_shift_e_per_structure`: both. 6000 steps each (ab_water_dp.json), data_2 RMSE: base 2.28
+            meV/atom, 0.2008 eV/Å; e_per_structure 2.20, 0.1988; env_shift 2.82, 0.2251; both 2.98,
+            0.2240. Neither earns a place in the recipe (e_per_structure is within noise, env_shift worse).
   mo_nequip training/nequip_mo.yaml on mlearn Mo (its own 10 % validation split, scored by the trainer).
             `base`: the recipe before this A/B (energy limit 5, lr → 1e-5). `e_x20`: the energy
             prefactor's limit 5 → 100 (the energy term was ~0.5 %
