@@ -41,7 +41,7 @@ def force_rows(model, frame) -> np.ndarray:
     import torch
 
     from mlip.graph import frame_edges
-    from mlip.models.base import model_dtype
+    from mlip.models.base import forces_virials_from_edges, model_dtype
 
     sp, ei, vec = frame_edges(frame, list(model.species), float(model.cutoff), model_dtype(model))
     vec = vec.detach().clone().requires_grad_(True)
@@ -49,11 +49,9 @@ def force_rows(model, frame) -> np.ndarray:
     rows = []
     for a in range(total.shape[0]):
         (g,) = torch.autograd.grad(total[a], vec, retain_graph=True, allow_unused=True)
-        d = torch.zeros(len(sp), 3, dtype=vec.dtype)
-        if g is not None:  # vec = r_j − r_i (+ shift): +g on the neighbour, −g on the centre
-            d.index_add_(0, ei[1], g)
-            d.index_add_(0, ei[0], -g)
-        rows.append(d.reshape(-1))
+        if g is None:
+            g = torch.zeros_like(vec)
+        rows.append(-forces_virials_from_edges(g, ei, vec, len(sp))[0].reshape(-1))  # ∂/∂r = −"force"
     return torch.stack(rows, 1).double().numpy()
 
 
@@ -148,6 +146,7 @@ def main(argv=None) -> int:
     pool_file = os.path.join(work, "pool.xyz")
     label_pool(cfg, cands, pool_file)
     pool = read_frames(pool_file)
+    pool_atoms = read(pool_file, index=":")  # with the oracle's labels, for the rules' training files
     model = load_checkpoint_model(al.member_checkpoint(k, 0))
     errors = frame_force_rmse(model, pool)
     train_frames = al.selector._train_frames(k)
@@ -168,7 +167,7 @@ def main(argv=None) -> int:
         extra = []
         if chosen:
             extra = [os.path.join(work, f"{rule}.xyz")]
-            write(extra[0], [read(pool_file, index=i) for i in chosen])  # with the oracle's labels
+            write(extra[0], [pool_atoms[i] for i in chosen])
         t["data"]["train"] = al.train_files(k) + extra
         t["model"]["init_from"] = al.member_checkpoint(k, 0)
         t["output"] = os.path.join(work, f"train_{rule}")
