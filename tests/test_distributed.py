@@ -192,9 +192,11 @@ def test_other_launchers(tmp_path, launcher):
     if launcher == "torchrun":
         cmd = [exe, "--standalone", "--nproc-per-node", "2", *args]
     else:
-        cmd = [exe, "-n", "2", "-env", "MASTER_ADDR", "127.0.0.1", "-env", "MASTER_PORT", str(_free_port()),
+        cmd = [exe, "-n", "2", "-prepend-rank", "-env", "MASTER_ADDR", "127.0.0.1",
+               "-env", "MASTER_PORT", str(_free_port()),
                sys.executable, *args]
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    # faulthandler: should a rank abort at exit again (seen once in a full suite), its Python stacks are shown
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=str(REPO))
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("exported") == 1  # rank 0 alone exports

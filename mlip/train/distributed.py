@@ -171,14 +171,41 @@ class Distributed:
             self._run(dist.barrier)
 
     def close(self) -> None:
-        """Leave the group together: a barrier first, so no rank tears down its gloo connections while
-        another still uses them (a lone destroy can abort the process: "terminate called ...")."""
-        if self.active and dist.is_initialized():
+        """Leave the group together, so that no rank tears down a connection another still uses (a
+        lone teardown can abort the process: "terminate called without an active exception").
+
+        A barrier first; then every rank destroys its process group, even when the barrier failed (a
+        group left alive is torn down at interpreter exit, where gloo's threads can abort). Last, rank 0
+        waits until the others have destroyed theirs: under `env://` with mpirun or `--nproc` it hosts
+        the rendezvous store, which must outlive every rank's use of it."""
+        if not (self.active and dist.is_initialized()):
+            return
+        try:
+            store = dist.distributed_c10d._get_default_store()
+        except Exception:  # pragma: no cover - private helper; the barrier alone still applies
+            store = None
+        try:
+            dist.barrier()
+        except RuntimeError as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            print(f"mlip: rank {self.rank}: final barrier failed ({first}); leaving anyway", file=sys.stderr)
+            store = None  # a peer is gone: do not wait for it
+        finally:
             try:
-                dist.barrier()
                 dist.destroy_process_group()
-            except Exception:  # pragma: no cover - the group is broken when a peer died
+            except Exception:  # pragma: no cover - already torn down
                 pass
+        if store is None:
+            return
+        try:
+            if self.rank:
+                store.add("mlip/closed", 1)
+            else:  # the store's host leaves last (bounded: a rank that died cannot block the exit)
+                deadline = time.monotonic() + 60.0
+                while store.add("mlip/closed", 0) < self.world - 1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+        except Exception:  # pragma: no cover - a store peer vanished: nothing left to protect
+            pass
 
 
 # -------------------------------------------------------------------- the --nproc launcher
