@@ -33,7 +33,9 @@ def test_gate_fast_path_is_the_per_block_gate():
     fast = gate(x)
     gate.all_even = False  # the general per-block path (odd scalars take it)
     slow = gate(x)
-    assert torch.equal(fast, slow)
+    # to round-off, not bit for bit: the vectorised activation can differ in the last bit with the
+    # tensor's memory layout (seen once in a fresh clone)
+    assert torch.allclose(fast, slow, rtol=0, atol=1e-15)
     g = torch.randn_like(fast)
     (gf,) = torch.autograd.grad(fast, x, g)
     (gs,) = torch.autograd.grad(gate(x), x, g)
