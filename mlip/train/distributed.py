@@ -185,10 +185,9 @@ class Distributed:
         except Exception:  # pragma: no cover - private helper; the barrier alone still applies
             store = None
         try:
-            dist.barrier()
-        except RuntimeError as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            print(f"mlip: rank {self.rank}: final barrier failed ({first}); leaving anyway", file=sys.stderr)
+            self._run(dist.barrier)
+        except RankLost as exc:
+            print(f"mlip: {exc} at the final barrier; leaving anyway", file=sys.stderr)
             store = None  # a peer is gone: do not wait for it
         finally:
             try:
