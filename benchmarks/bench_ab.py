@@ -32,6 +32,10 @@ Presets:
             which is the recipe since (3000 steps: base 10.2 meV/atom, 0.191 eV/Å; both 3.6, 0.173).
             The stored ab_mo_nequip.json was run when `base` was the recipe: its `base` has no
             overrides and the others name only what they changed.
+            ab_mo_nequip_radial.json (`--variant 'env_p10: model.envelope_p=10'
+            --variant 'rc52: model.cutoff=5.2'` against the stored recipe base, 3.64 meV/atom, 0.1728
+            eV/Å): env_p10 3.67, 0.1692; rc52 3.96, 0.1741 and 17 % slower. A sharper envelope or a
+            longer cutoff does not remove the model's volume-dependent energy error; neither is adopted.
 """
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ budget, then test-set MAE/RMSE next to the published GAP/MTP figures.
 
     python benchmarks/bench_mlearn.py --recipe mo_dp.yaml --element Mo [--minutes 40 | --hours 3] [--steps N]
     python benchmarks/bench_mlearn.py --recipe nequip_mo.yaml --element Mo --minutes 40
+    python benchmarks/bench_mlearn.py --recipe nequip_mo.yaml --element Mo --hours 1.6 \
+        --set loss.energy.limit=1000 --save-name mlearn_Mo_nequip_mo_e1000 --output runs/bench_mlearn_nequip_mo_e1000
 With a budget the schedule follows the clock over the recipe's nominal `training.steps` (see
 bench_water.py); `--steps N` replaces that span, its decay_steps scaled to keep the number of stairs.
 An interrupted run is continued from its last checkpoint when the command is given again (or with
@@ -35,6 +37,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--output", default=None)
     ap.add_argument("--save-name", default=None, help="results JSON stem (default mlearn_<El>_<recipe>)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one recipe key, as `mlip train --set` (repeatable; kept in the JSON)")
     args = ap.parse_args()
     el = args.element
     data = shared("mlearn", el)
@@ -43,7 +47,7 @@ def main() -> None:
     out_dir = args.output or str(REPO / "runs" / f"bench_mlearn_{name}")
     save_name = args.save_name or f"mlearn_{el}_{name}"
     budget = budget_seconds(args)
-    key = run_key(args.recipe, element=el, steps=args.steps, budget_s=budget)
+    key = run_key(args.recipe, element=el, steps=args.steps, budget_s=budget, settings=args.set or None)
     config = resume_config(out_dir, key, args.resume)
     over = {"threads": args.threads, "output": out_dir, "data": {"train": [str(data / "training.json")]},
             "training": {"progress": False}}
@@ -53,9 +57,9 @@ def main() -> None:
         over.update({k: v for k, v in span.items() if k != "training"})
     if budget:
         over["training"].update(max_time=budget, schedule_by_time=True)
-    res = train_recipe(args.recipe, over, config=config, key=key)
+    res = train_recipe(args.recipe, over, config=config, key=key, settings=args.set)
     test = evaluate(res["model"], [str(data / "test.json")], threads=args.threads)
-    out = {"recipe": args.recipe, "element": el, "steps": res["steps"], "train_wall_s": res["elapsed_s"],
+    out = {"recipe": args.recipe, **({"settings": args.set} if args.set else {}), "element": el, "steps": res["steps"], "train_wall_s": res["elapsed_s"],
            "n_parameters": res["n_parameters"], "family": res["config"]["model"]["family"],
            "test_energy_mae_meV": test["energy_mae"] * 1e3, "test_energy_rmse_meV": test["energy_rmse"] * 1e3,
            "test_force_mae": test["force_mae"], "test_force_rmse": test["force_rmse"],

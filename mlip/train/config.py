@@ -70,6 +70,7 @@ DEFAULTS: Dict[str, Any] = {
         "progress": True,
         "stat_frames": 20,  # frames for the model's input statistics; null = all training frames
         "bias_refit_every": 100,  # steps; 0 = keep the initial energy reference
+        "readout_refit": False,  # at the end: best.pt's linear readout solved exactly (mlip.train.refit)
     },
     "export": {"dtype": None},
 }
@@ -231,6 +232,7 @@ RULES = {
     "training.progress": Flag(),
     "training.stat_frames": optional(POSITIVE_INT),
     "training.bias_refit_every": optional(NONNEG_INT),
+    "training.readout_refit": Flag(),
     "export.dtype": optional(Choice(("float64", "float32"))),
 }
 LR_KEYS = ("schedule", "start", "stop", "decay_steps", "warmup_steps", *PLATEAU_DEFAULTS)

@@ -5,7 +5,7 @@ varpro, lbfgs   full-batch quasi-Newton with an exact solve of the linear parame
                 linear in part of their parameters (the MTP): `mlip.train.varpro`. A step is then
                 one evaluation of the loss over the whole training set.
 Both write the same run directory: config.yaml, metrics.csv, checkpoints/{last,best}.pt (readable
-by `load_checkpoint_model`), summary.json (validation, and test metrics if data.test is given), plots.
+by `load_checkpoint_model`), summary.json (best.pt's validation, and test metrics if data.test is given), plots.
 
 Reproducibility contract (adam): the batch drawn at step t is a pure function of (seed, t); the
 learning rate and the loss prefactors are functions of t (or, clock-driven, of the training seconds)
@@ -216,6 +216,10 @@ class Trainer:
             raise ValueError(f"optimizer {ocfg['name']} runs in one process (a full-batch quasi-Newton fit); "
                              f"train it without --nproc/torchrun, or use optimizer.name: adam on {self.dist.world} ranks")
         self.dist.broadcast_module(self.model)
+        if self.tcfg.get("readout_refit") and not (hasattr(self.model, "linear_parameters")
+                                                   and hasattr(self.model, "linear_design")):
+            raise ValueError(f"training.readout_refit: family '{self.model.family}' has no linear readout to "
+                             "refit; set it false (families with one: nequip, mtp)")
         if self.full_batch:
             self.optimizer = self._full_batch_optimizer(ocfg)
         else:
@@ -598,19 +602,38 @@ class Trainer:
         csv_fh = open_append(csv_path, newline="")
         return csv_fh, csv.DictWriter(csv_fh, fieldnames=CSV_FIELDS)
 
+    def _refit_best(self) -> Dict[str, Any]:
+        """`training.readout_refit`: best.pt's linear readout solved exactly (`mlip.train.refit`)."""
+        from mlip.train.refit import final_weights, refit_checkpoint
+
+        graphs = self.val_graphs if self.val_graphs else self.train_graphs
+        info = refit_checkpoint(os.path.join(self.ckpt_dir, "best.pt"), self.train_graphs,
+                                final_weights(self.pref, bool(self.cfg["loss"]["virial_per_atom"])),
+                                lambda m: validation_loss(accumulate_graphs(m, graphs).summary(), self.pref))
+        print(f"readout refit ({info['parameters']} parameters, {info['seconds']:.0f} s): validation loss "
+              f"{info['validation_loss_before']:.4e} -> {info['validation_loss_after']:.4e}"
+              f"{'' if info['kept'] else ' (worse: not kept)'}")
+        return info
+
     def _finish(self, extra: Dict[str, Any]) -> Dict[str, Any]:
-        """best.pt (if no validation ever wrote one), summary.json (validation and data.test metrics),
-        plots; returns the summary."""
+        """best.pt (if no validation ever wrote one; refit if asked), summary.json (validation and
+        data.test metrics of best.pt, the model `mlip train` exports), plots; returns the summary."""
         csv_path = os.path.join(self.out, "metrics.csv")
         if not os.path.exists(os.path.join(self.ckpt_dir, "best.pt")):
             self.save_checkpoint("best.pt")
-        errors = self.validation_errors()
+        if self.tcfg.get("readout_refit") and not self.full_batch and self.dist.is_main:
+            extra = {**extra, "readout_refit": self._refit_best()}
+        self.dist.barrier()  # rank 0 may just have rewritten best.pt
+        # the summary describes what is exported (best.pt's evaluation weights), not the last step's
+        exported = load_checkpoint_model(os.path.join(self.ckpt_dir, "best.pt")).to(self.device)
+        graphs = self.val_graphs if self.val_graphs else self.train_graphs
+        errors = accumulate_sharded(exported, graphs, self.dist)
         final = errors.summary()
         summary = {"steps": self.step, "elapsed_s": self.elapsed, "validation": final, **extra}
         if self.cfg["data"].get("test"):
             test = build_graphs(load_frames(self.cfg["data"]["test"], self.cfg["data"]), self.model.species,
                                 self.model.cutoff, self.dtype)
-            summary["test"] = accumulate_sharded(self.eval_model(), test, self.dist).summary()
+            summary["test"] = accumulate_sharded(exported, test, self.dist).summary()
         if not self.dist.is_main:
             return summary
         atomic_write(os.path.join(self.out, "summary.json"), json.dumps(summary, indent=1))
@@ -619,7 +642,7 @@ class Trainer:
 
             learning_curve(csv_path, os.path.join(self.out, "learning_curve.png"))
             which = "validation" if self.val_graphs else "first 50 training"
-            parity = errors if self.val_graphs else accumulate_graphs(self.eval_model(), self.train_graphs[:50])
+            parity = errors if self.val_graphs else accumulate_graphs(exported, self.train_graphs[:50])
             parity_figure(parity, os.path.join(self.out, "parity.png"), title=f"{self.out}: {which} frames")
         except Exception as exc:  # plots are a convenience: never lose a finished run over them
             print(f"warning: plots not written: {exc}")

@@ -11,6 +11,7 @@ Architecture (after Batzner et al., Nat. Commun. 13, 2453 (2022)), behind the co
   energy (`irreps.py`);
 * readout: scalars → `head_hidden` SiLU features φ_i (the "last invariant node features", see
   `invariant_features`) → linear → per-species scale and shift: E_i = scale_s (φ_i · w) + shift_s.
+  E is linear in (w, shift): `linear_design` (`linear.py`) gives the rows of an exact solve.
 
 The readout's parameters (`head_w1`, `head_b1`, `head_w2`, `energy_scale`, `energy_shift`) and the
 `sh`, `basis`, `embedding`, `blocks` submodules sit directly on the model: those names are the
@@ -416,6 +417,22 @@ class NequIP(AtomicModel):
     def node_features(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> List[Tensor]:
         """Node features after every block (flat e3nn layout, irreps `self.irreps_layers[k]`)."""
         return self._run(species, edge_index, edge_vec, True)
+
+    # ---- linear part (`linear.py`): what `mlip.train.refit` solves exactly ------------------------
+    @torch.jit.ignore
+    def linear_parameters(self) -> List[str]:
+        """The parameters the energy is linear in for fixed other weights: head_w2, energy_shift."""
+        from mlip.models.nequip.linear import linear_parameters
+
+        return linear_parameters()
+
+    @torch.jit.ignore
+    def linear_design(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, node_frame: Tensor,
+                      n_frames: int, need_virial: bool = False):
+        """Energies, forces and virials as linear maps of `linear_parameters` (`linear.py`)."""
+        from mlip.models.nequip.linear import linear_design
+
+        return linear_design(self, species, edge_index, edge_vec, node_frame, n_frames, need_virial)
 
 
 __all__ = ["NequIP"]
