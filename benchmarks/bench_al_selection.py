@@ -59,7 +59,7 @@ def frame_force_rmse(model, frames) -> np.ndarray:
     """The model's force RMSE on each labelled frame."""
     from mlip.graph import build_graphs
     from mlip.models.base import model_dtype
-    from mlip.train.trainer import evaluate_graphs
+    from mlip.train.evaluation import evaluate_graphs
 
     return np.array([evaluate_graphs(model, build_graphs([fr], model.species, model.cutoff,
                                                          model_dtype(model)))["force_rmse"] for fr in frames])

@@ -64,6 +64,7 @@ def main() -> None:
            "test_energy_mae_meV": test["energy_mae"] * 1e3, "test_energy_rmse_meV": test["energy_rmse"] * 1e3,
            "test_force_mae": test["force_mae"], "test_force_rmse": test["force_rmse"],
            "test_stress_rmse_GPa": test.get("stress_rmse_gpa"), "last_lr": res.get("last_lr"),
+           **({"readout_refit": res["readout_refit"]} if res.get("readout_refit") else {}),
            "learning_curve": learning_curve(out_dir, save_name)}
     print(f"\nmlearn {el} test set ({test['n_frames']} structures, {test['n_atoms']} atoms)")
     print(f"{'model':<16}{'E MAE meV/atom':>16}{'E RMSE':>10}{'F MAE eV/Å':>12}{'F RMSE':>10}")

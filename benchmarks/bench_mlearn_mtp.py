@@ -95,7 +95,7 @@ def eval_speed(el: str, n_frames: int, evaluations: int, workers: List[int]) -> 
     from mlip.train.finetune import split_model_config
     from mlip.train.full_batch import FullBatch, LossWeights, loss_and_grad, solve_linear
     from mlip.train.projection import ProjectedEvaluator
-    from mlip.train.trainer import prepare_data
+    from mlip.train.datasets import prepare_data
 
     torch.set_num_threads(1)
     cfg = load_config(str(REPO / "training" / f"mtp_{el.lower()}.yaml"), {})

@@ -134,7 +134,7 @@ def mlearn(args) -> dict:
     from mlip.data import read_frames
     from mlip.graph import build_graphs
     from mlip.models.mtp import MTP
-    from mlip.train.trainer import evaluate_graphs
+    from mlip.train.evaluation import evaluate_graphs
 
     model = MTP.from_export(os.path.join(args.run, "model.pt")).double()
     out = {}

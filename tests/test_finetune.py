@@ -57,7 +57,7 @@ def cu(tmp_path_factory):
 
 def errors(model, frames):
     from mlip.graph import build_graphs
-    from mlip.train.trainer import evaluate_graphs
+    from mlip.train.evaluation import evaluate_graphs
 
     return evaluate_graphs(model, build_graphs(frames, model.species, model.cutoff, torch.float64))
 

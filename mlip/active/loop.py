@@ -210,7 +210,8 @@ class ActiveLearning:
         """Energy (per atom) and force errors of `model` on the independent test set."""
         from mlip.graph import build_graphs
         from mlip.models.base import model_dtype
-        from mlip.train.trainer import evaluate_graphs, load_frames
+        from mlip.train.datasets import load_frames
+        from mlip.train.evaluation import evaluate_graphs
 
         if self._test_frames is None:
             self._test_frames = load_frames(self.cfg["test"], {})

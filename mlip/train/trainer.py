@@ -16,7 +16,6 @@ lbfgs run restarts L-BFGS from the checkpointed parameters with an empty history
 """
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import math
@@ -25,13 +24,13 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 import yaml
 
-from mlip.graph import Graph, build_graphs, collate, fit_energy_bias
+from mlip.graph import build_graphs, collate, fit_energy_bias
 from mlip.io.safe_write import atomic_write, atomic_write_buffered, ensure_dir, open_append
 from mlip.data.summary import data_summary
 from mlip.metrics import ErrorAccumulator, format_summary
@@ -42,6 +41,8 @@ from mlip.train.finetune import (apply_freeze, check_compatible, check_freeze_op
 from mlip.train.distributed import Distributed, RankLost, resolve_device
 from mlip.train.loss import loss_terms, total_loss
 from mlip.train.schedules import LRSchedule, Prefactor, validation_loss
+from mlip.train.datasets import load_frames, prepare_data
+from mlip.train.evaluation import EMA, accumulate_graphs, accumulate_sharded
 
 CSV_FIELDS = ["step", "time", "lr", "loss", "pe", "pf", "pv", "val_energy_rmse", "val_force_rmse",
               "val_virial_rmse_per_atom", "val_loss"]
@@ -49,39 +50,6 @@ CSV_FIELDS = ["step", "time", "lr", "loss", "pe", "pf", "pv", "val_energy_rmse",
 
 def _dtype(name: str) -> torch.dtype:
     return torch.float64 if name == "float64" else torch.float32
-
-
-def load_frames(paths: Sequence[str], cfg_data: Dict[str, Any]) -> list:
-    from mlip.data import read_frames
-
-    frames = []
-    for p in paths:
-        frames.extend(read_frames(p, fmt=cfg_data.get("format"), type_map=cfg_data.get("type_map")))
-    return frames
-
-
-def prepare_data(cfg: Dict[str, Any]) -> tuple:
-    """(train_frames, val_frames) from files, or generated with an ASE calculator when asked."""
-    from mlip.data import split_frames
-
-    data = cfg["data"]
-    if data["train"]:
-        train = load_frames(data["train"], data)
-    elif data["generate"]:
-        from mlip.datagen import generate_frames
-
-        train = generate_frames(**data["generate"], seed=cfg["seed"])
-    else:
-        raise ValueError("data.train is empty: give training files (or data.generate for synthetic data)")
-    if data["validation"]:
-        val = load_frames(data["validation"], data)
-    elif data["val_fraction"] and len(train) > 1:
-        train, val = split_frames(train, data["val_fraction"], cfg["seed"])
-    else:
-        val = []
-    if not train:
-        raise ValueError("no training frames after the train/validation split")
-    return train, val
 
 
 def keep_rows_until(csv_path: str, step: int) -> None:
@@ -102,67 +70,6 @@ def keep_rows_until(csv_path: str, step: int) -> None:
         kept.append(line)
     if len(kept) != len(lines):
         atomic_write(csv_path, "".join(kept))
-
-
-class EMA:
-    """Exponential moving average of the parameters, evaluated and exported instead of the raw ones."""
-
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        self.decay = float(decay)
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
-                self.shadow[k].mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
-            else:
-                self.shadow[k].copy_(v)
-
-    def copy_to(self, model: torch.nn.Module) -> torch.nn.Module:
-        m = copy.deepcopy(model)
-        m.load_state_dict(self.shadow)
-        return m
-
-
-def evaluate_graphs(model: AtomicModel, graphs: Sequence[Graph], batch_size: int = 8) -> Dict[str, float]:
-    """Error summary of `model` on labelled graphs (see mlip.metrics)."""
-    return accumulate_graphs(model, graphs, batch_size).summary()
-
-
-def accumulate_graphs(model: AtomicModel, graphs: Sequence[Graph], batch_size: int = 8) -> ErrorAccumulator:
-    """Predictions of `model` against the labels of `graphs`, kept frame by frame (errors and parity
-    data)."""
-    acc = ErrorAccumulator(model.species)
-    device = next(model.parameters()).device
-    for k in range(0, len(graphs), batch_size):
-        chunk = graphs[k: k + batch_size]
-        b = collate(chunk).to(device)
-        out = {key: v.detach().cpu() for key, v in predict(model, b, create_graph=False).items()}
-        f = out["forces"].numpy()
-        off = 0
-        for n, g in enumerate(chunk):
-            sl = slice(off, off + g.n_atoms)
-            off += g.n_atoms
-            acc.add(g.species.numpy(), float(out["energy"][n]), f[sl],
-                    out["virial"][n].numpy(), g.energy,
-                    None if g.forces is None else g.forces.numpy(),
-                    None if g.virial is None else g.virial.numpy(), None)
-    return acc
-
-
-def accumulate_sharded(model: AtomicModel, graphs: Sequence[Graph], dist: Distributed) -> ErrorAccumulator:
-    """`accumulate_graphs` with the frames shared among the ranks and the results gathered, so that
-    every rank holds the errors of all frames (ranks in order)."""
-    if not dist.active:
-        return accumulate_graphs(model, graphs)
-    mine = dist.shard(list(graphs))
-    part = accumulate_graphs(model, mine) if mine else ErrorAccumulator(model.species)
-    parts = dist.gather(part)
-    acc = ErrorAccumulator(model.species)
-    for a in parts:
-        acc.merge(a)
-    return acc
 
 
 class Trainer:
