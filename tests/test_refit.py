@@ -1,5 +1,6 @@
 """The exact refit of a linear readout (`training.readout_refit`, mlip.train.refit): the NequIP-style
-design reproduces the model, the solve reaches the optimum, and the trainer writes it into best.pt."""
+design reproduces the model, the solve reaches the optimum, the trainer writes it into best.pt, and
+the same linear part lets varpro train the NequIP-style model."""
 from __future__ import annotations
 
 import numpy as np
@@ -72,7 +73,7 @@ def test_refit_is_undone_when_the_score_gets_worse():
     assert torch.equal(get_flat(linear_parameters(model)), x0)
 
 
-def _nequip_run(tmp_path, refit: bool, family: str = "nequip"):
+def _nequip_run(tmp_path, refit: bool, family: str = "nequip", **sections):
     from mlip.train.config import load_config
 
     model = ({"family": "nequip", "cutoff": 3.5, "l_max": 1, "num_features": 8, "num_layers": 2,
@@ -87,6 +88,7 @@ def _nequip_run(tmp_path, refit: bool, family: str = "nequip"):
         "optimizer": {"lr": {"start": 0.005, "stop": 1e-3, "decay_steps": 10}, "ema": 0.9},
         "training": {"steps": 20, "batch_size": 2, "val_every": 5, "checkpoint_every": 5, "progress": False,
                      "readout_refit": refit},
+        **sections,
     })
 
 
@@ -113,3 +115,19 @@ def test_readout_refit_needs_a_linear_readout(tmp_path):
 
     with pytest.raises(ValueError, match="training.readout_refit: family 'deepmd' has no linear readout"):
         Trainer(_nequip_run(tmp_path, True, family="deepmd"))
+
+
+def test_varpro_trains_a_nequip_model(tmp_path):
+    """The same linear part makes the NequIP-style model a valid `optimizer.name: varpro` model: every
+    evaluation solves the readout exactly and L-BFGS moves the rest (slow per step, but correct)."""
+    import csv
+
+    from mlip.train.trainer import Trainer
+
+    cfg = _nequip_run(tmp_path, False, loss={"energy": 1.0, "forces": 1.0, "virial": 0.0},
+                      optimizer={"name": "varpro", "max_iter": 6, "history": 10, "patience": 6},
+                      training={"checkpoint_every": 3, "progress": False})
+    summary = Trainer(cfg).run()
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert summary["optimizer"] == "varpro" and summary["evaluations"] == len(rows) == 6
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
