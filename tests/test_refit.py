@@ -10,7 +10,8 @@ import torch
 from mlip.graph import build_graphs, collate
 from mlip.models.base import predict
 from mlip.models.nequip import NequIP
-from mlip.train.full_batch import FullBatch, LossWeights, full_loss, get_flat, linear_parameters, loss_and_grad
+from mlip.train.full_batch import (FullBatch, LossWeights, full_loss, get_flat, linear_parameters, loss_and_grad,
+                                   solve_linear)
 
 from conftest import random_structure
 
@@ -67,10 +68,32 @@ def test_refit_is_undone_when_the_score_gets_worse():
 
     model, graphs = _model_and_graphs()
     x0 = get_flat(linear_parameters(model)).clone()
-    calls = iter([0.0, 1.0])  # before, after: worse
+    calls = iter([0.0, 1.0, 1.0, 1.0, 1.0, 1.0])  # before, then the exact and every ridge solution: worse
     info = refit_linear(model, graphs, LossWeights(1.0, 1.0, 0.0), score=lambda m: next(calls))
-    assert not info["kept"]
+    assert not info["kept"] and info["ridge"] is None
     assert torch.equal(get_flat(linear_parameters(model)), x0)
+
+
+def test_ridge_path_runs_from_the_exact_solution_to_the_trained_weights():
+    from mlip.train.refit import RIDGE, refit_linear
+
+    model, graphs = _model_and_graphs()
+    w = LossWeights(10.0, 1.0, 0.1, True)
+    x0 = get_flat(linear_parameters(model)).clone()
+    _, qr = solve_linear(model, FullBatch(graphs), w)
+    exact = get_flat(linear_parameters(model)).clone()
+    torch.testing.assert_close(qr.solve_toward(x0, 1e-14), exact, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(qr.solve_toward(x0, 1e8), x0, rtol=0, atol=1e-6)
+    losses = [qr.residual2(qr.solve_toward(x0, a)) for a in (1e-6, 1e-3, 1.0)]
+    assert losses == sorted(losses)  # more pull toward x0: higher training loss
+    # a score that prefers the second ridge solution gets it
+    from mlip.train.full_batch import set_flat
+
+    set_flat(linear_parameters(model), x0)
+    target = qr.solve_toward(x0, RIDGE[2])
+    info = refit_linear(model, graphs, w, score=lambda m: float((get_flat(linear_parameters(m)) - target).norm()) + 1e-3)
+    assert info["kept"] and info["ridge"] == RIDGE[2]
+    torch.testing.assert_close(get_flat(linear_parameters(model)), target, rtol=0, atol=1e-12)
 
 
 def _nequip_run(tmp_path, refit: bool, family: str = "nequip", **sections):

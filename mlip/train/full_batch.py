@@ -153,6 +153,18 @@ class IncrementalQR:
         x = vt[keep].T @ ((u[:, keep].T @ self.qty) / s[keep])
         return x / scale
 
+    def solve_toward(self, x0: Tensor, alpha: float, rcond: float = 1e-13) -> Tensor:
+        """The ridge solution min |Rx − Qᵀy|² + α s_max² |D(x − x0)|² (D: the column scales): a step
+        from x0 toward `solve()` that is shortest along the least-determined directions; α → 0 gives
+        `solve()` on the kept rank, α → ∞ gives x0."""
+        scale, u, s, vt = self._svd()
+        keep = s > rcond * s[0]
+        u, s, vt = u[:, keep], s[keep], vt[keep]
+        z0 = x0.to(torch.float64) * scale
+        r = self.qty - u @ (s * (vt @ z0))  # residual at x0, in the range of R
+        z = z0 + vt.T @ ((s / (s * s + alpha * float(s[0]) ** 2)) * (u.T @ r))
+        return z / scale
+
     def residual2(self, x: Tensor) -> float:
         return self.lost + float(((self.R @ x.to(torch.float64) - self.qty) ** 2).sum())
 

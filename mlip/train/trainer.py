@@ -519,7 +519,7 @@ class Trainer:
                                 lambda m: validation_loss(accumulate_graphs(m, graphs).summary(), self.pref))
         print(f"readout refit ({info['parameters']} parameters, {info['seconds']:.0f} s): validation loss "
               f"{info['validation_loss_before']:.4e} -> {info['validation_loss_after']:.4e}"
-              f"{'' if info['kept'] else ' (worse: not kept)'}")
+              f"{(' (ridge %g)' % info['ridge'] if info.get('ridge') else '') if info['kept'] else ' (worse: not kept)'}")
         return info
 
     def _finish(self, extra: Dict[str, Any]) -> Dict[str, Any]:
