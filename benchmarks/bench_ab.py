@@ -36,6 +36,10 @@ Presets:
             --variant 'rc52: model.cutoff=5.2'` against the stored recipe base, 3.64 meV/atom, 0.1728
             eV/Å): env_p10 3.67, 0.1692; rc52 3.96, 0.1741 and 17 % slower. A sharper envelope or a
             longer cutoff does not remove the model's volume-dependent energy error; neither is adopted.
+            ab_mo_nequip_capacity.json (`--variant 'f64: model.num_features=64'
+            --variant 'L4: model.num_layers=4'`, same base): f64 4.37, 0.1684 and 1.6x slower per step;
+            L4 3.67, 0.1679 and 1.9x slower. At equal steps more width or depth buys 3 % in the force RMSE,
+            less than either loses in steps at equal time; neither is adopted.
 """
 from __future__ import annotations
 
