@@ -233,3 +233,26 @@ def test_bench_ab_bad_variant_is_one_line(tmp_path):
               "--workdir", str(tmp_path / "ab")], tmp_path)
     assert p.returncode == 2 and "variant 'x': --set expects KEY=VALUE, got 'loss.energy'" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_force_errors_by_contact_table_and_report(tmp_path):
+    """The bins partition the atoms, each bin's MAE is its atoms' mean, the shares add up to the whole,
+    and the report shows the table."""
+    import numpy as np
+
+    import force_errors_by_contact as fe
+
+    atoms = {"group": np.array(["hot", "hot", "hot", "cold"]), "rmin": np.array([2.1, 2.4, 2.7, 2.9]),
+             "fref": np.array([5.0, 3.5, 0.5, 0.2]), "err": np.array([0.4, 0.2, 0.1, 0.1])}
+    t = fe.table(atoms)
+    assert t["atoms"] == 4 and t["force_mae"] == pytest.approx(0.2)
+    by_r = t["all"]["by_nearest_neighbour"]
+    assert sum(r["atoms"] for r in by_r) == 4
+    assert [r["force_mae"] for r in by_r] == pytest.approx([0.4, 0.2, 0.1, 0.1])
+    assert sum(r["share_of_total_mae"] for r in by_r) == pytest.approx(1.0)
+    assert sum(r["share_of_total_mae"] for r in t["all"]["by_reference_force"]) == pytest.approx(1.0)
+    assert t["hot"]["atoms"] == 3 and t["cold"]["force_mae"] == pytest.approx(0.1)
+    (tmp_path / "force_errors_x.json").write_text(json.dumps({"model": "m.pt", "files": {"a/test.json": t}}))
+    text = report.render(tmp_path)
+    assert "## Force errors by nearest-neighbour distance" in text
+    assert "| force_errors_x | test.json | [0, 2.3) | 1 | 0.400 | 50 |" in text
