@@ -28,10 +28,9 @@ FORCE_EDGES = (0.0, 1.0, 2.0, 3.0, np.inf)  # eV/Å, |F| of the reference
 def per_atom_errors(model: str, path: str, cutoff: float) -> Dict[str, np.ndarray]:
     """For every atom of the file: its group, nearest-neighbour distance (Å, within `cutoff`), |F_ref|
     and mean absolute component error of the model's force."""
-    from ase.neighborlist import neighbor_list
-
     from mlip import MLIPCalculator
     from mlip.data.dataset import read_frames
+    from mlip.neighbors import neighbor_list_atoms
 
     calc = MLIPCalculator(model)
     groups: List[str] = []
@@ -44,9 +43,9 @@ def per_atom_errors(model: str, path: str, cutoff: float) -> Dict[str, np.ndarra
         atoms = frame.to_atoms()
         atoms.calc = calc
         f = atoms.get_forces()
-        i, d = neighbor_list("id", atoms, cutoff)
+        edge_index, _, edge_vec = neighbor_list_atoms(atoms, cutoff)
         r = np.full(len(atoms), np.inf)
-        np.minimum.at(r, i, d)
+        np.minimum.at(r, edge_index[0], np.linalg.norm(edge_vec, axis=1))
         groups += [frame.group] * len(atoms)
         rmin.append(r)
         fref.append(np.linalg.norm(frame.forces, axis=1))
@@ -55,13 +54,15 @@ def per_atom_errors(model: str, path: str, cutoff: float) -> Dict[str, np.ndarra
             "err": np.concatenate(err)}
 
 
-def binned(values: np.ndarray, err: np.ndarray, edges: Sequence[float]) -> List[Dict[str, Any]]:
+def binned(values: np.ndarray, err: np.ndarray, edges: Sequence[float], total: float) -> List[Dict[str, Any]]:
+    """Atoms with lo <= value < hi per bin: count, their force MAE, and their part of `total` (the
+    whole file's summed error)."""
     rows = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         sel = (values >= lo) & (values < hi)
         if sel.any():
             rows.append({"lo": float(lo), "hi": float(hi), "atoms": int(sel.sum()),
-                         "force_mae": float(err[sel].mean()), "share_of_total_mae": float(err[sel].sum())})
+                         "force_mae": float(err[sel].mean()), "share_of_total_mae": float(err[sel].sum()) / total})
     return rows
 
 
@@ -72,10 +73,8 @@ def table(atoms: Dict[str, np.ndarray]) -> Dict[str, Any]:
     out: Dict[str, Any] = {"atoms": int(len(atoms["err"])), "force_mae": float(atoms["err"].mean())}
     for g in ["all"] + sorted(set(atoms["group"].tolist())):
         sel = np.ones(len(atoms["err"]), bool) if g == "all" else atoms["group"] == g
-        by_r = binned(atoms["rmin"][sel], atoms["err"][sel], RMIN_EDGES)
-        by_f = binned(atoms["fref"][sel], atoms["err"][sel], FORCE_EDGES)
-        for row in by_r + by_f:
-            row["share_of_total_mae"] /= total
+        by_r = binned(atoms["rmin"][sel], atoms["err"][sel], RMIN_EDGES, total)
+        by_f = binned(atoms["fref"][sel], atoms["err"][sel], FORCE_EDGES, total)
         out[g or "(no group)"] = {"atoms": int(sel.sum()), "force_mae": float(atoms["err"][sel].mean()),
                                   "by_nearest_neighbour": by_r, "by_reference_force": by_f}
     return out
