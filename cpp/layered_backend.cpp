@@ -63,6 +63,7 @@ LayeredBackend::LayeredBackend(torch::jit::Module module, at::ScalarType dtype, 
     widths_.push_back(x.toInt());
   }
   if (widths_.size() < 2) throw ModelError("attribute 'layer_widths' needs at least two entries");
+  has_pair_ = module_.find_method("layer_pair").has_value();
 }
 
 const std::string& LayeredBackend::name() const {
@@ -137,6 +138,16 @@ void LayeredBackend::compute(const GraphInput& g, const Outputs& out) {
     check_shape(e, {n_local}, "layer_readout energies");
     check_shape(gh, {n_local, widths_[n_layers]}, "layer_readout gradient");
     at::Tensor gvec = at::zeros({g.n_edges, 3}, at::TensorOptions().dtype(at::kDouble));
+    if (has_pair_) {  // the two-body term: per-centre energies and edge gradients, no exchange
+      auto pr = tuple_of(module_.get_method("layer_pair")({t.species, t.edge_index, t.edge_vec, c10::IValue(n_local)}),
+                         2, "layer_pair");
+      at::Tensor ep = tensor_of(pr[0], "layer_pair");
+      at::Tensor gp = tensor_of(pr[1], "layer_pair");
+      check_shape(ep, {n_local}, "layer_pair energies");
+      check_shape(gp, {g.n_edges, 3}, "layer_pair edge gradient");
+      e = at::add(e, ep.to(e.scalar_type()));
+      gvec.add_(gp.to(at::kDouble));
+    }
     for (int64_t k = n_layers - 1; k >= 0; --k) {
       const bool need_h = k > 0;
       auto r = tuple_of(module_.get_method("layer_vjp")({c10::IValue(k), hs[k], t.species, t.edge_index, t.edge_vec,

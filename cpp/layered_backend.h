@@ -61,6 +61,7 @@ class LayeredBackend : public Backend {
   bool optimize_;
   int64_t chunk_;
   std::vector<int64_t> widths_;  // layer_widths: [w_0, ..., w_L]
+  bool has_pair_ = false;        // optional layer_pair (a two-body term beside the blocks; older exports lack it)
 };
 
 }  // namespace mlip

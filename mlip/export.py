@@ -162,6 +162,10 @@ class ExportedLayeredModel(ExportedMessagePassingModel):
         return self.model.layer_readout(h, species)
 
     @torch.jit.export
+    def layer_pair(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centres: int) -> Tuple[Tensor, Tensor]:
+        return self.model.layer_pair(species, edge_index, edge_vec, n_centres)
+
+    @torch.jit.export
     def layer_grade(self, h: Tensor, species: Tensor) -> Tensor:
         """γ of the atoms whose last features are h (the `grade` of the layer path)."""
         if self.grade_matrix.shape[1] == 0:

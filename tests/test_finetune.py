@@ -190,7 +190,7 @@ def small_model(family):
     cfg = {"deepmd": dict(MODEL, species=["Cu"]),
            "mtp": {"species": ["Cu", "Ag"], "level": 8, "cutoff": 4.0},
            "nequip": {"species": ["Cu"], "cutoff": 4.0, "l_max": 1, "num_features": 4, "num_layers": 1,
-                      "radial_hidden": 8}}[family]
+                      "radial_hidden": 8, "pair_basis": 3}}[family]
     cfg = dict(cfg)
     cfg.pop("family", None)
     return build_model(family, cfg)

@@ -34,6 +34,8 @@ def nequip(num_layers=3, l_max=2, seed=0, **kw):
     with torch.no_grad():
         m.energy_scale.copy_(torch.tensor([0.7, 1.3]))
         m.energy_shift.copy_(torch.tensor([-1.5, 2.0]))
+        if m.pair.enabled:  # a non-zero two-body term (it starts at zero in training)
+            m.pair.coeff.copy_(0.3 * torch.randn(m.pair.coeff.shape))
     return m
 
 
@@ -102,10 +104,11 @@ def assert_close(out, ref, tol):
         assert np.abs(a - b).max() <= tol * max(np.abs(b).max(), 1.0), (k, np.abs(a - b).max())
 
 
-@pytest.mark.parametrize("num_layers,l_max,chunk", [(3, 2, None), (3, 2, 5), (1, 1, 3), (2, 0, 1)])
-def test_layered_equals_torchscript_on_periodic_graph(tmp_path, monkeypatch, num_layers, l_max, chunk):
+@pytest.mark.parametrize("num_layers,l_max,chunk,pair", [(3, 2, None, 0), (3, 2, 5, 0), (1, 1, 3, 0), (2, 0, 1, 0),
+                                                         (2, 1, 4, 6)])
+def test_layered_equals_torchscript_on_periodic_graph(tmp_path, monkeypatch, num_layers, l_max, chunk, pair):
     path = str(tmp_path / "m.pt")
-    export_model(nequip(num_layers, l_max), path)
+    export_model(nequip(num_layers, l_max, pair_basis=pair, pair_r_min=1.5), path)
     layered, reference = engines(path, monkeypatch, chunk)
     assert layered.backend == "layered" and layered.supports_exchange
     assert reference.backend == "torchscript"
@@ -116,9 +119,10 @@ def test_layered_equals_torchscript_on_periodic_graph(tmp_path, monkeypatch, num
                  reference.compute(species, ei, vec, atom_virial=True), 1e-12)
 
 
-def test_one_cutoff_graph_with_exchange_equals_periodic(tmp_path, monkeypatch):
+@pytest.mark.parametrize("pair", [0, 5])
+def test_one_cutoff_graph_with_exchange_equals_periodic(tmp_path, monkeypatch, pair):
     path = str(tmp_path / "m.pt")
-    m = nequip(3)
+    m = nequip(3, pair_basis=pair)
     export_model(m, path)
     layered, reference = engines(path, monkeypatch, chunk=7)
     atoms, species = crystal(2)

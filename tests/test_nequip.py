@@ -92,6 +92,43 @@ def test_smooth_at_cutoff():
         assert e_out == pytest.approx(e_iso, abs=1e-14) and np.abs(f_out).max() == 0.0
 
 
+def test_pair_term_starts_at_zero_is_exact_and_pairwise():
+    """model.pair_basis: zero at initialisation (the same model as without it, same seed), forces and
+    virial equal finite differences once non-zero, each pair's energy counted once, and a model
+    without it has neither the parameter nor the config keys (old checkpoints and exports load)."""
+    from numpy.polynomial import chebyshev
+
+    atoms = random_structure(13, 6, species=SPECIES, cell_scale=4.0)
+    sp = small_model(13).species_index(atoms.get_chemical_symbols())
+    ei, ev = graph(atoms, 3.0)
+    plain = small_model(13)
+    paired = small_model(13, pair_basis=5, pair_r_min=1.0)
+    assert torch.equal(plain(sp, ei, ev), paired(sp, ei, ev))
+    assert "pair_basis" not in plain.config() and not any(k.startswith("pair") for k in plain.state_dict())
+    assert paired.config()["pair_basis"] == 5 and "pair.coeff" in paired.state_dict()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        paired.pair.coeff.copy_(torch.randn(paired.pair.coeff.shape, dtype=torch.float64))
+    assert not torch.equal(plain(sp, ei, ev), paired(sp, ei, ev))
+    e, f, w = model_efv(paired, atoms)
+    assert rel_err(f, fd_forces(paired, atoms)) < 1e-6
+    assert rel_err(w, fd_virial(paired, atoms)) < 1e-6
+    # a dimer of species (0, 1): the pair energy is Σ_k c_01k T_k(x) u(r/rc), half on each atom
+    r = 2.1
+    x = (2 * r - 3.0 - 1.0) / (3.0 - 1.0)
+    c = paired.pair.coeff[int(paired.pair.slot[0, 1])].detach().numpy()
+    d6 = (r / 3.0) ** 6
+    u = 1 - 28 * d6 + 48 * d6 * (r / 3.0) - 21 * d6 * (r / 3.0) ** 2
+    e_pair = paired.pair(torch.tensor([0, 1]), torch.tensor([[0, 1], [1, 0]]),
+                         torch.tensor([[r, 0, 0], [-r, 0, 0]], dtype=torch.float64), 2)
+    assert np.allclose(e_pair.detach().numpy(), 0.5 * chebyshev.chebval(x, c) * u, rtol=1e-12)
+    for bad in (dict(pair_basis=-1), dict(pair_basis=3, pair_r_min=3.0)):
+        with pytest.raises(ValueError, match="pair_"):
+            small_model(1, **bad)
+    with pytest.raises(ValueError, match="readout_refit"):
+        paired.linear_design(sp, ei, ev, torch.zeros(len(atoms), dtype=torch.long), 1)
+
+
 # ------------------------------------------------------------------------------------------------ symmetries
 def _rotation(seed):
     from scipy.spatial.transform import Rotation

@@ -38,7 +38,7 @@ from mlip.models import AtomicModel, build_model
 FREEZE_GROUPS: Dict[str, Dict[str, Tuple[str, ...]]] = {
     "deepmd": {"embedding": ("embedding.",), "fitting": ("fitting.",)},
     "nequip": {"embedding": ("embedding.",), "interactions": ("blocks.", "basis."),
-               "readout": ("head_", "energy_scale")},
+               "readout": ("head_", "energy_scale"), "pair": ("pair.",)},
     "mtp": {"radial": ("radial_coeffs",), "moments": ("moment_coeffs",)},
 }
 # The per-species energy reference (eV) of each family: the tensor that `set_energy_bias` writes.

@@ -31,6 +31,9 @@ def linear_design(model, species: Tensor, edge_index: Tensor, edge_vec: Tensor, 
                   n_frames: int, need_virial: bool = False) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """(E [n_frames, P], F [N, 3, P], V [n_frames, 3, 3, P] or None) with P = head_hidden + n_species:
     energies = E ξ, forces = F ξ, virials = V ξ, in the sign conventions of `mlip.models.base.predict`."""
+    if model.pair.enabled:
+        raise ValueError("training.readout_refit does not support model.pair_basis > 0 (the pair energy is not "
+                         "among the refitted columns); set one of them off")
     n_atoms = int(species.shape[0])
     vec = edge_vec.detach().requires_grad_(True)
     h = model._run(species, edge_index, vec, False)[-1]

@@ -37,6 +37,7 @@ from mlip.models.nequip.activations import second_moment_constant
 from mlip.models.nequip.blocks import InteractionBlock
 from mlip.models.nequip.convolution import CGBank, coupling_tensors, edge_slots, slot_senders, slot_vectors
 from mlip.models.nequip.irreps import hidden_irreps, needed_irreps, sh_irreps
+from mlip.models.nequip.pair import PairTerm
 from mlip.models.nequip.pruning import prune_to_local
 from mlip.models.nequip.radial import BesselBasis
 
@@ -60,6 +61,8 @@ class NequIP(AtomicModel):
         energy_scale: initial per-species energy scale (trainable); `fit_statistics` sets it to
             the RMS force of the data when forces are given.
         resnet: residual updates of the node features.
+        pair_basis, pair_r_min: an explicit learned two-body energy (`pair.py`) of `pair_basis`
+            Chebyshev functions on [pair_r_min, cutoff]; 0 (default) = none.
     """
 
     family = "nequip"
@@ -83,6 +86,8 @@ class NequIP(AtomicModel):
         avg_num_neighbors: Optional[float] = None,
         energy_scale: float = 1.0,
         resnet: bool = True,
+        pair_basis: int = 0,
+        pair_r_min: float = 0.0,
     ) -> None:
         super().__init__(species, cutoff)
         if not 0 <= int(l_max) <= 3:
@@ -99,6 +104,8 @@ class NequIP(AtomicModel):
             avg_num_neighbors=None if avg_num_neighbors is None else float(avg_num_neighbors),
             energy_scale=float(energy_scale), resnet=bool(resnet),
         )
+        if int(pair_basis) > 0:  # absent otherwise: configs (and exports) of models without it are unchanged
+            self._config.update(pair_basis=int(pair_basis), pair_r_min=float(pair_r_min))
         n_species = len(species)
         nf = int(num_features)
         self.n_species = n_species
@@ -143,6 +150,7 @@ class NequIP(AtomicModel):
         self.silu_cst: float = second_moment_constant("silu")
         self.energy_scale = nn.Parameter(torch.full((n_species,), float(energy_scale)))
         self.register_buffer("energy_shift", torch.zeros(n_species))
+        self.pair = PairTerm(n_species, float(cutoff), int(pair_basis), float(pair_r_min), int(envelope_p))
 
     # ---- contract ---------------------------------------------------------------------------------
     def config(self) -> Dict[str, Any]:
@@ -267,6 +275,8 @@ class NequIP(AtomicModel):
         h = self._run(species, edge_index, edge_vec, False, n_local)[-1]
         n = h.shape[0]
         e = self.readout(h, species[:n] if n < species.shape[0] else species)
+        if self.pair.enabled:
+            e = e + self.pair(species, edge_index, edge_vec, n)
         if n < species.shape[0]:
             e = torch.cat([e, torch.zeros(species.shape[0] - n, dtype=e.dtype, device=e.device)])
         return e
@@ -384,6 +394,19 @@ class NequIP(AtomicModel):
         g = torch.autograd.grad([e.sum()], [h_leaf], allow_unused=True)[0]
         if g is None:
             g = torch.zeros_like(h)
+        return e.detach(), g
+
+    @torch.jit.export
+    def layer_pair(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centres: int) -> Tuple[Tensor, Tensor]:
+        """(E_i^pair [n_centres], ∂ΣE^pair/∂edge_vec [E, 3]) of the two-body term (`pair.py`), which
+        needs no exchange; zeros without one."""
+        if not self.pair.enabled:
+            return (torch.zeros(n_centres, dtype=edge_vec.dtype, device=edge_vec.device), torch.zeros_like(edge_vec))
+        vec = edge_vec.detach().requires_grad_(True)
+        e = self.pair(species, edge_index, vec, n_centres)
+        g = torch.autograd.grad([e.sum()], [vec], allow_unused=True)[0]
+        if g is None:
+            g = torch.zeros_like(edge_vec)
         return e.detach(), g
 
     @torch.jit.export

@@ -15,6 +15,15 @@ from torch import Tensor, nn
 from mlip.models.nequip.activations import second_moment_constant
 
 
+def polynomial_envelope(r: Tensor, cutoff: float, p: float) -> Tensor:
+    """Polynomial envelope of order p in d = r/rc: 1 at d = 0, zero with two derivatives at
+    d = 1, exactly zero beyond."""
+    d = r / cutoff
+    dp = torch.pow(d, p)
+    u = 1.0 - 0.5 * (p + 1.0) * (p + 2.0) * dp + p * (p + 2.0) * dp * d - 0.5 * p * (p + 1.0) * dp * d * d
+    return torch.where(d < 1.0, u, torch.zeros_like(u))
+
+
 class BesselBasis(nn.Module):
     """r [n_edges] -> sqrt(2/rc) sin(f_n r / rc) / r * envelope(r) [n_edges, num_basis];
     f_n initialised to nπ (a `freqs` parameter if trainable, else a buffer)."""
@@ -31,13 +40,7 @@ class BesselBasis(nn.Module):
         self.p = float(p)
 
     def envelope(self, r: Tensor) -> Tensor:
-        """Polynomial envelope of order p in d = r/rc: 1 at d = 0, zero with two derivatives at
-        d = 1, exactly zero beyond."""
-        p = self.p
-        d = r / self.cutoff
-        dp = torch.pow(d, p)
-        u = 1.0 - 0.5 * (p + 1.0) * (p + 2.0) * dp + p * (p + 2.0) * dp * d - 0.5 * p * (p + 1.0) * dp * d * d
-        return torch.where(d < 1.0, u, torch.zeros_like(u))
+        return polynomial_envelope(r, self.cutoff, self.p)
 
     def forward(self, r: Tensor) -> Tensor:
         r1 = r.unsqueeze(-1)  # [n_edges, 1]
@@ -79,4 +82,4 @@ class RadialMLP(nn.Module):
         return out
 
 
-__all__ = ["BesselBasis", "RadialMLP"]
+__all__ = ["BesselBasis", "RadialMLP", "polynomial_envelope"]
