@@ -1,5 +1,6 @@
 """Where a model's force errors sit: per-atom force MAE binned by the atom's nearest-neighbour distance
-and by the size of its reference force, per data group.
+and by the size of its reference force, per data group (an AIMD group is split by the temperature its
+frames' descriptions name, "... at 6000 K").
 
 Why: on mlearn Mo the NequIP-style model's test force MAE stays near 0.104 eV/Å whatever the loss
 weights, rate or width (bench_ab.py). This table shows which atoms carry that error, on the training set
@@ -13,6 +14,7 @@ Prints one table per data file; with --save-name also writes benchmarks/results/
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any, Dict, List, Sequence
 
 import numpy as np
@@ -21,8 +23,16 @@ from common import save
 
 from mlip.checks import arg_type, POSITIVE
 
+TEMPERATURE = re.compile(r"\bat (\d+) K\b")
 RMIN_EDGES = (0.0, 2.3, 2.45, 2.6, 2.8, np.inf)  # Å: bcc Mo's nearest neighbours sit at 2.73
 FORCE_EDGES = (0.0, 1.0, 2.0, 3.0, np.inf)  # eV/Å, |F| of the reference
+
+
+def group_of(group: str | None, description: str | None) -> str:
+    """The frame's data group, with " <T> K" appended when its description names a temperature (mlearn's
+    AIMD-NVT frames come from runs at 300, 3000 and 6000 K: solid, hot solid and liquid Mo)."""
+    m = TEMPERATURE.search(description or "")
+    return f"{group or ''} {m.group(1)} K".strip() if m else (group or "")
 
 
 def per_atom_errors(model: str, path: str, cutoff: float) -> Dict[str, np.ndarray]:
@@ -46,7 +56,7 @@ def per_atom_errors(model: str, path: str, cutoff: float) -> Dict[str, np.ndarra
         edge_index, _, edge_vec = neighbor_list_atoms(atoms, cutoff)
         r = np.full(len(atoms), np.inf)
         np.minimum.at(r, edge_index[0], np.linalg.norm(edge_vec, axis=1))
-        groups += [frame.group] * len(atoms)
+        groups += [group_of(frame.group, frame.info.get("description"))] * len(atoms)
         rmin.append(r)
         fref.append(np.linalg.norm(frame.forces, axis=1))
         err.append(np.abs(f - frame.forces).mean(axis=1))

@@ -586,10 +586,23 @@ def section_force_errors(res: Dict[str, Any]) -> str:
             rows.append([name, os.path.basename(path), "all", t.get("atoms"), t.get("force_mae"), 100.0])
     if not rows:
         return ""
+    groups = []  # the same results by data group (AIMD groups split by temperature where the file says it)
+    for name, d in sorted(res.items()):
+        if not name.startswith("force_errors_") or not isinstance(d, dict) or not isinstance(d.get("files"), dict):
+            continue
+        for path, t in d["files"].items():
+            for g, v in t.items():
+                if g != "all" and isinstance(v, dict) and "force_mae" in v:
+                    groups.append([name, os.path.basename(path), g, v.get("atoms"), v["force_mae"]])
+    by_group = ""
+    if groups:
+        by_group = ("\n### By data group\n\n"
+                    + table(["result", "data", "group", "atoms", "F MAE eV/Å"], groups, [0, 0, 0, 0, 3]) + "\n")
     return ("## Force errors by nearest-neighbour distance\n\nPer-atom force MAE (mean over components) binned by "
             "the atom's nearest-neighbour distance; share = the bin's part of the file's total. "
             "`python benchmarks/force_errors_by_contact.py --model M --data F`.\n\n"
-            + table(["result", "data", "r_min Å", "atoms", "F MAE eV/Å", "share %"], rows, [0, 0, 0, 0, 3, 0]) + "\n")
+            + table(["result", "data", "r_min Å", "atoms", "F MAE eV/Å", "share %"], rows, [0, 0, 0, 0, 3, 0]) + "\n"
+            + by_group)
 
 
 def render(results: Path) -> str:
