@@ -256,3 +256,7 @@ def test_force_errors_by_contact_table_and_report(tmp_path):
     text = report.render(tmp_path)
     assert "## Force errors by nearest-neighbour distance" in text
     assert "| force_errors_x | test.json | [0, 2.3) | 1 | 0.400 | 50 |" in text
+    assert "| force_errors_x | test.json | hot | 3 | 0.233 |" in text
+    assert fe.group_of("AIMD-NVT", "Snapshot 7 of 40 of AIMD NVT simulation at 3000 K") == "AIMD-NVT 3000 K"
+    assert fe.group_of("Elastic", "Mo 3x3x3 cell, mode 2, strain 0.01") == "Elastic"
+    assert fe.group_of(None, None) == ""
