@@ -77,9 +77,11 @@ class PairTerm(nn.Module):
         out = torch.zeros(n_centres, dtype=edge_vec.dtype, device=edge_vec.device)
         if not self.enabled:
             return out
-        keep = edge_index[0] < n_centres
-        ei = edge_index[:, keep]
-        r = torch.linalg.norm(edge_vec[keep], dim=-1)
+        ei, vec = edge_index, edge_vec
+        if n_centres < species.shape[0]:  # a pruned or LAMMPS graph: only edges centred on the first atoms
+            keep = edge_index[0] < n_centres
+            ei, vec = edge_index[:, keep], edge_vec[keep]
+        r = torch.linalg.norm(vec, dim=-1)
         rows = self.slot[species.index_select(0, ei[0]), species.index_select(0, ei[1])]
         c = self.coeff.to(edge_vec.dtype).index_select(0, rows)  # [E', num_basis]
         e_edge = 0.5 * (self.basis(r) * c).sum(1)
