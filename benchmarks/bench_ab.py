@@ -174,14 +174,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         (wd / f"{vname}_{a.steps}.spec.json").write_text(json.dumps(spec, indent=1))
         pending.append((vname, out))
     running: List[Tuple[str, Path, subprocess.Popen, int]] = []
-    cores = list(range(max(1, a.jobs)))
+    # the cores this process may use (`taskset -c 1 python bench_ab.py ...` keeps the variants off core 0)
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    cores = allowed[:max(1, a.jobs)]  # one variant per core: never more jobs than allowed cores
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     while pending or running:
         while pending and len(running) < len(cores):
             free = [c for c in cores if c not in {r[3] for r in running}][0]
             vname, out = pending.pop(0)
             log = open(wd / f"{vname}_{a.steps}.log", "w")
-            cmd = ["taskset", "-c", str(free % (os.cpu_count() or 1)), sys.executable, str(Path(__file__).resolve()),
+            cmd = ["taskset", "-c", str(free), sys.executable, str(Path(__file__).resolve()),
                    "child", str(wd / f"{vname}_{a.steps}.spec.json"), str(out)]
             print(f"{vname}: training {a.steps} steps on core {free} ({wd / (vname + '_' + str(a.steps))})", flush=True)
             running.append((vname, out, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), free))

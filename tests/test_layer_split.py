@@ -39,6 +39,19 @@ def nequip(num_layers=3, l_max=2, seed=0, **kw):
     return m
 
 
+def mtp_baseline(tmp_path):
+    """An exported MTP (cutoff 3.0 < the model's 3.2) with non-trivial coefficients: `model.baseline`."""
+    from mlip.models.mtp import MTP
+
+    torch.manual_seed(5)
+    mtp = MTP(SPECIES, level=8, cutoff=3.0, min_dist=1.5, scaling=0.3, seed=5)
+    with torch.no_grad():
+        mtp.moment_coeffs.copy_(0.2 * torch.randn(mtp.moment_coeffs.shape))
+    path = str(tmp_path / "mtp.pt")
+    export_model(mtp, path)
+    return path
+
+
 def crystal(seed=0):
     atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat((2, 2, 2))
     rng = np.random.default_rng(seed)
@@ -108,7 +121,8 @@ def assert_close(out, ref, tol):
                                                          (2, 1, 4, 6)])
 def test_layered_equals_torchscript_on_periodic_graph(tmp_path, monkeypatch, num_layers, l_max, chunk, pair):
     path = str(tmp_path / "m.pt")
-    export_model(nequip(num_layers, l_max, pair_basis=pair, pair_r_min=1.5), path)
+    base = mtp_baseline(tmp_path) if pair else None  # the local terms: two-body and an MTP baseline
+    export_model(nequip(num_layers, l_max, pair_basis=pair, pair_r_min=1.5, baseline=base), path)
     layered, reference = engines(path, monkeypatch, chunk)
     assert layered.backend == "layered" and layered.supports_exchange
     assert reference.backend == "torchscript"
@@ -119,10 +133,10 @@ def test_layered_equals_torchscript_on_periodic_graph(tmp_path, monkeypatch, num
                  reference.compute(species, ei, vec, atom_virial=True), 1e-12)
 
 
-@pytest.mark.parametrize("pair", [0, 5])
+@pytest.mark.parametrize("pair", [0, 5])  # 5: with the two-body term and an MTP baseline
 def test_one_cutoff_graph_with_exchange_equals_periodic(tmp_path, monkeypatch, pair):
     path = str(tmp_path / "m.pt")
-    m = nequip(3, pair_basis=pair)
+    m = nequip(3, pair_basis=pair, baseline=mtp_baseline(tmp_path) if pair else None)
     export_model(m, path)
     layered, reference = engines(path, monkeypatch, chunk=7)
     atoms, species = crystal(2)

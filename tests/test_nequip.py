@@ -129,6 +129,56 @@ def test_pair_term_starts_at_zero_is_exact_and_pairwise():
         paired.linear_design(sp, ei, ev, torch.zeros(len(atoms), dtype=torch.long), 1)
 
 
+def mtp_export(tmp_path, species, cutoff, seed=3):
+    """A small MTP with non-trivial coefficients, exported (a baseline for `model.baseline`)."""
+    from mlip.models.mtp import MTP
+
+    torch.manual_seed(seed)
+    mtp = MTP(list(species), level=8, cutoff=cutoff, min_dist=0.8, scaling=0.5, seed=seed).double()
+    with torch.no_grad():
+        for name in ("moment_coeffs", "species_coeffs"):
+            getattr(mtp, name).copy_(0.2 * torch.randn(getattr(mtp, name).shape, dtype=torch.float64))
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = str(tmp_path / "mtp.pt")
+    export_model(mtp, path)
+    return mtp, path
+
+
+def test_baseline_adds_a_frozen_mtp_exactly(tmp_path):
+    """model.baseline: E = network + the MTP export's energies (its edges within its own cutoff),
+    forces and virial equal finite differences, the baseline is frozen, and config + state dict rebuild
+    it without the file (checkpoints, exports); bad baselines get one line naming the problem."""
+    mtp, path = mtp_export(tmp_path, SPECIES, 2.6)
+    atoms = random_structure(13, 6, species=SPECIES, cell_scale=4.0)
+    plain = small_model(13)
+    based = small_model(13, baseline=path)
+    sp = plain.species_index(atoms.get_chemical_symbols())
+    ei, ev = graph(atoms, 3.0)
+    keep = torch.linalg.norm(ev, dim=1) < 2.6
+    e_mtp = mtp(sp, ei[:, keep], ev[keep]).detach()
+    assert torch.allclose(based(sp, ei, ev) - plain(sp, ei, ev), e_mtp, rtol=0, atol=1e-12)
+    assert based.config()["baseline"]["family"] == "mtp" and "baseline" not in plain.config()
+    assert not any(p.requires_grad for p in based.baseline.parameters())
+    assert {n for n, p in based.named_parameters() if p.requires_grad} == {n for n, _ in plain.named_parameters()}
+    e, f, w = model_efv(based, atoms)
+    assert rel_err(f, fd_forces(based, atoms)) < 1e-6
+    assert rel_err(w, fd_virial(based, atoms)) < 1e-6
+    rebuilt = NequIP(SPECIES, **{k: v for k, v in based.config().items() if k != "species"}).double()
+    rebuilt.load_state_dict(based.state_dict())
+    assert torch.equal(rebuilt(sp, ei, ev), based(sp, ei, ev))
+    assert torch.allclose(torch.jit.script(based)(sp, ei, ev), based(sp, ei, ev), rtol=0, atol=1e-12)
+    # the layer split's local term carries it (no exchange): layer_pair = pair (off) + baseline
+    e_loc, _ = based.layer_pair(sp, ei, ev, len(atoms))
+    assert torch.allclose(e_loc, e_mtp, rtol=0, atol=1e-12)
+    _, wide = mtp_export(tmp_path / "wide", SPECIES, 3.5)
+    _, other = mtp_export(tmp_path / "other", ["O", "H"], 2.6)
+    for bad, words in ((wide, "cutoff 3.5"), (other, "species"), (str(tmp_path / "none.pt"), "no such file")):
+        with pytest.raises(ValueError, match=f"model.baseline.*{words}"):
+            small_model(1, baseline=bad)
+    with pytest.raises(ValueError, match="readout_refit"):
+        based.linear_design(sp, ei, ev, torch.zeros(len(atoms), dtype=torch.long), 1)
+
+
 # ------------------------------------------------------------------------------------------------ symmetries
 def _rotation(seed):
     from scipy.spatial.transform import Rotation

@@ -174,7 +174,7 @@ def read_yaml_mapping(path: Optional[str]) -> Tuple[Dict[str, Any], str]:
 def load_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None,
                 settings: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Defaults ← YAML file ← overrides (a recipe: merged like the file) ← settings (`parse_settings`:
-    `--set`, one key each). Relative data paths and `model.init_from` are resolved against the YAML's
+    `--set`, one key each). Relative data paths, `model.init_from` and `model.baseline` are resolved against the YAML's
     folder. Every key and value is checked (`validate_config`)."""
     raw, base_dir = read_yaml_mapping(path)
     cfg = _merge(DEFAULTS, raw, "")
@@ -189,9 +189,10 @@ def load_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] 
         v = data[key]
         if v is not None:
             data[key] = [p if os.path.isabs(p) else os.path.normpath(os.path.join(base_dir, p)) for p in v]
-    init = cfg["model"].get("init_from")  # fine-tuning (mlip.train.finetune): resolved like the data
-    if isinstance(init, str) and not os.path.isabs(init):
-        cfg["model"]["init_from"] = os.path.normpath(os.path.join(base_dir, init))
+    for key in ("init_from", "baseline"):  # fine-tuning (mlip.train.finetune), Δ-learning: files like the data
+        ref = cfg["model"].get(key)
+        if isinstance(ref, str) and not os.path.isabs(ref):
+            cfg["model"][key] = os.path.normpath(os.path.join(base_dir, ref))
     return cfg
 
 

@@ -218,6 +218,8 @@ class Trainer:
             if "forces" in inspect.signature(self.model.fit_statistics).parameters and bool(b.force_mask.any()):
                 kwargs["forces"] = b.forces[b.force_mask]  # e.g. NequIP's energy scale = RMS force
             self.model.fit_statistics(b.species, b.edge_index, b.edge_vec, **kwargs)
+        if getattr(self.model, "baseline", None) is not None:  # Δ-learning: the reference fits E − E_baseline
+            refit_energy_reference(self.model, self.train_graphs)
 
     def _resume_checkpoint(self) -> Dict[str, Any]:
         """The state to resume from: checkpoints/last.pt or, when that file is damaged (truncated by a

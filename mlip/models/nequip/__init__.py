@@ -10,6 +10,7 @@ One concept per module, bottom to top (each imports only from those above it in 
 | `convolution.py` | per-centre slot layout of the edges, CG coupling tensors, the GEMM convolution |
 | `blocks.py` | the interaction block (linears, convolution, self-interaction, gate, residual) |
 | `pair.py` | optional learned two-body energy beside the network (`pair_basis`) |
+| `baseline.py` | optional frozen MTP under the network, Δ-learning (`baseline`) |
 | `pruning.py` | pruned evaluation of a LAMMPS graph: only atoms that reach the local energies |
 | `model.py` | `NequIP`, the AtomicModel: edge features, embed → interaction layers → readout |
 

@@ -34,6 +34,9 @@ def linear_design(model, species: Tensor, edge_index: Tensor, edge_vec: Tensor, 
     if model.pair.enabled:
         raise ValueError("training.readout_refit does not support model.pair_basis > 0 (the pair energy is not "
                          "among the refitted columns); set one of them off")
+    if model.baseline is not None:
+        raise ValueError("training.readout_refit does not support model.baseline (the baseline energy is not "
+                         "among the refitted columns); set one of them off")
     n_atoms = int(species.shape[0])
     vec = edge_vec.detach().requires_grad_(True)
     h = model._run(species, edge_index, vec, False)[-1]

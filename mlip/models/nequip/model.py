@@ -25,7 +25,7 @@ Message passing: `interaction_range = num_layers * cutoff`. Two ways to evaluate
   the engine and `pair_style mlip` use (each edge once, memory linear in the atoms).
 """
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +37,7 @@ from mlip.models.nequip.activations import second_moment_constant
 from mlip.models.nequip.blocks import InteractionBlock
 from mlip.models.nequip.convolution import CGBank, coupling_tensors, edge_slots, slot_senders, slot_vectors
 from mlip.models.nequip.irreps import hidden_irreps, needed_irreps, sh_irreps
+from mlip.models.nequip.baseline import Baseline, baseline_spec
 from mlip.models.nequip.pair import PairTerm
 from mlip.models.nequip.pruning import prune_to_local
 from mlip.models.nequip.radial import BesselBasis
@@ -63,6 +64,8 @@ class NequIP(AtomicModel):
         resnet: residual updates of the node features.
         pair_basis, pair_r_min: an explicit learned two-body energy (`pair.py`) of `pair_basis`
             Chebyshev functions on [pair_r_min, cutoff]; 0 (default) = none.
+        baseline: a frozen MTP whose energies are added (Δ-learning, `baseline.py`): the path of its
+            mlip export or MLIP-2 `.mtp` file, or the config entry a model stores; None (default) = none.
     """
 
     family = "nequip"
@@ -88,6 +91,7 @@ class NequIP(AtomicModel):
         resnet: bool = True,
         pair_basis: int = 0,
         pair_r_min: float = 0.0,
+        baseline: Optional[Union[str, Dict[str, Any]]] = None,
     ) -> None:
         super().__init__(species, cutoff)
         if not 0 <= int(l_max) <= 3:
@@ -106,6 +110,9 @@ class NequIP(AtomicModel):
         )
         if int(pair_basis) > 0:  # absent otherwise: configs (and exports) of models without it are unchanged
             self._config.update(pair_basis=int(pair_basis), pair_r_min=float(pair_r_min))
+        base_entry = None if baseline is None else baseline_spec(baseline, list(species), float(cutoff))
+        if base_entry is not None:  # like the pair term: absent from configs of models without one
+            self._config["baseline"] = {k: v for k, v in base_entry.items() if not k.startswith("_")}
         n_species = len(species)
         nf = int(num_features)
         self.n_species = n_species
@@ -151,6 +158,8 @@ class NequIP(AtomicModel):
         self.energy_scale = nn.Parameter(torch.full((n_species,), float(energy_scale)))
         self.register_buffer("energy_shift", torch.zeros(n_species))
         self.pair = PairTerm(n_species, float(cutoff), int(pair_basis), float(pair_r_min), int(envelope_p))
+        # a frozen MTP under the network (Δ-learning, `baseline.py`); None without one
+        self.baseline = None if base_entry is None else Baseline(base_entry)
 
     # ---- contract ---------------------------------------------------------------------------------
     def config(self) -> Dict[str, Any]:
@@ -277,6 +286,8 @@ class NequIP(AtomicModel):
         e = self.readout(h, species[:n] if n < species.shape[0] else species)
         if self.pair.enabled:
             e = e + self.pair(species, edge_index, edge_vec, n)
+        if self.baseline is not None:
+            e = e + self.baseline(species, edge_index, edge_vec, n)
         if n < species.shape[0]:
             e = torch.cat([e, torch.zeros(species.shape[0] - n, dtype=e.dtype, device=e.device)])
         return e
@@ -398,12 +409,14 @@ class NequIP(AtomicModel):
 
     @torch.jit.export
     def layer_pair(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centres: int) -> Tuple[Tensor, Tensor]:
-        """(E_i^pair [n_centres], ∂ΣE^pair/∂edge_vec [E, 3]) of the two-body term (`pair.py`), which
-        needs no exchange; zeros without one."""
-        if not self.pair.enabled:
+        """(E_i^local [n_centres], ∂ΣE^local/∂edge_vec [E, 3]) of the terms beside the blocks that need
+        no exchange: the two-body term (`pair.py`) plus the baseline (`baseline.py`); zeros without them."""
+        if not self.pair.enabled and self.baseline is None:
             return (torch.zeros(n_centres, dtype=edge_vec.dtype, device=edge_vec.device), torch.zeros_like(edge_vec))
         vec = edge_vec.detach().requires_grad_(True)
         e = self.pair(species, edge_index, vec, n_centres)
+        if self.baseline is not None:
+            e = e + self.baseline(species, edge_index, vec, n_centres)
         g = torch.autograd.grad([e.sum()], [vec], allow_unused=True)[0]
         if g is None:
             g = torch.zeros_like(edge_vec)
