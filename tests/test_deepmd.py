@@ -184,3 +184,32 @@ def frame_to_graph_for(atoms, model):
 
     sp, ei, vec = frame_edges(atoms, model.species, model.rcut, torch.float64)
     return Graph(sp, ei, vec, energy=None, forces=None, virial=None, weight=1.0, source="test")
+
+
+def test_env_stats_slots_are_deepmd_kits_padded_statistics():
+    """model.env_stats = "slots": the statistics of DeePMD-kit (every centre's Σsel slots, the empty ones
+    as zeros), computed here from an explicitly padded environment matrix; "edges" (default) uses the
+    edges only, and only a non-default value appears in the config."""
+    from mlip.models.deepmd import smooth_inverse
+
+    atoms = random_structure(3, 10)
+    model = DeepPotSeA(["H", "O"], rcut=3.5, rcut_smth=1.0, sel=[20, 20], neuron=[6, 12], axis_neuron=4,
+                       fitting_neuron=[16, 16], env_stats="slots").double()
+    g = frame_to_graph_for(atoms, model)
+    model.fit_statistics(g.species, g.edge_index, g.edge_vec)
+    r = g.edge_vec.norm(dim=1)
+    s = smooth_inverse(r, 1.0, 3.5)
+    rows = torch.cat([s[:, None], s[:, None] * g.edge_vec / r[:, None]], 1).numpy()
+    for t in range(2):
+        centres = np.flatnonzero(g.species.numpy() == t)
+        padded = np.zeros((len(centres), 40, 4))
+        for k, c in enumerate(centres):
+            mine = rows[g.edge_index[0].numpy() == c]
+            padded[k, : len(mine)] = mine
+        sr, xyz = padded[..., 0].ravel(), padded[..., 1:].ravel()
+        assert float(model.s_avg[t]) == pytest.approx(sr.mean(), rel=1e-10)
+        assert float(model.s_std[t]) == pytest.approx(sr.std(), rel=1e-10)
+        assert float(model.r_std[t, 1]) == pytest.approx(xyz.std(), rel=1e-10)
+    assert model.config()["env_stats"] == "slots" and "env_stats" not in small_dp().config()
+    with pytest.raises(ValueError, match="env_stats"):
+        DeepPotSeA(["H"], env_stats="padded")

@@ -87,6 +87,8 @@ class DeepPotSeA(AtomicModel):
     `neuron` (embedding widths), `axis_neuron`, `fitting_neuron`, `type_one_side`, `resnet_dt`.
     `fused` (training only, see `mlip.models.dp_fused`): run the embedding nets through the fused op
     in eager autograd; the function, the parameters and every export are the same either way.
+    `env_stats`: the environment statistics over the edges ("edges", default) or, as DeePMD-kit, over
+    all Σsel slots of each centre with empty slots counting as zeros ("slots").
     """
 
     family = "deepmd"
@@ -107,6 +109,7 @@ class DeepPotSeA(AtomicModel):
         seed: Optional[int] = None,
         fused: bool = True,
         env_shift: bool = False,
+        env_stats: str = "edges",
     ) -> None:
         super().__init__(species, rcut)
         if not 0 <= rcut_smth < rcut:
@@ -123,6 +126,11 @@ class DeepPotSeA(AtomicModel):
             type_one_side=bool(type_one_side), resnet_dt=bool(resnet_dt), seed=seed,
             fused=check_fused_option(fused), env_shift=bool(env_shift),
         )
+        if env_stats not in ("edges", "slots"):
+            raise ValueError(f"env_stats must be 'edges' or 'slots', got {env_stats!r}")
+        if env_stats != "edges":  # absent otherwise: configs of models without it are unchanged
+            self._cfg["env_stats"] = env_stats
+        self.env_stats = env_stats
         self.fused = bool(fused)
         if seed is not None:
             torch.manual_seed(seed)
@@ -172,6 +180,18 @@ class DeepPotSeA(AtomicModel):
             for t in range(self.n_species):
                 m = centre == t
                 if int(m.sum()) < 2:
+                    continue
+                if self.env_stats == "slots":
+                    # DeePMD-kit's statistics: over all Σsel slots of every centre of species t, the empty
+                    # ones counting as s = 0 and a zero row (deepmd/tf/descriptor/se_a.py, dstats)
+                    n = float(int((species == t).sum()) * sum(self.sel))
+                    st, at = s[m].double(), rows[m, 1:].double()
+                    avg = st.sum() / n
+                    self.s_avg[t] = avg
+                    self.s_std[t] = (st.pow(2).sum() / n - avg * avg).clamp_min(0).sqrt().clamp_min(1e-2)
+                    self.r_std[t, 0] = (st.pow(2).sum() / n).sqrt().clamp_min(1e-2)
+                    a_avg = at.sum() / (3 * n)
+                    self.r_std[t, 1:] = (at.pow(2).sum() / (3 * n) - a_avg * a_avg).clamp_min(0).sqrt().clamp_min(1e-2)
                     continue
                 st = s[m]
                 self.s_avg[t] = st.mean()
