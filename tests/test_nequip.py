@@ -441,3 +441,48 @@ def test_export_without_coupling_tensors(tmp_path, kw):
     ae_x, f_x, w_x, _ = m(sp, ei, ev, len(atoms), False)
     assert rel_err(ae_x.numpy(), ae.numpy()) < 1e-12 and rel_err(f_x.numpy(), f.numpy()) < 1e-12
     assert rel_err(w_x.numpy(), w.numpy()) < 1e-12
+
+
+def test_training_with_a_baseline_subtracts_it_once_and_exports_the_sum(tmp_path):
+    """With model.baseline the trainer takes the MTP's energies, forces and virials out of the labels
+    once and leaves it out of forward: the training loss equals the loss of the whole model on the
+    labels as read (1e-10, float64). The summary scores the export (network + MTP) on the labels as
+    read, and the export's energies are the sum."""
+    from mlip.graph import collate
+    from mlip.models.base import predict
+    from mlip.train.config import load_config
+    from mlip.train.loss import loss_terms
+    from mlip.train.trainer import Trainer, load_checkpoint_model
+
+    mtp, path = mtp_export(tmp_path / "mtp", ["Cu"], 3.2)
+    cfg = load_config(None, {
+        "seed": 5, "output": str(tmp_path / "run"), "dtype": "float64",
+        "data": {"generate": {"n_frames": 8, "size": 2, "md_steps": 5}, "val_fraction": 0.25},
+        "model": {"family": "nequip", "species": ["Cu"], "cutoff": 3.5, "l_max": 1, "num_features": 4,
+                  "num_layers": 2, "num_basis": 4, "radial_hidden": 8, "head_hidden": 4, "baseline": path},
+        "loss": {"energy": 1.0, "forces": 1.0, "virial": 0.1},
+        "optimizer": {"lr": {"start": 0.003, "stop": 1e-3, "decay_steps": 10}},
+        "training": {"steps": 6, "batch_size": 2, "val_every": 3, "checkpoint_every": 3, "progress": False},
+    })
+    tr = Trainer(cfg)
+    assert tr.model.baseline_in_labels
+    raw, res = collate(tr.raw_train_graphs[:3]), collate(tr.train_graphs[:3])
+    assert not torch.allclose(raw.forces, res.forces)
+    during = loss_terms(predict(tr.model, res), res, True)
+    tr.model.baseline_in_labels = False
+    whole = loss_terms(predict(tr.model, raw), raw, True)
+    tr.model.baseline_in_labels = True
+    for k in ("energy", "forces", "virial"):
+        assert torch.allclose(during[k], whole[k], rtol=1e-10, atol=1e-14), k
+    summary = tr.run()
+    best = load_checkpoint_model(str(tmp_path / "run" / "checkpoints" / "best.pt"))
+    assert not best.baseline_in_labels
+    val = collate(tr.raw_val_graphs)
+    pred = predict(best, val)
+    rmse = float((pred["forces"] - val.forces).pow(2).mean().sqrt())
+    assert summary["validation"]["force_rmse"] == pytest.approx(rmse, rel=1e-6)
+    best.baseline_in_labels = True
+    net = predict(best, val)["energy"]
+    best.baseline_in_labels = False
+    base = predict(best.baseline, val)["energy"]
+    assert torch.allclose(pred["energy"], net + base, rtol=1e-12)

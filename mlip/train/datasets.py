@@ -38,3 +38,34 @@ def prepare_data(cfg: Dict[str, Any]) -> tuple:
     if not train:
         raise ValueError("no training frames after the train/validation split")
     return train, val
+
+
+def subtract_baseline(baseline: Any, graphs: Sequence[Any], chunk: int = 16) -> list:
+    """The graphs with a frozen baseline's energies, forces and virials taken out of their labels
+    (Δ-learning: computed once, in float64, instead of at every training step). Missing labels stay
+    missing; the graphs' tensors are shared, only the labels are new."""
+    import copy
+    import dataclasses
+
+    import torch
+
+    from mlip.graph import collate
+    from mlip.models.base import predict
+
+    model = copy.deepcopy(baseline).double().eval()
+    out = []
+    for k in range(0, len(graphs), chunk):
+        part = list(graphs[k: k + chunk])
+        batch = collate([dataclasses.replace(g, edge_vec=g.edge_vec.double()) for g in part])
+        pred = predict(model, batch)
+        start = 0
+        for i, g in enumerate(part):
+            n = g.n_atoms
+            f = pred["forces"][start: start + n]
+            start += n
+            out.append(dataclasses.replace(
+                g,
+                energy=None if g.energy is None else float(g.energy) - float(pred["energy"][i]),
+                forces=None if g.forces is None else g.forces - f.to(g.forces.dtype),
+                virial=None if g.virial is None else g.virial - pred["virial"][i].to(g.virial.dtype)))
+    return out

@@ -41,7 +41,7 @@ from mlip.train.finetune import (apply_freeze, check_compatible, check_freeze_op
 from mlip.train.distributed import Distributed, RankLost, resolve_device
 from mlip.train.loss import loss_terms, total_loss
 from mlip.train.schedules import LRSchedule, Prefactor, validation_loss
-from mlip.train.datasets import load_frames, prepare_data
+from mlip.train.datasets import load_frames, prepare_data, subtract_baseline
 from mlip.train.evaluation import EMA, accumulate_graphs, accumulate_sharded
 
 CSV_FIELDS = ["step", "time", "lr", "loss", "pe", "pf", "pv", "val_energy_rmse", "val_force_rmse",
@@ -103,6 +103,14 @@ class Trainer:
         sp, rc = self.model.species, self.model.cutoff
         self.train_graphs = build_graphs(self.train_frames, sp, rc, self.dtype)
         self.val_graphs = build_graphs(self.val_frames, sp, rc, self.dtype)
+        # the labels as read (they share the graphs' tensors): the summary scores exports on these
+        self.raw_train_graphs, self.raw_val_graphs = self.train_graphs, self.val_graphs
+        if getattr(self.model, "baseline", None) is not None:
+            # Δ-learning: the frozen baseline's share is taken out of the labels once, and the model
+            # leaves it out of forward while it trains (exports, rebuilt from checkpoints, include it)
+            self.train_graphs = subtract_baseline(self.model.baseline, self.train_graphs)
+            self.val_graphs = subtract_baseline(self.model.baseline, self.val_graphs)
+            self.model.baseline_in_labels = True
         self.data_summary = {"train": data_summary(self.train_frames), "validation": data_summary(self.val_frames)}
         if ckpt is None and self._init_model is not None:
             self.warm_start(self._init_model)
@@ -218,8 +226,6 @@ class Trainer:
             if "forces" in inspect.signature(self.model.fit_statistics).parameters and bool(b.force_mask.any()):
                 kwargs["forces"] = b.forces[b.force_mask]  # e.g. NequIP's energy scale = RMS force
             self.model.fit_statistics(b.species, b.edge_index, b.edge_vec, **kwargs)
-        if getattr(self.model, "baseline", None) is not None:  # Δ-learning: the reference fits E − E_baseline
-            refit_energy_reference(self.model, self.train_graphs)
 
     def _resume_checkpoint(self) -> Dict[str, Any]:
         """The state to resume from: checkpoints/last.pt or, when that file is damaged (truncated by a
@@ -535,7 +541,7 @@ class Trainer:
         self.dist.barrier()  # rank 0 may just have rewritten best.pt
         # the summary describes what is exported (best.pt's evaluation weights), not the last step's
         exported = load_checkpoint_model(os.path.join(self.ckpt_dir, "best.pt")).to(self.device)
-        graphs = self.val_graphs if self.val_graphs else self.train_graphs
+        graphs = self.raw_val_graphs if self.raw_val_graphs else self.raw_train_graphs
         errors = accumulate_sharded(exported, graphs, self.dist)
         final = errors.summary()
         summary = {"steps": self.step, "elapsed_s": self.elapsed, "validation": final, **extra}
@@ -551,7 +557,7 @@ class Trainer:
 
             learning_curve(csv_path, os.path.join(self.out, "learning_curve.png"))
             which = "validation" if self.val_graphs else "first 50 training"
-            parity = errors if self.val_graphs else accumulate_graphs(exported, self.train_graphs[:50])
+            parity = errors if self.val_graphs else accumulate_graphs(exported, self.raw_train_graphs[:50])
             parity_figure(parity, os.path.join(self.out, "parity.png"), title=f"{self.out}: {which} frames")
         except Exception as exc:  # plots are a convenience: never lose a finished run over them
             print(f"warning: plots not written: {exc}")

@@ -12,7 +12,10 @@ the network has nothing to add (the role of GAP's two-body baseline or of the ZB
 The baseline is an MTP, read once from its mlip export or an MLIP-2 `.mtp` file, and never trained:
 its parameters have requires_grad False, so no optimiser or freeze group touches them. It uses the edges of the model's graph within its own
 cutoff (which must not exceed the model's), so it needs no exchange in the layer split
-(`layer_pair` returns it with the two-body term). The model's config holds the baseline's family and
+(`layer_pair` returns it with the two-body term). In training its energies, forces and virials are
+subtracted from the labels once (`mlip.train.datasets.subtract_baseline`) and the model's
+`baseline_in_labels` flag leaves it out of forward: the same loss, without evaluating and
+differentiating the MTP at every step. The model's config holds the baseline's family and
 config (`{"family", "config", "source"}`) and the state dict its weights, so checkpoints and exports
 rebuild it without the original file.
 """
@@ -77,8 +80,11 @@ class Baseline(nn.Module):
             p.requires_grad_(False)
         self.cutoff = float(entry["config"]["cutoff"])
 
-    def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centres: int) -> Tensor:
-        """Baseline energies [n_centres] of the first n_centres atoms from their edges within its cutoff."""
+    def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centres: int = -1) -> Tensor:
+        """Baseline energies [n_centres] of the first n_centres atoms (-1: all) from their edges within
+        its cutoff."""
+        if n_centres < 0:
+            n_centres = species.shape[0]
         r = torch.linalg.norm(edge_vec, dim=-1)
         keep = (r < self.cutoff) & (edge_index[0] < n_centres)
         e = self.model(species, edge_index[:, keep], edge_vec[keep])

@@ -160,6 +160,8 @@ class NequIP(AtomicModel):
         self.pair = PairTerm(n_species, float(cutoff), int(pair_basis), float(pair_r_min), int(envelope_p))
         # a frozen MTP under the network (Δ-learning, `baseline.py`); None without one
         self.baseline = None if base_entry is None else Baseline(base_entry)
+        # set by the trainer while the labels hold E − E_baseline (baseline.py); False in every export
+        self.baseline_in_labels = False
 
     # ---- contract ---------------------------------------------------------------------------------
     def config(self) -> Dict[str, Any]:
@@ -286,7 +288,7 @@ class NequIP(AtomicModel):
         e = self.readout(h, species[:n] if n < species.shape[0] else species)
         if self.pair.enabled:
             e = e + self.pair(species, edge_index, edge_vec, n)
-        if self.baseline is not None:
+        if self.baseline is not None and not self.baseline_in_labels:
             e = e + self.baseline(species, edge_index, edge_vec, n)
         if n < species.shape[0]:
             e = torch.cat([e, torch.zeros(species.shape[0] - n, dtype=e.dtype, device=e.device)])
