@@ -6,12 +6,16 @@ earns its place: by its figures at equal steps, not by a wall-clock race.
     python benchmarks/bench_ab.py --preset water_dp [--steps 6000] [--jobs 2] [--only base e_per_structure]
     python benchmarks/bench_ab.py --recipe water_dp.yaml --water --steps 4000 \\
         --variant base --variant "e_x192: loss.energy.start=3.84 loss.energy.limit=192"
+    python benchmarks/bench_ab.py --recipe water_dp.yaml --water --dtype float32 --steps 2000 --jobs 1 \
+        --variant base --variant "envshift_slots: model.env_shift=true model.env_stats=slots" --peer-deepmd
 
 The schedule of a variant is the recipe's, compressed onto `--steps` (the learning-rate staircase keeps its
 number of stairs). With `--jobs 2` two variants run at a time, each pinned to its own core (`taskset`),
 one thread each. Resumable: a variant whose result is in the work directory is read back. Writes
 benchmarks/results/ab_<name>.json: per variant the overrides, steps, training seconds, the validation
-errors (all frames of the validation set) and the learning curve.
+errors (all frames of the validation set) and the learning curve. `--peer-deepmd` (water) adds a row
+`deepmd_kit`: DeePMD-kit itself (benchmarks/peers.py venv) for the same steps and compressed schedule,
+scored by `dp test` on the same frames, so the peer's learning per step is measured beside ours.
 
 Presets:
   water_dp  training/water_dp.yaml (DeePMD-kit's se_e2_a water example), float32, train data_0 + data_1,
@@ -138,6 +142,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--dtype", choices=["float32", "float64"])
     ap.add_argument("--water", action="store_true", help="train on water data_0 + data_1, validate on data_2")
     ap.add_argument("--jobs", type=int, default=2, help="variants at a time, one core each (default 2)")
+    ap.add_argument("--peer-deepmd", action="store_true",
+                    help="with --water: also train DeePMD-kit (peers venv, TF) for the same steps and schedule, "
+                         "row 'deepmd_kit' (its water example is training/water_dp.yaml)")
     ap.add_argument("--name", help="results name (default: the preset or the recipe stem)")
     ap.add_argument("--workdir", help="default runs/ab_<name>")
     a = ap.parse_args(argv)
@@ -195,6 +202,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     results[r[0]] = json.loads(r[1].read_text())
                 else:
                     print(f"{r[0]}: failed (exit {r[2].returncode}), see {wd / (r[0] + '_' + str(a.steps) + '.log')}")
+    if a.peer_deepmd:
+        results["deepmd_kit"] = peer_deepmd_row(wd, a.steps, a.dtype or preset.get("dtype") or "float64")
     payload = {"recipe": recipe, "steps": a.steps, "common_overrides": common, "variants": results}
     path = save(f"ab_{name}", payload)
     print(f"{'variant':20} {'E RMSE meV/atom':>16} {'F RMSE eV/Å':>12} {'train s':>8}")
@@ -203,6 +212,29 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"{(r.get('train_s') or float('nan')):8.0f}")
     print("written", path)
     return 0
+
+
+def peer_deepmd_row(wd: Path, steps: int, precision: str) -> Dict[str, Any]:
+    """DeePMD-kit on the water split for `steps` steps with the recipe's schedule compressed the same way
+    (200 stairs 1e-3 → 3.51e-8, prefactors on the rate), `dp test` on all of data_2; read back when its
+    result is already in the work directory."""
+    import peer_deepmd
+
+    out = wd / f"deepmd_kit_{steps}.json"
+    if out.exists():
+        return json.loads(out.read_text())
+    systems = peer_deepmd._water_systems()
+    run = wd / f"deepmd_kit_{steps}"
+    print(f"deepmd_kit: training {steps} steps ({run})", flush=True)
+    res = peer_deepmd.train(run, systems["train"], systems["valid"], steps, max(1, steps // 200), precision, 1,
+                            disp_freq=max(100, steps // 20), save_freq=max(100, steps // 20))
+    test = peer_deepmd.dp_test(peer_deepmd.freeze(run), systems["valid"][0], run)
+    row = {"name": "deepmd_kit", "assignments": ["DeePMD-kit 3.2.0 (TF), the same hyper-parameters"],
+           "steps": res["steps_done"], "train_s": res["train_s"],
+           "val_energy_rmse_meV_per_atom": test["energy_rmse_per_atom"] * 1e3, "val_force_rmse_eV_A": test["force_rmse"],
+           "val_energy_mae_meV_per_atom": test["energy_mae_per_atom"] * 1e3, "val_force_mae_eV_A": test["force_mae"]}
+    out.write_text(json.dumps(row, indent=1))
+    return row
 
 
 if __name__ == "__main__":
