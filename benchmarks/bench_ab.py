@@ -26,6 +26,9 @@ Presets:
             `env_shift_e_per_structure`: both. 6000 steps each (ab_water_dp.json), data_2 RMSE: base 2.28
             meV/atom, 0.2008 eV/Å; e_per_structure 2.20, 0.1988; env_shift 2.82, 0.2251; both 2.98,
             0.2240. Neither earns a place in the recipe (e_per_structure is within noise, env_shift worse).
+            Those runs predate `env_stats: slots` (DeePMD-kit's statistics), which the recipe has since
+            ab_water_dp_2k / ab_water_dp_6k_slots (with --peer-deepmd): 6000 steps 0.2008 -> 0.1915 eV/Å,
+            DeePMD-kit 0.1745; `base` is now the recipe with it.
   mo_nequip training/nequip_mo.yaml on mlearn Mo (its own 10 % validation split, scored by the trainer).
             `base`: the recipe before this A/B (energy limit 5, lr → 1e-5). `e_x20`: the energy
             prefactor's limit 5 → 100 (the energy term was ~0.5 %
