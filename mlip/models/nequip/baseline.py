@@ -27,6 +27,8 @@ from typing import Any, Dict, List, Mapping, Union
 import torch
 from torch import Tensor, nn
 
+from mlip.models.mtp import MTP
+
 BASELINE_FAMILIES = ("mtp",)  # local models whose exports rebuild in Python (MTP.from_file)
 
 
@@ -38,8 +40,6 @@ def baseline_spec(spec: Union[str, os.PathLike, Mapping[str, Any]], species: Lis
         path = os.fspath(spec)
         if not os.path.isfile(path):
             raise ValueError(f"model.baseline: {path}: no such file")
-        from mlip.models.mtp import MTP
-
         try:
             model = MTP.from_file(path)
         except ValueError as exc:
@@ -68,10 +68,8 @@ def baseline_spec(spec: Union[str, os.PathLike, Mapping[str, Any]], species: Lis
 class Baseline(nn.Module):
     """The frozen baseline model; forward gives its energies of the first n_centres atoms."""
 
-    def __init__(self, entry: Dict[str, Any]) -> None:
+    def __init__(self, entry: Dict[str, Any], model_cutoff: float) -> None:
         super().__init__()
-        from mlip.models.mtp import MTP
-
         self.model = MTP(**entry["config"])
         weights = entry.get("_weights")
         if weights is not None:
@@ -79,14 +77,19 @@ class Baseline(nn.Module):
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.cutoff = float(entry["config"]["cutoff"])
+        # every edge of the model's graph is within the baseline's cutoff when the two are equal
+        self.cut_edges = self.cutoff < float(model_cutoff)
 
     def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centres: int = -1) -> Tensor:
         """Baseline energies [n_centres] of the first n_centres atoms (-1: all) from their edges within
         its cutoff."""
         if n_centres < 0:
             n_centres = species.shape[0]
-        r = torch.linalg.norm(edge_vec, dim=-1)
-        keep = (r < self.cutoff) & (edge_index[0] < n_centres)
+        if not self.cut_edges and n_centres == species.shape[0]:  # no edge to drop: no masked copy
+            return self.model(species, edge_index, edge_vec)
+        keep = edge_index[0] < n_centres
+        if self.cut_edges:
+            keep = keep & (torch.linalg.norm(edge_vec, dim=-1) < self.cutoff)
         e = self.model(species, edge_index[:, keep], edge_vec[keep])
         return e[:n_centres]
 

@@ -159,7 +159,7 @@ class NequIP(AtomicModel):
         self.register_buffer("energy_shift", torch.zeros(n_species))
         self.pair = PairTerm(n_species, float(cutoff), int(pair_basis), float(pair_r_min), int(envelope_p))
         # a frozen MTP under the network (Δ-learning, `baseline.py`); None without one
-        self.baseline = None if base_entry is None else Baseline(base_entry)
+        self.baseline = None if base_entry is None else Baseline(base_entry, float(cutoff))
         # set by the trainer while the labels hold E − E_baseline (baseline.py); False in every export
         self.baseline_in_labels = False
 
