@@ -1,12 +1,13 @@
 """Training-step time of the Deep Potential with the fused embedding-net op against the reference
-autograd path (`model.fused: true | false`), float32 and float64, one thread, in one run.
+autograd path (`model.fused: true | false`), and of the tabulated path on top of it (`model.fused_step:
+0.02`: the nets on a node grid, cubic Hermite to the edges), float32 and float64, one thread, in one run.
 
 The model is the water recipe's architecture (training/water_dp.yaml: se_e2_a, rcut 6, embedding
 [25, 50, 100], fitting [240, 240, 240], type_one_side) on one frame of ../shared/data/water (192 atoms),
 or on a generated 64-molecule water box when the data is not there. A step is what `mlip train` does
 per batch of one frame: forward, forces with create_graph, the energy + force loss, backward, Adam.
-Both models start from the same weights; steps of the two paths alternate in rounds so that load
-from other work on the machine hits both alike; times are CPU time of this process (one thread: the
+All models start from the same weights; steps of the paths alternate in rounds so that load
+from other work on the machine hits them alike; times are CPU time of this process (one thread: the
 compute itself, not the waits for a shared core), the figure is the median over rounds.
 
     python benchmarks/bench_dp_fused.py [--rounds 5] [--steps 4] [--json]
@@ -70,8 +71,9 @@ def water_graph(species: List[str], rcut: float, dtype: torch.dtype) -> tuple:
     return graph, "generated 64-molecule water box"
 
 
-def make_models(arch: Dict[str, Any], dtype: torch.dtype) -> tuple:
-    """(fused, reference) models with identical weights and statistics."""
+def make_models(arch: Dict[str, Any], dtype: torch.dtype, step: float = 0.02) -> tuple:
+    """(fused, reference, tabulated) models with identical weights and statistics."""
+    arch = {k: v for k, v in arch.items() if k != "fused_step"}
     ref = DeepPotSeA(**{**arch, "fused": False}, seed=1).to(dtype)
     with torch.no_grad():
         ref.s_avg.fill_(0.2)
@@ -79,7 +81,9 @@ def make_models(arch: Dict[str, Any], dtype: torch.dtype) -> tuple:
         ref.r_std.fill_(0.5)
     fused = DeepPotSeA(**{**arch, "fused": True}, seed=1).to(dtype)
     fused.load_state_dict(ref.state_dict())
-    return fused, ref
+    tab = DeepPotSeA(**{**arch, "fused": True, "fused_step": step}, seed=1).to(dtype)
+    tab.load_state_dict(ref.state_dict())
+    return fused, ref, tab
 
 
 def step(model: DeepPotSeA, opt: torch.optim.Optimizer, batch: Any) -> float:
@@ -95,10 +99,10 @@ def step(model: DeepPotSeA, opt: torch.optim.Optimizer, batch: Any) -> float:
 def time_dtype(arch: Dict[str, Any], dtype: torch.dtype, rounds: int, steps: int) -> Dict[str, Any]:
     graph, source = water_graph(arch["species"], arch["rcut"], dtype)
     batch = collate([graph])
-    fused, ref = make_models(arch, dtype)
-    opts = {name: torch.optim.Adam(m.parameters(), lr=1e-3) for name, m in (("fused", fused), ("reference", ref))}
-    models = {"fused": fused, "reference": ref}
-    per: Dict[str, List[float]] = {"fused": [], "reference": []}
+    fused, ref, tab = make_models(arch, dtype)
+    models = {"fused": fused, "reference": ref, "tabulated": tab}
+    opts = {name: torch.optim.Adam(m.parameters(), lr=1e-3) for name, m in models.items()}
+    per: Dict[str, List[float]] = {name: [] for name in models}
     for name in per:  # warm-up (allocator, first-call set-up)
         step(models[name], opts[name], batch)
     for _ in range(rounds):
@@ -110,7 +114,8 @@ def time_dtype(arch: Dict[str, Any], dtype: torch.dtype, rounds: int, steps: int
     med = {k: statistics.median(v) for k, v in per.items()}
     return {"dtype": str(dtype).replace("torch.", ""), "source": source, "atoms": graph.n_atoms,
             "edges": int(graph.edge_index.shape[1]), "fused_ms": med["fused"], "reference_ms": med["reference"],
-            "ratio": med["fused"] / med["reference"], "rounds_ms": per}
+            "tabulated_ms": med["tabulated"], "ratio": med["fused"] / med["reference"],
+            "tabulated_ratio": med["tabulated"] / med["fused"], "rounds_ms": per}
 
 
 def main(argv: List[str] | None = None) -> int:
@@ -129,9 +134,11 @@ def main(argv: List[str] | None = None) -> int:
         print(json.dumps(out, indent=1))
         return 0
     print(f"DP water architecture, {out[0]['source']} ({out[0]['atoms']} atoms, {out[0]['edges']} edges), 1 thread")
-    print(f"{'dtype':8} {'fused ms/step':>14} {'reference ms/step':>18} {'fused/reference':>16}")
+    print(f"{'dtype':8} {'fused ms/step':>14} {'reference ms/step':>18} {'fused/reference':>16} "
+          f"{'tabulated ms/step':>18} {'tabulated/fused':>16}")
     for r in out:
-        print(f"{r['dtype']:8} {r['fused_ms']:14.1f} {r['reference_ms']:18.1f} {r['ratio']:16.3f}")
+        print(f"{r['dtype']:8} {r['fused_ms']:14.1f} {r['reference_ms']:18.1f} {r['ratio']:16.3f} "
+              f"{r['tabulated_ms']:18.1f} {r['tabulated_ratio']:16.3f}")
     return 0
 
 

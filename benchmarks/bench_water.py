@@ -36,6 +36,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--recipe", default="water_dp.yaml", help="file in training/ (or a path)")
     ap.add_argument("--output", default=None, help="run directory (default runs/bench_<recipe>)")
+    ap.add_argument("--seed", type=int, default=None, help="the run's seed (default the recipe's)")
+    ap.add_argument("--save-name", default=None, help="results JSON name (default water_<family>_<dtype>)")
     args = ap.parse_args()
     import yaml
 
@@ -47,9 +49,10 @@ def main() -> None:
     water = shared("water")
     torch.set_num_threads(args.threads)
     budget = budget_seconds(args)
-    key = run_key(args.recipe, budget_s=budget, dtype=args.dtype, threads=args.threads)
+    key = run_key(args.recipe, budget_s=budget, dtype=args.dtype, threads=args.threads,
+                  **({"seed": args.seed} if args.seed is not None else {}))
     config = resume_config(args.output, key, args.resume)
-    common = {"dtype": args.dtype, "threads": args.threads,
+    common = {"dtype": args.dtype, "threads": args.threads, **({"seed": args.seed} if args.seed is not None else {}),
               "data": {"train": [str(water / "data_0"), str(water / "data_1")], "validation": [str(water / "data_2")]}}
     training: dict = {}
     if config is None:  # a new run: a 20-step throughput probe spaces validations and checkpoints
@@ -70,6 +73,7 @@ def main() -> None:
     curve = learning_curve(args.output)
     out = {
         "recipe": args.recipe, "family": family, "dtype": args.dtype, "threads": args.threads,
+        "seed": args.seed if args.seed is not None else recipe.get("seed"),
         "minutes": budget / 60, "steps": res["steps"], "train_s": res["elapsed_s"],
         "frames_per_s": res["frames_per_s"], "wall_s": wall, "n_parameters": res["n_parameters"],
         "val_energy_rmse_meV_per_atom": val["energy_rmse"] * 1e3, "val_force_rmse_eV_A": val["force_rmse"],
@@ -79,7 +83,7 @@ def main() -> None:
     print(f"water {family} ({args.dtype}, {args.threads} threads, {budget / 60:g} min): {res['steps']} steps, "
           f"{res['frames_per_s']:.2f} frames/s; data_2 energy RMSE {out['val_energy_rmse_meV_per_atom']:.3f} "
           f"meV/atom, force RMSE {out['val_force_rmse_eV_A']:.4f} eV/Å")
-    print("written", save(f"water_{tag}_{args.dtype}", out))
+    print("written", save(args.save_name or f"water_{tag}_{args.dtype}", out))
 
 
 if __name__ == "__main__":

@@ -64,7 +64,9 @@ class Skip(RuntimeError):
 # input (hyper-parameters of training/water_dp.yaml)
 
 def dp_input(train: Sequence[str], valid: Sequence[str], steps: int, decay_steps: int, *, seed: int = 1,
-             precision: str = "float64", disp_freq: int = 100, save_freq: int = 1000, val_batches: int = 1) -> Dict:
+             precision: str = "float64", disp_freq: int = 100, save_freq: int = 1000, val_batches: int = 1,
+             stop_lr: float = 3.51e-8) -> Dict:
+    """DeePMD-kit's input.json for the water recipe (`stop_lr`: the example's 3.51e-8 unless asked otherwise)."""
     prec = {"float64": "float64", "float32": "float32"}[precision]
     return {
         "model": {
@@ -74,7 +76,7 @@ def dp_input(train: Sequence[str], valid: Sequence[str], steps: int, decay_steps
                            "type_one_side": True, "precision": prec, "seed": seed},
             "fitting_net": {"neuron": [240, 240, 240], "resnet_dt": True, "precision": prec, "seed": seed},
         },
-        "learning_rate": {"type": "exp", "decay_steps": int(decay_steps), "start_lr": 1.0e-3, "stop_lr": 3.51e-8},
+        "learning_rate": {"type": "exp", "decay_steps": int(decay_steps), "start_lr": 1.0e-3, "stop_lr": float(stop_lr)},
         "loss": {"type": "ener", "start_pref_e": 0.02, "limit_pref_e": 1.0, "start_pref_f": 1000.0, "limit_pref_f": 1.0,
                  "start_pref_v": 0.0, "limit_pref_v": 0.0},
         "training": {
@@ -153,11 +155,12 @@ def training_times(out: str) -> List[tuple]:
 
 
 def train(workdir: Path, train_sys, valid_sys, steps: int, decay_steps: int, precision: str, threads: int,
-          disp_freq: int, save_freq: int, hard_stop: Optional[float] = None, seed: int = 1) -> Dict:
+          disp_freq: int, save_freq: int, hard_stop: Optional[float] = None, seed: int = 1,
+          stop_lr: float = 3.51e-8) -> Dict:
     paths = peers.require("deepmd")
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = dp_input(train_sys, valid_sys, steps, decay_steps, seed=seed, precision=precision,
-                   disp_freq=disp_freq, save_freq=save_freq)
+                   disp_freq=disp_freq, save_freq=save_freq, stop_lr=stop_lr)
     (workdir / "input.json").write_text(json.dumps(cfg, indent=1))
     env = peers.lammps_env(threads=threads)
     res = _dp(paths, ["train", "input.json"],
@@ -223,7 +226,8 @@ def _n_frames(systems: Sequence[Path]) -> int:
 # water accuracy for a wall-clock budget
 
 def water_benchmark(minutes: float, precision: str = "float64", threads: int = 1, output: Optional[str] = None,
-                    probe_steps: int = 60, do_compress: bool = True, save_name: Optional[str] = None) -> Dict:
+                    probe_steps: int = 60, do_compress: bool = True, save_name: Optional[str] = None,
+                    seed: int = 1) -> Dict:
     peers.require("deepmd")
     systems = _water_systems()
     root = Path(output or REPO / "runs" / f"peer_deepmd_water_{precision}")
@@ -247,11 +251,12 @@ def water_benchmark(minutes: float, precision: str = "float64", threads: int = 1
 
     every = max(100, steps // 20)
     run = train(root / "train", systems["train"], systems["valid"], steps, decay, precision, threads,
-                disp_freq=every, save_freq=every, hard_stop=startup + 1.25 * budget + 60)
+                disp_freq=every, save_freq=every, hard_stop=startup + 1.25 * budget + 60, seed=seed)
     wd = root / "train"
     frozen = freeze(wd, threads=threads)
     res: Dict = {
         "code": "DeePMD-kit", "backend": "tensorflow", "dtype": precision, "threads": threads, "minutes": minutes,
+        "seed": seed,
         "steps_planned": steps, "steps": run["steps_done"], "decay_steps": decay, "schedule_completed": not run["stopped"],
         "probe_steps_per_s": rate, "train_s": run["train_s"], "train_wall_s": run["wall_s"], "startup_s": run["wall_s"] - run["train_s"],
         "frames_per_s": run["steps_done"] / max(run["train_s"], 1e-9),
@@ -515,6 +520,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     w.add_argument("--precision", "--dtype", dest="precision", default="float64", choices=["float64", "float32"])
     w.add_argument("--threads", type=int, default=1)
     w.add_argument("--probe-steps", type=int, default=60)
+    w.add_argument("--seed", type=int, default=1, help="DeePMD-kit's seed (weights and frame order)")
     w.add_argument("--no-compress", action="store_true")
     w.add_argument("--output", help="work directory (default runs/peer_deepmd_water_<precision>)")
     w.add_argument("--save-name", help="results JSON name (default water_deepmd_<precision>)")
@@ -548,7 +554,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     a = ap.parse_args(argv)
     try:
         if a.cmd == "water":
-            water_benchmark(a.minutes, a.precision, a.threads, a.output, a.probe_steps, not a.no_compress, a.save_name)
+            water_benchmark(a.minutes, a.precision, a.threads, a.output, a.probe_steps, not a.no_compress, a.save_name,
+                            a.seed)
         elif a.cmd == "lammps":
             lammps_benchmark(a.sizes, a.ranks, a.atom_steps, a.model, not a.no_compress, a.ours, a.precision,
                              a.workdir, a.save_name)

@@ -566,9 +566,24 @@ def section_ab(res: Dict[str, Any]) -> str:
                  r.get("val_energy_rmse_meV_per_atom"), r.get("val_force_rmse_eV_A"), r.get("train_s")]
                 for v, r in d["variants"].items()]
         note = f"{d['note']}.\n\n" if d.get("note") else ""
+        means = ""
+        if isinstance(d.get("seed_means"), dict):
+            mrows = [[v, m.get("n"), m.get("val_energy_rmse_meV_per_atom"), m.get("val_force_rmse_eV_A"),
+                      f"{m.get('force_min', float('nan')):.4f} … {m.get('force_max', float('nan')):.4f}"]
+                     for v, m in d["seed_means"].items()]
+            means = (f"\nMeans over seeds {', '.join(str(x) for x in d.get('seeds') or [])}:\n\n"
+                     + table(["variant", "seeds", "E RMSE meV/atom", "F RMSE eV/Å", "F RMSE range"], mrows, [0, 0, 3, 4, 0]))
         out.append(f"### {name}: {d.get('recipe')}, {d.get('steps')} steps each\n\n" + note
                    + table(["variant", "overrides", "steps", "E RMSE meV/atom", "F RMSE eV/Å", "train s"], rows,
-                           [0, 0, 0, 3, 4, 0]) + "\n")
+                           [0, 0, 0, 3, 4, 0]) + means + "\n")
+    eq = res.get("dp_equivalence")
+    if isinstance(eq, dict) and "max_relative_difference" in eq:
+        out.insert(0, "### Our DP and DeePMD-kit from the same weights (benchmarks/dp_equivalence.py)\n\n"
+                   f"DeePMD-kit's untrained water model loaded into ours ({eq['atoms']} atoms): forces differ by at most "
+                   f"{eq['untrained_force_max_abs_diff']:.1e} eV/Å, the energy by {eq['untrained_energy_abs_diff']:.1e} eV. "
+                   f"Trained {eq['steps']} steps on one frame by each code (force loss only): force RMSE "
+                   f"{eq['force_rmse_ours'][0]:.4f} → {eq['force_rmse_ours'][-1]:.4f} eV/Å in ours; the largest relative "
+                   f"difference from DeePMD-kit's printed curve is {eq['max_relative_difference']:.1e} (it prints 3 digits).\n")
     if not out:
         return ""
     return ("## Training choices at equal steps (A/B)\n\nSame recipe, seed, data and steps; one override set "

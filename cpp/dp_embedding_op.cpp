@@ -30,6 +30,8 @@
 #include <tuple>
 #include <vector>
 
+#include "op_vjp.h"
+
 namespace mlip {
 namespace {
 
@@ -285,18 +287,7 @@ class DPEmbedding : public torch::autograd::Function<DPEmbedding> {
     for (size_t l = 0; l < L; ++l) want(1 + L + l, b[l]);
     if (inputs.empty()) return out;
     auto [G, Gp] = forward_aten(s, W, b);
-    variable_list outs, gouts;
-    if (gG.defined()) {
-      outs.push_back(G);
-      gouts.push_back(gG);
-    }
-    if (gGp.defined()) {
-      outs.push_back(Gp);
-      gouts.push_back(gGp);
-    }
-    variable_list g = torch::autograd::grad(outs, inputs, gouts, /*retain_graph=*/true, /*create_graph=*/true,
-                                            /*allow_unused=*/true);
-    for (size_t k = 0; k < slots.size(); ++k) out[slots[k]] = g[k];
+    vjp_into(out, slots, inputs, G, Gp, gG, gGp);
     return out;
   }
 };

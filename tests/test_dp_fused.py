@@ -185,3 +185,116 @@ def test_bad_op_input_is_one_clear_error():
         torch.ops.mlip.dp_embedding(torch.zeros(3), w, b)
     with pytest.raises(RuntimeError, match="as many biases as weights"):
         torch.ops.mlip.dp_embedding(torch.zeros(3, dtype=torch.float64), w, b[:-1])
+
+
+# ---------------------------------------------------------------- tabulated path (fused_step, dp_hermite)
+
+def _nodes(seed=0, n=7, m=4):
+    assert available()  # loads libmlip_ops.so (torch.ops.mlip.*)
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, m, dtype=torch.float64, generator=gen).requires_grad_(True),
+            torch.randn(n, m, dtype=torch.float64, generator=gen).requires_grad_(True))
+
+
+def test_hermite_interpolates_and_its_slope_is_the_derivative():
+    """At the nodes the op returns the node values and slopes; between them G' is dG/ds (finite
+    differences), and a cubic is reproduced exactly."""
+    assert available()
+    x0, h = -0.5, 0.25
+    nodes = x0 + h * torch.arange(7, dtype=torch.float64)
+    cols = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
+
+    def cubic(x):
+        return (0.3 * x**3 - x**2 + 0.5 * x - 2.0)[:, None] * cols
+
+    def dcubic(x):
+        return (0.9 * x**2 - 2 * x + 0.5)[:, None] * cols
+
+    s = torch.tensor([-0.5, -0.31, 0.0, 0.37, 0.99, 1.0], dtype=torch.float64)
+    g, gp = torch.ops.mlip.dp_hermite(s, cubic(nodes), dcubic(nodes), x0, h)
+    assert torch.allclose(g, cubic(s), atol=1e-13) and torch.allclose(gp, dcubic(s), atol=1e-12)
+    gn, gpn = _nodes()
+    # inside intervals (the interpolant is C¹, its second derivative jumps at the nodes)
+    s = x0 + h * (torch.arange(6, dtype=torch.float64) + torch.tensor([0.13, 0.37, 0.5, 0.71, 0.88, 0.05]))
+    g, gp = torch.ops.mlip.dp_hermite(s, gn, gpn, x0, h)
+    eps = 1e-6
+    gplus, _ = torch.ops.mlip.dp_hermite(s + eps, gn, gpn, x0, h)
+    gminus, _ = torch.ops.mlip.dp_hermite(s - eps, gn, gpn, x0, h)
+    assert torch.allclose(gp, (gplus - gminus) / (2 * eps), atol=1e-7)
+
+
+def test_hermite_gradcheck_and_gradgradcheck():
+    gn, gpn = _nodes()
+    s = torch.tensor([-0.4, -0.1, 0.2, 0.55, 0.8, 0.93], dtype=torch.float64).requires_grad_(True)
+
+    def both(s, gn, gpn):
+        return torch.ops.mlip.dp_hermite(s, gn, gpn, -0.5, 0.25)
+
+    def value(s, gn, gpn):  # G alone, as training uses it (its backward reads the output G')
+        return both(s, gn, gpn)[0]
+
+    assert torch.autograd.gradcheck(both, (s, gn, gpn))
+    assert torch.autograd.gradgradcheck(both, (s, gn, gpn))
+    assert torch.autograd.gradgradcheck(value, (s, gn, gpn))
+
+
+def _water_like_step(step, dtype, type_one_side=True):
+    """Loss, predictions and parameter gradients of one training step of the small DP (energy, force and
+    virial loss) with the tabulated path at `step` (None: the fused net on every edge)."""
+    from mlip.models.base import predict
+    from mlip.train.loss import loss_terms, total_loss
+
+    model = _small_dp(type_one_side, True)
+    model.fused_step = step
+    model = model.to(dtype)
+    batch = _batch(model, dtype)
+    pred = predict(model, batch, create_graph=True, need_virial=True)
+    loss = total_loss(loss_terms(pred, batch), batch, 0.5, 100.0, 0.1)
+    loss.backward()
+    return {"loss": loss.detach().double(), **{k: v.detach().double() for k, v in pred.items()},
+            **{n: p.grad.double() for n, p in model.named_parameters() if p.grad is not None}}
+
+
+@pytest.mark.parametrize("type_one_side", [True, False])
+def test_tabulated_training_step_matches_the_net(type_one_side):
+    """float64: the tabulated step differs from the net's by the interpolation error only (≤ 5e-8
+    relative at step 0.01, shrinking as step³–step⁴); float32: by no more than float32 rounding of the
+    net's own step (measured against float64)."""
+    ref = _water_like_step(None, torch.float64, type_one_side)
+    worst = {}
+    for step in (0.02, 0.01):
+        tab = _water_like_step(step, torch.float64, type_one_side)
+        assert tab.keys() == ref.keys()
+        worst[step] = max(float((tab[k] - v).abs().max() / max(float(v.abs().max()), 1e-30)) for k, v in ref.items())
+    assert worst[0.01] <= 5e-8 and worst[0.01] < worst[0.02] / 4, worst  # truncation: ∝ step³ (G′) to step⁴ (G)
+    f32_net = _water_like_step(None, torch.float32, type_one_side)
+    f32_tab = _water_like_step(0.02, torch.float32, type_one_side)
+    for key in ("forces", "energy"):
+        scale = float(ref[key].abs().max())
+        err_net = float((f32_net[key] - ref[key]).abs().max()) / scale
+        err_tab = float((f32_tab[key] - ref[key]).abs().max()) / scale
+        assert err_tab <= max(3 * err_net, 1e-6), (key, err_tab, err_net)
+
+
+def test_fused_step_option_and_export(tmp_path):
+    """The option is checked, kept in the config (so a resumed run keeps it), and the scripted model
+    is the plain one (exports run the net)."""
+    with pytest.raises(ValueError, match=r"model.fused_step must be null or a node spacing in \(0, 0.1\], got 0.5"):
+        DeepPotSeA(["H"], rcut=3.0, fused_step=0.5)
+    with pytest.raises(ValueError, match="got 'x'"):
+        DeepPotSeA(["H"], rcut=3.0, fused_step="x")
+    m = DeepPotSeA(["H", "O"], rcut=3.5, sel=[20, 20], neuron=[4, 8, 16], axis_neuron=4, fitting_neuron=[16, 16],
+                   type_one_side=True, fused_step=0.02)
+    assert m.config()["fused_step"] == 0.02 and "fused_step" not in _small_dp(True, True).config()
+    assert DeepPotSeA(**m.config()).fused_step == 0.02
+    assert torch.jit.script(m).descriptor.code == torch.jit.script(_small_dp(True, True)).descriptor.code
+
+
+def test_bad_hermite_input_is_one_clear_error():
+    gn, gpn = (t.detach() for t in _nodes())
+    with pytest.raises(RuntimeError, match="nodes must be float64"):
+        torch.ops.mlip.dp_hermite(torch.zeros(3), gn.float(), gpn.float(), 0.0, 0.1)
+    with pytest.raises(RuntimeError, match="node spacing h must be positive"):
+        torch.ops.mlip.dp_hermite(torch.zeros(3, dtype=torch.float64), gn, gpn, 0.0, 0.0)
+    with pytest.raises(RuntimeError, match="must match node values"):
+        torch.ops.mlip.dp_hermite(torch.zeros(3, dtype=torch.float64), gn, gpn[:, :2], 0.0, 0.1)

@@ -12,6 +12,7 @@ eager mode), so exports and the C++ engine need neither the op nor the library.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 from typing import List, Optional, Tuple
@@ -75,16 +76,48 @@ def embedding_with_derivative(net: nn.Module, s: Tensor) -> Tuple[Tensor, Tensor
     return g, gp
 
 
-def fused_embedding(net: nn.Module, x: Tensor, fused: bool) -> Tensor:
+def tabulated_embedding(net: nn.Module, s: Tensor, step: float) -> Tensor:
+    """G = net(s) for s [E] → [E, M1] through a grid: the net (with dG/ds) runs only on the nodes
+    x0 + j·step that cover this batch's s, and every edge takes the cubic Hermite interpolant between
+    its two nodes (torch.ops.mlip.dp_hermite, cpp/dp_hermite_op.cpp). The grid is a constant of the
+    step (no gradient through its placement); gradients reach the weights through the node values."""
+    with torch.no_grad():
+        lo, hi = float(s.min()), float(s.max())
+    x0 = math.floor(lo / step) * step
+    n = max(2, int(math.floor((hi - x0) / step)) + 2)
+    # float64 nodes whatever the model's dtype: G' at an edge comes from node differences over `step`,
+    # which float32 would round to ~1e-5 relative; the grid is only hundreds of rows
+    nodes = x0 + step * torch.arange(n, dtype=torch.float64, device=s.device)
+    weights, biases = net_parameters(net)
+    g_nodes, gp_nodes = torch.ops.mlip.dp_embedding(nodes, [w.double() for w in weights], [b.double() for b in biases])
+    g, _ = torch.ops.mlip.dp_hermite(s, g_nodes, gp_nodes, x0, step)
+    return g
+
+
+def fused_embedding(net: nn.Module, x: Tensor, fused: bool, step: Optional[float] = None) -> Tensor:
     """net(x) for x [..., 1] → [..., M1]: through the fused op when asked for, useful (autograd on,
-    CPU) and possible, else the module itself (the reference)."""
+    CPU) and possible, else the module itself (the reference). `step`: the node spacing of the
+    tabulated path (`tabulated_embedding`), None for the net on every row."""
     if not fused or not torch.is_grad_enabled() or x.device.type != "cpu" or x.numel() == 0 or not fusable(net):
         return net(x)
     if not available():
         warn_unavailable()
         return net(x)
-    g, _ = embedding_with_derivative(net, x.reshape(-1))
+    if step:
+        g = tabulated_embedding(net, x.reshape(-1), step)
+    else:
+        g, _ = embedding_with_derivative(net, x.reshape(-1))
     return g.reshape(x.shape[:-1] + (g.shape[1],))
+
+
+def check_step_option(value: Optional[object]) -> Optional[float]:
+    """The `fused_step` model option: None (off) or a node spacing in (0, 0.1]; one clear line otherwise.
+    Above 0.1 the interpolant's force error would exceed float32 rounding on typical nets."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) <= 0.1:
+        raise ValueError(f"model.fused_step must be null or a node spacing in (0, 0.1], got {value!r}")
+    return float(value)
 
 
 def check_fused_option(value: Optional[object]) -> bool:
