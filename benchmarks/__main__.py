@@ -15,7 +15,8 @@ installed into its own venv first — benchmarks/peers.py, `.peers-venv` or MLIP
 `<that>-nequip` for NequIP — unless --no-install, in which case its runs print SKIP):
 
 * water    — bench_water.py (our DP; our NequIP-style in float32) and peer_deepmd.py water (DeePMD-kit TF), same budget,
-             same hyper-parameters, same threads, one after the other; peer_nequip_water.py: NequIP 0.19 (nequip-train,
+             same hyper-parameters, same threads, one after the other; dp_equivalence.py: DeePMD-kit's untrained
+             model loaded into ours (forces) and 300 training steps of both from it on one frame; peer_nequip_water.py: NequIP 0.19 (nequip-train,
              its own venv) with the architecture of training/nequip_water.yaml, float32, the same budget; bench_ddp.py:
              our DP trained on 1 and 2 ranks (torch.distributed, gloo), frames/s at the same global batch.
 * lammps   — bench_lammps.py (pair_style mlip, fcc Cu: small DP 1k-100k atoms, NequIP-style 1k-100k
@@ -82,6 +83,10 @@ def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
                             (["--probe-steps", "30", "--output", str(REPO / "runs" / f"quick_peer_deepmd_{dt}"),
                               "--save-name", f"quick_water_deepmd_{dt}"] if q else []), peer="deepmd",
                             results=[f"water_deepmd_{dt}"]))
+        jobs.append(Job("water", "water, our DP vs DeePMD-kit from the same weights (model and optimiser equivalence)",
+                        "dp_equivalence.py", ["--steps", "30", "--save-name", "quick_dp_equivalence"] if q else [],
+                        peer="deepmd",
+                        results=["quick_dp_equivalence" if q else "dp_equivalence"]))
         jobs.append(Job("water", "water, our DP on 1 and 2 training ranks (torch.distributed)", "bench_ddp.py",
                         (["--steps", "10", "--batches", "2", "--output", str(REPO / "runs" / "quick_ddp"),
                           "--save-name", "quick_ddp_water_dp"] if q else []),

@@ -20,7 +20,7 @@ Measured (2026-12-07): forces at the start agree to 9e-16 eV/Å; over 300 steps 
 loss are DeePMD-kit's. At 2000 steps on the full water split the spread between seeds (0.233 to 0.285
 eV/Å for the same code) is larger than the difference between the codes.
 
-    python benchmarks/dp_equivalence.py [--steps 300] [--workdir DIR]
+    python benchmarks/dp_equivalence.py [--steps 300] [--workdir DIR] [--save-name NAME]
 
 Needs the peers venv (`python benchmarks/peers.py install --only deepmd`) and the shared water data;
 prints a SKIP line and exits 0 without them. Writes benchmarks/results/dp_equivalence.json.
@@ -167,6 +167,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--steps", type=int, default=300, help="training steps of both codes (default 300)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workdir", help="default: a temporary directory")
+    ap.add_argument("--save-name", default="dp_equivalence", help="results JSON name (default dp_equivalence)")
     a = ap.parse_args(argv)
     try:
         peers.require("deepmd")
@@ -214,7 +215,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                "force_rmse_deepmd": [theirs.get(s) for s in range(1, a.steps + 1)], "max_relative_difference": max(rel)}
     from common import save
 
-    print("written", save("dp_equivalence", payload))
+    print("written", save(a.save_name, payload))
     return 0
 
 

@@ -230,7 +230,7 @@ def water_benchmark(minutes: float, precision: str = "float64", threads: int = 1
                     seed: int = 1) -> Dict:
     peers.require("deepmd")
     systems = _water_systems()
-    root = Path(output or REPO / "runs" / f"peer_deepmd_water_{precision}")
+    root = Path(output or REPO / "runs" / f"peer_deepmd_water_{precision}").resolve()  # dp runs in its workdir
     budget = minutes * 60.0
     t_all = time.time()
 

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers  # noqa: E402
@@ -109,19 +109,31 @@ def goal_rows(res: Dict[str, Any]) -> List[List[Any]]:
     found = False
     pairs = (("water_dp", "water_deepmd", "water DP force RMSE ≤ DeePMD-kit's and frames/s ≥ 1.3×", 1.3),
              ("water_nequip", "water_nequip_peer", "water NequIP-style force RMSE ≤ NequIP's and frames/s ≥ 1.5×", 1.5))
+    def seeded(name: str) -> List[Tuple[str, Dict[str, Any]]]:
+        """`name` and its other seeds `name_s<k>` (bench_water.py / peer_deepmd.py --seed --save-name)."""
+        keys = [name] + sorted(k for k in res if k.startswith(name + "_s") and k[len(name) + 2:].isdigit())
+        return [(k, res[k]) for k in keys if isinstance(res.get(k), dict) and "val_force_rmse_eV_A" in res[k]]
+
+    def mean_text(runs: List[Tuple[str, Dict[str, Any]]], key: str, fmt: str) -> Tuple[float, str]:
+        vals = [float(d.get(key, math.nan)) for _, d in runs]
+        m = sum(vals) / len(vals)
+        return m, (format(m, fmt) if len(vals) == 1 else
+                   f"{format(m, fmt)} (mean of {len(vals)} seeds: {', '.join(format(v, fmt) for v in vals)})")
+
     for dt in ("float32", "float64"):
         for ours_name, peer_name, goal, speed in pairs:
-            ours_w, peer_w = res.get(f"{ours_name}_{dt}"), res.get(f"{peer_name}_{dt}")
-            if not (isinstance(ours_w, dict) and isinstance(peer_w, dict) and "val_force_rmse_eV_A" in ours_w
-                    and "val_force_rmse_eV_A" in peer_w):
+            ours_runs, peer_runs = seeded(f"{ours_name}_{dt}"), seeded(f"{peer_name}_{dt}")
+            if not ours_runs or not peer_runs:
                 continue
             found = True
-            a, b = ours_w["val_force_rmse_eV_A"], peer_w["val_force_rmse_eV_A"]
-            fa, fb = ours_w.get("frames_per_s", math.nan), peer_w.get("frames_per_s", math.nan)
+            a, a_txt = mean_text(ours_runs, "val_force_rmse_eV_A", ".4f")
+            b, b_txt = mean_text(peer_runs, "val_force_rmse_eV_A", ".4f")
+            fa, fa_txt = mean_text(ours_runs, "frames_per_s", ".2f")
+            fb, fb_txt = mean_text(peer_runs, "frames_per_s", ".2f")
             out.append([f"{goal} at equal budget ({dt})",
-                        f"{a:.4f} vs {b:.4f} eV/Å ({fa:.2f} vs {fb:.2f} frames/s = {fa / fb:.2f}×, "
-                        f"{ours_w.get('minutes')} min each)", a <= b and fa >= speed * fb,
-                        f"{ours_name}_{dt}, {peer_name}_{dt}"])
+                        f"{a_txt} vs {b_txt} eV/Å ({fa_txt} vs {fb_txt} frames/s = {fa / fb:.2f}×, "
+                        f"{ours_runs[0][1].get('minutes')} min each)", a <= b and fa >= speed * fb,
+                        ", ".join(k for k, _ in ours_runs + peer_runs)])
     if not found:
         out.append(["water DP / NequIP-style against their peers", "not measured", None, "water_*"])
     lm = res.get("lammps_mlip") if isinstance(res.get("lammps_mlip"), dict) else {}
