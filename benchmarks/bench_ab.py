@@ -140,7 +140,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv[:1] in (["child"], ["child-deepmd"]):  # one variant (or the peer), in a pinned child process
         spec = json.loads(Path(argv[1]).read_text())
         res = run_variant(spec) if argv[0] == "child" else peer_deepmd_row(
-            Path(spec["workdir"]), spec["steps"], spec["precision"], spec["seed"], spec.get("stop_lr", 3.51e-8))
+            Path(spec["workdir"]), spec["steps"], spec["precision"], spec["seed"], spec.get("stop_lr"))
         tmp = Path(argv[2]).with_suffix(".tmp")
         tmp.write_text(json.dumps(res, indent=1, default=str))
         os.replace(tmp, argv[2])
@@ -157,8 +157,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--peer-deepmd", action="store_true",
                     help="with --water: also train DeePMD-kit (peers venv, TF) for the same steps and schedule, "
                          "row 'deepmd_kit' (its water example is training/water_dp.yaml)")
-    ap.add_argument("--peer-lr-stop", type=float, default=3.51e-8,
-                    help="with --peer-deepmd: DeePMD-kit's stop_lr (default its example's 3.51e-8)")
+    ap.add_argument("--peer-lr-stop", type=float, default=None,
+                    help="with --peer-deepmd: DeePMD-kit's stop_lr (default the recipe's, training/water_dp.yaml)")
     ap.add_argument("--seeds", type=int, nargs="+", default=None,
                     help="train every variant (and the peer) once per seed (`seed=S`); rows <variant>_s<S> and, per "
                          "variant, the mean over the seeds in `seed_means` (one seed: the recipe's, rows as named)")
@@ -262,7 +262,8 @@ def seed_means(results: Dict[str, Dict[str, Any]], runs: Dict[str, Tuple[str, Op
     return out
 
 
-def peer_deepmd_row(wd: Path, steps: int, precision: str, seed: int = 1, stop_lr: float = 3.51e-8) -> Dict[str, Any]:
+def peer_deepmd_row(wd: Path, steps: int, precision: str, seed: int = 1,
+                    stop_lr: Optional[float] = None) -> Dict[str, Any]:
     """DeePMD-kit on the water split for `steps` steps with the recipe's schedule compressed the same way
     (200 stairs 1e-3 → `stop_lr`, prefactors on the rate), its `seed`, `dp test` on all of data_2 (the
     caller keeps the row: <workdir>/deepmd_kit[_s<seed>]_<steps>.json)."""
@@ -276,7 +277,7 @@ def peer_deepmd_row(wd: Path, steps: int, precision: str, seed: int = 1, stop_lr
                             stop_lr=stop_lr)
     test = peer_deepmd.dp_test(peer_deepmd.freeze(run), systems["valid"][0], run)
     return {"name": "deepmd_kit", "assignments": [f"DeePMD-kit 3.2.0 (TF), the same hyper-parameters, seed {seed}"
-                                                    + (f", stop_lr {stop_lr:g}" if stop_lr != 3.51e-8 else "")],
+                                                    + (f", stop_lr {stop_lr:g}" if stop_lr is not None else "")],
             "steps": res["steps_done"], "train_s": res["train_s"],
             "val_energy_rmse_meV_per_atom": test["energy_rmse_per_atom"] * 1e3, "val_force_rmse_eV_A": test["force_rmse"],
             "val_energy_mae_meV_per_atom": test["energy_mae_per_atom"] * 1e3, "val_force_mae_eV_A": test["force_mae"]}

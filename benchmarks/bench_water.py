@@ -6,8 +6,8 @@ under the same budget, so the families (and DeePMD-kit, benchmarks/peer_deepmd.p
 The schedule follows the clock (`training.schedule_by_time`): its progress is the fraction of the
 budget trained, so it completes inside the budget whatever the machine's speed. The recipe's own
 `training.steps` is the nominal span the schedule is laid over: the example's 1,000,000 steps with
-decay_steps 5000 become 200 stairs from 1e-3 to 3.51e-8 (prefactors e 0.02→1, f 1000→1), each 1/200
-of the budget. A short throughput probe only spaces validations and checkpoints (~20 per budget).
+decay_steps 5000 become 200 stairs from 1e-3 to the recipe's floor (prefactors e 0.02→1 and f 1000→1 on the
+rate), each 1/200 of the budget. DeePMD-kit (benchmarks/peer_deepmd.py water) reads the same floor from the recipe. A short throughput probe only spaces validations and checkpoints (~20 per budget).
 
 An interrupted run (killed, machine rebooted) is continued from its last checkpoint when the command
 is given again (or with --resume); the budget counts only the seconds actually trained. The learning
@@ -78,7 +78,7 @@ def main() -> None:
         "frames_per_s": res["frames_per_s"], "wall_s": wall, "n_parameters": res["n_parameters"],
         "val_energy_rmse_meV_per_atom": val["energy_rmse"] * 1e3, "val_force_rmse_eV_A": val["force_rmse"],
         "val_energy_mae_meV_per_atom": val["energy_mae"] * 1e3, "val_force_mae_eV_A": val["force_mae"],
-        "last_lr": res.get("last_lr"), "learning_curve": curve,
+        "lr": recipe["optimizer"]["lr"], "last_lr": res.get("last_lr"), "learning_curve": curve,
     }
     print(f"water {family} ({args.dtype}, {args.threads} threads, {budget / 60:g} min): {res['steps']} steps, "
           f"{res['frames_per_s']:.2f} frames/s; data_2 energy RMSE {out['val_energy_rmse_meV_per_atom']:.3f} "

@@ -274,15 +274,19 @@ def section_water(res: Dict[str, Any]) -> str:
             code = "DeePMD-kit (TF)"
         else:
             continue
-        rows.append([code, _g(d, "dtype"), _g(d, "threads"), _g(d, "minutes"), _g(d, "steps"), _g(d, "frames_per_s"),
+        floor = d["lr"].get("stop") if isinstance(d.get("lr"), dict) else None
+        rows.append([code, _g(d, "seed"), f"{floor:.3g}" if floor is not None else None, _g(d, "dtype"), _g(d, "threads"),
+                     _g(d, "minutes"), _g(d, "steps"), _g(d, "frames_per_s"),
                      _g(d, "n_parameters"), _g(d, "val_energy_rmse_meV_per_atom"), _g(d, "val_force_rmse_eV_A"),
                      _g(d, "val_energy_mae_meV_per_atom"), _g(d, "val_force_mae_eV_A"), name])
         c = d.get("compressed") if code.startswith("DeePMD") else None
         if isinstance(c, dict) and "val_force_rmse_eV_A" in c:
-            rows.append([code + ", compressed", _g(d, "dtype"), _g(d, "threads"), _g(d, "minutes"), _g(d, "steps"), None,
+            rows.append([code + ", compressed", _g(d, "seed"), rows[-1][2], _g(d, "dtype"), _g(d, "threads"),
+                         _g(d, "minutes"), _g(d, "steps"), None,
                          None, c.get("val_energy_rmse_meV_per_atom"), c.get("val_force_rmse_eV_A"), None, None, name])
-    head = ("## Water (DeePMD-kit example), side by side\n\nSame hyper-parameters (training/water_dp.yaml = DeePMD-kit's "
-            "se_e2_a water example), train data_0 + data_1, validate on all of data_2, same wall-clock budget, "
+    head = ("## Water (DeePMD-kit example), side by side\n\nSame hyper-parameters for both codes (training/water_dp.yaml = "
+            "DeePMD-kit's se_e2_a water example, with the learning-rate floor in the column: the example's 3.51e-8 "
+            "in the runs saved as water_*_stop3e-8_*, 1e-5 in the others), train data_0 + data_1, validate on all of data_2, same wall-clock budget, "
             "schedule compressed onto the steps that fit (throughput probe). Commands: "
             "`python -m benchmarks water` (runs benchmarks/bench_water.py, benchmarks/peer_deepmd.py water and "
             "benchmarks/peer_nequip_water.py: NequIP 0.19 with the architecture of training/nequip_water.yaml).\n\n")
@@ -292,9 +296,9 @@ def section_water(res: Dict[str, Any]) -> str:
              f"(mean) with a spread of {d['val_energy_std_meV_per_atom']:.2f} meV (std) about it."
              for name, d in res.items() if isinstance(d, dict) and name.startswith("water_")
              and "val_energy_mean_error_meV_per_atom" in d]
-    return head + table(["code", "dtype", "threads", "minutes", "steps", "frames/s", "parameters", "E RMSE meV/atom",
-                         "F RMSE eV/Å", "E MAE meV/atom", "F MAE eV/Å", "file"], rows,
-                        [0, 0, 0, 1, 0, 2, 0, 3, 4, 3, 4, 0]) + "\n" + "".join(f"\n{n}\n" for n in notes)
+    return head + table(["code", "seed", "lr floor", "dtype", "threads", "minutes", "steps", "frames/s", "parameters",
+                         "E RMSE meV/atom", "F RMSE eV/Å", "E MAE meV/atom", "F MAE eV/Å", "file"], rows,
+                        [0, 0, 0, 0, 0, 1, 0, 2, 0, 3, 4, 3, 4, 0]) + "\n" + "".join(f"\n{n}\n" for n in notes)
 
 
 def section_accuracy(res: Dict[str, Any]) -> str:
