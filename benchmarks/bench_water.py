@@ -78,6 +78,7 @@ def main() -> None:
         "frames_per_s": res["frames_per_s"], "wall_s": wall, "n_parameters": res["n_parameters"],
         "val_energy_rmse_meV_per_atom": val["energy_rmse"] * 1e3, "val_force_rmse_eV_A": val["force_rmse"],
         "val_energy_mae_meV_per_atom": val["energy_mae"] * 1e3, "val_force_mae_eV_A": val["force_mae"],
+        "model_options": {k: recipe["model"][k] for k in ("env_stats", "env_shift", "fused_step") if k in recipe["model"]},
         "lr": recipe["optimizer"]["lr"], "last_lr": res.get("last_lr"), "learning_curve": curve,
     }
     print(f"water {family} ({args.dtype}, {args.threads} threads, {budget / 60:g} min): {res['steps']} steps, "

@@ -265,7 +265,8 @@ def section_water(res: Dict[str, Any]) -> str:
         if not isinstance(d, dict) or "_error" in d:
             continue
         if name.startswith("water_dp"):
-            code = "mlip DP"
+            opts = d.get("model_options") if isinstance(d.get("model_options"), dict) else {}
+            code = "mlip DP" + (" (env_shift)" if opts.get("env_shift") else "")
         elif name.startswith("water_nequip_peer"):  # before water_nequip: NequIP itself, not ours
             code = "NequIP 0.19 (peer)"
         elif name.startswith("water_nequip"):
