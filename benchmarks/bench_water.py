@@ -7,7 +7,8 @@ The schedule follows the clock (`training.schedule_by_time`): its progress is th
 budget trained, so it completes inside the budget whatever the machine's speed. The recipe's own
 `training.steps` is the nominal span the schedule is laid over: the example's 1,000,000 steps with
 decay_steps 5000 become 200 stairs from 1e-3 to the recipe's floor (prefactors e 0.02→1 and f 1000→1 on the
-rate), each 1/200 of the budget. DeePMD-kit (benchmarks/peer_deepmd.py water) reads the same floor from the recipe. A short throughput probe only spaces validations and checkpoints (~20 per budget).
+rate), each 1/200 of the budget; DeePMD-kit (benchmarks/peer_deepmd.py water) reads the same floor from the
+recipe. A short throughput probe only spaces validations and checkpoints (~20 per budget).
 
 An interrupted run (killed, machine rebooted) is continued from its last checkpoint when the command
 is given again (or with --resume); the budget counts only the seconds actually trained. The learning

@@ -132,7 +132,9 @@ def goal_rows(res: Dict[str, Any]) -> List[List[Any]]:
             fb, fb_txt = mean_text(peer_runs, "frames_per_s", ".2f")
             out.append([f"{goal} at equal budget ({dt})",
                         f"{a_txt} vs {b_txt} eV/Å ({fa_txt} vs {fb_txt} frames/s = {fa / fb:.2f}×, "
-                        f"{ours_runs[0][1].get('minutes')} min each)", a <= b and fa >= speed * fb,
+                        f"{ours_runs[0][1].get('minutes')} min budget; trained "
+                        f"{mean_text(ours_runs, 'train_s', '.0f')[0] / 60:.1f} vs "
+                        f"{mean_text(peer_runs, 'train_s', '.0f')[0] / 60:.1f} min on average)", a <= b and fa >= speed * fb,
                         ", ".join(k for k, _ in ours_runs + peer_runs)])
     if not found:
         out.append(["water DP / NequIP-style against their peers", "not measured", None, "water_*"])
