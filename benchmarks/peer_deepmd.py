@@ -168,19 +168,39 @@ def training_times(out: str) -> List[tuple]:
 def train(workdir: Path, train_sys, valid_sys, steps: int, decay_steps: int, precision: str, threads: int,
           disp_freq: int, save_freq: int, hard_stop: Optional[float] = None, seed: int = 1,
           stop_lr: Optional[float] = None) -> Dict:
-    paths = peers.require("deepmd")
-    workdir.mkdir(parents=True, exist_ok=True)
+    """`dp train` of the water recipe (`dp_input`) in workdir."""
     cfg = dp_input(train_sys, valid_sys, steps, decay_steps, seed=seed, precision=precision,
                    disp_freq=disp_freq, save_freq=save_freq, stop_lr=stop_lr)
+    return run_training(workdir, cfg, threads, hard_stop)
+
+
+def run_training(workdir: Path, cfg: Dict, threads: int, hard_stop: Optional[float] = None) -> Dict:
+    """`dp train` of the input dict `cfg` in workdir: the run's output, its (batch, seconds) reports
+    (`times`), the steps done (fewer than planned if `hard_stop` seconds stopped it) and `train_s`."""
+    paths = peers.require("deepmd")
+    workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "input.json").write_text(json.dumps(cfg, indent=1))
     env = peers.lammps_env(threads=threads)
-    res = _dp(paths, ["train", "input.json"],
-              workdir, env, "train.log", hard_stop=hard_stop)
+    res = _dp(paths, ["train", "input.json"], workdir, env, "train.log", hard_stop=hard_stop)
     _check(res, "dp train")
     times = training_times(res["out"])
     last = times[-1][0] if times else 0
-    res.update(times=times, steps_done=last if res["stopped"] else steps, train_s=sum(t for _, t in times))
+    res.update(times=times, steps_done=last if res["stopped"] else int(cfg["training"]["numb_steps"]),
+               train_s=sum(t for _, t in times))
     return res
+
+
+def probe_rate(probe: Dict, probe_steps: int) -> float:
+    """Training steps per second of a probe run, over the reports of its last three quarters (TF's
+    first hundred steps are slower; a 60-step probe under-estimated the rate by 10 %, so DeePMD-kit
+    finished its water schedule in 88 % of the budget)."""
+    times = probe["times"]
+    if not times:
+        raise RuntimeError("the probe run reported no training times (see its train.log)")
+    late = [(b1, b2, t) for (b1, _), (b2, t) in zip(times[:-1], times[1:]) if b1 >= probe_steps // 4]
+    if late:
+        return sum(b2 - b1 for b1, b2, _ in late) / max(sum(t for _, _, t in late), 1e-9)
+    return times[-1][0] / max(sum(t for _, t in times), 1e-9)
 
 
 def freeze(workdir: Path, out: str = "frozen.pb", threads: int = 1) -> Path:
@@ -245,20 +265,11 @@ def water_benchmark(minutes: float, precision: str = "float64", threads: int = 1
     budget = minutes * 60.0
     t_all = time.time()
 
-    # throughput probe (not counted): the rate over the reports of the last three quarters (TF's first
-    # hundred steps are slower; a 60-step probe under-estimated the rate by 10 %, so DeePMD-kit finished
-    # its schedule in 88 % of the budget)
+    # throughput probe (not counted)
     disp = max(5, probe_steps // 8)
     probe = train(root / "probe", systems["train"], systems["valid"], probe_steps, max(1, probe_steps // 200), precision,
                   threads, disp_freq=disp, save_freq=10**9)
-    times = probe["times"]
-    if not times:
-        raise RuntimeError(f"no training times in {root / 'probe' / 'train.log'}")
-    late = [(b1, b2, t) for (b1, _), (b2, t) in zip(times[:-1], times[1:]) if b1 >= probe_steps // 4]
-    if late:
-        rate = sum(b2 - b1 for b1, b2, _ in late) / max(sum(t for _, _, t in late), 1e-9)
-    else:
-        rate = times[-1][0] / max(sum(t for _, t in times), 1e-9)
+    rate = probe_rate(probe, probe_steps)
     startup = max(0.0, probe["wall_s"] - probe["train_s"])
     steps = max(200, int(rate * budget * 0.97))
     decay = max(1, steps // 200)

@@ -156,6 +156,48 @@ def test_deepmd_input_matches_recipe():
     assert peer_deepmd.n_parameters() == 1014182  # DeePMD-kit's count for this architecture
 
 
+def test_deepmd_mlearn_input_and_systems(tmp_path):
+    """The mlearn peer gets the DP recipe's hyper-parameters (with --set applied) and our loss's per-atom
+    normalisation, and its DeePMD systems read back as the frames they were written from."""
+    import numpy as np
+
+    import peer_deepmd_mlearn as pm
+    from mlip.data import Frame, read_frames
+
+    cfg = pm.recipe_config("mo_dp.yaml", ["loss.energy.limit=20", "training.batch_size=3"])
+    rec = yaml.safe_load((REPO / "training" / "mo_dp.yaml").read_text())
+    m = rec["model"]
+    inp = pm.dp_input(cfg, "Mo", [tmp_path / "a"], [tmp_path / "b"], 10000, 100, 100)
+    d, f = inp["model"]["descriptor"], inp["model"]["fitting_net"]
+    assert (d["rcut"], d["rcut_smth"], d["sel"], d["neuron"], d["axis_neuron"]) == \
+        (m["rcut"], m["rcut_smth"], m["sel"], m["neuron"], m["axis_neuron"])
+    assert f["neuron"] == m["fitting_neuron"] and d["precision"] == f["precision"] == rec["dtype"]
+    l = inp["loss"]
+    assert l["intensive_ener_virial"] is True and l["limit_pref_e"] == 20.0 and l["start_pref_f"] == 10.0
+    assert (l["start_pref_v"], l["limit_pref_v"]) == (0.1, 0.5)
+    stairs = rec["training"]["steps"] // rec["optimizer"]["lr"]["decay_steps"]
+    assert inp["learning_rate"]["decay_steps"] == 10000 // stairs
+    assert inp["learning_rate"]["start_lr"] == rec["optimizer"]["lr"]["start"]
+    assert inp["training"]["training_data"]["batch_size"] == 3
+
+    rng = np.random.default_rng(0)
+    frames = [Frame(symbols=["Mo"] * n, positions=rng.random((n, 3)) * 3, cell=np.eye(3) * 3.0 + 0.1 * rng.random((3, 3)),
+                    pbc=np.ones(3, bool), energy=float(rng.random()), forces=rng.random((n, 3)),
+                    virial=rng.random((3, 3))) for n in (2, 3, 2)]
+    systems = pm.write_systems(frames, tmp_path / "sys", "Mo")
+    assert [s.name for s in systems] == ["n2", "n3"]
+    back = read_frames(str(systems[0])) + read_frames(str(systems[1]))
+    for a, b in zip([frames[0], frames[2], frames[1]], back):
+        assert b.symbols == a.symbols and b.energy == a.energy
+        np.testing.assert_array_equal(b.positions, a.positions)
+        np.testing.assert_array_equal(b.cell, a.cell)
+        np.testing.assert_array_equal(b.forces, a.forces)
+        np.testing.assert_array_equal(b.virial, a.virial)
+    with pytest.raises(ValueError, match="expected only Mo"):
+        pm.write_systems([Frame(symbols=["Si"], positions=np.zeros((1, 3)), cell=np.eye(3), pbc=np.ones(3, bool))],
+                         tmp_path / "bad", "Mo")
+
+
 def test_parsers():
     log = ("[x] DEEPMD INFO    Batch      10: total wall time = 8.05 s, eta = 0:00:16\n"
            "[x] DEEPMD INFO    Batch      20: total wall time = 5.77 s, eta = 0:00:05\n")
