@@ -29,7 +29,8 @@ installed into its own venv first — benchmarks/peers.py, `.peers-venv` or MLIP
              untrained NequIP-style model matched to the MACE size, and our DP), 100 and 1000 atoms;
              peer_nequip.py: NequIP (the package, AOTInductor-compiled, its own venv) vs ours with the
              same architecture (bench_lammps.NEQUIP_PRESET), fcc Cu, 100 and 1000 atoms, float32 and float64.
-* accuracy — bench_mlearn.py (DP, NequIP; Mo and Si, 40 min each), bench_mtp.py reference, bench_mlearn_mtp.py (MTP Mo and Si),
+* accuracy — bench_mlearn.py (DP, NequIP; Mo and Si, 40 min each), peer_deepmd_mlearn.py (DeePMD-kit with the DP
+             recipes, same split and budget), bench_mtp.py reference, bench_mlearn_mtp.py (MTP Mo and Si),
              bench_mtp_snap.py (MTP vs SNAP and qSNAP in LAMMPS: speed and accuracy).
 
 * al       — bench_al.py (AL vs random, EMT Cu), bench_al_xtb.py (AL vs random against GFN1-xTB water, 2
@@ -140,6 +141,12 @@ def plan(sections: List[str], a: argparse.Namespace) -> List[Job]:
                    if q else ["--minutes", "40"]), results=[f"mlearn_{el}_{recipe[:-5]}"])
               for el in ("Mo", "Si")
               for fam, recipe in (("DP", f"{el.lower()}_dp.yaml"), ("NequIP", f"nequip_{el.lower()}.yaml"))],
+            # the DP recipes' peer: DeePMD-kit with the same hyper-parameters, split and budget
+            *[Job("accuracy", f"mlearn {el}, DeePMD-kit TF (the DP recipe)", "peer_deepmd_mlearn.py",
+                  ["--element", el, "--threads", *thr] +
+                  (["--minutes", "0.5", "--probe-steps", "30", "--output", str(REPO / "runs" / f"quick_peer_deepmd_{el}"),
+                    "--save-name", f"quick_mlearn_{el}_deepmd_peer"] if q else ["--minutes", "40"]),
+                  peer="deepmd", results=[f"mlearn_{el}_deepmd_peer"]) for el in ("Mo", "Si")],
             Job("accuracy", "MTP vs MLIP-2 reference", "bench_mtp.py", ["reference"], results=["mtp_reference"]),
             Job("accuracy", "mlearn Mo/Si, our MTP", "bench_mlearn_mtp.py",
                 ["--threads", *thr] + (["--quick"] if q else []), results=["mlearn_Mo_mtp_mo", "mlearn_Si_mtp_si"]),

@@ -93,6 +93,7 @@ def main() -> None:
     res = train_recipe(args.recipe, over, config=config, key=key, settings=settings)
     test = evaluate(res["model"], [str(data / "test.json")], threads=args.threads)
     out = {"recipe": args.recipe, **({"settings": args.set} if args.set else {}), "element": el, "steps": res["steps"], "train_wall_s": res["elapsed_s"],
+           "model": os.path.abspath(res["model"]),
            "n_parameters": res["n_parameters"], "family": res["config"]["model"]["family"],
            "test_energy_mae_meV": test["energy_mae"] * 1e3, "test_energy_rmse_meV": test["energy_rmse"] * 1e3,
            "test_force_mae": test["force_mae"], "test_force_rmse": test["force_rmse"],

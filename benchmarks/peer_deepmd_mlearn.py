@@ -42,7 +42,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers  # noqa: E402
-from peer_deepmd import Skip, _check, _dp, _versions, freeze, probe_rate, run_training, save  # noqa: E402
+from peer_deepmd import (Skip, _check, _dp, _versions, freeze, n_parameters, probe_rate, run_training,  # noqa: E402
+                         save)
 
 REPO = peers.REPO
 DEFAULT_RECIPE = {"Mo": "mo_dp.yaml", "Si": "si_dp.yaml"}
@@ -205,6 +206,9 @@ def mlearn_benchmark(element: str, recipe: str, minutes: float, settings: Sequen
         "steps_planned": steps, "steps": run["steps_done"], "schedule_completed": not run["stopped"],
         "probe_steps_per_s": rate, "train_s": run["train_s"], "train_wall_s": run["wall_s"],
         "frames_per_s": run["steps_done"] * int(cfg["training"]["batch_size"]) / max(run["train_s"], 1e-9),
+        "n_parameters": n_parameters(tuple(cfg["model"]["neuron"]), int(cfg["model"]["axis_neuron"]),
+                                     tuple(cfg["model"]["fitting_neuron"]), n_types=1,
+                                     one_side=bool(cfg["model"].get("type_one_side", True))),
         "input": inp,
         "test_energy_mae_meV": s["energy_mae"] * 1e3, "test_energy_rmse_meV": s["energy_rmse"] * 1e3,
         "test_force_mae": s["force_mae"], "test_force_rmse": s["force_rmse"],
