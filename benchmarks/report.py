@@ -238,8 +238,9 @@ def mlearn_goals(res: Dict[str, Any]) -> List[List[Any]]:
             if family == "deepmd":
                 peer = [(pk, pd) for pk, pd in sorted(res.items()) if pk.startswith(f"mlearn_{el}_deepmd_peer")
                         and isinstance(pd, dict) and "test_force_mae" in pd]
-                txt += "".join(f"; DeePMD-kit {pd['test_energy_mae_meV']:.2f}, {pd['test_force_mae']:.3f} in "
-                               f"{pd.get('minutes', 0):g} min ({pk})" for pk, pd in peer)
+                txt += "".join(f"; DeePMD-kit {pd['test_energy_mae_meV']:.2f}, {pd['test_force_mae']:.3f} after "
+                               f"{float(pd.get('train_s') or 0) / 60:.0f} min of training (budget "
+                               f"{pd.get('minutes', 0):g}; {pk})" for pk, pd in peer)
             parts.append(txt)
             met.append(ok)
             names.append(k)

@@ -68,6 +68,20 @@ def test_test_plot_and_groups(qs, capsys):
     assert "mlip test" not in capsys.readouterr().err
 
 
+def test_test_committee_mean(qs, capsys):
+    """--committee scores the committee's mean: a committee of one model twice has that model's errors."""
+    from mlip.cli import main
+
+    assert main(["test", qs["model"], qs["test"], "--json", "--quiet"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert main(["test", qs["model"], qs["test"], "--committee", qs["model"], "--json", "--quiet"]) == 0
+    two = json.loads(capsys.readouterr().out)
+    for key in ("energy_mae", "force_rmse", "stress_rmse_gpa"):
+        assert two[key] == pytest.approx(one[key], rel=1e-12, abs=1e-15)
+    assert main(["test", qs["model"], qs["test"], "--committee", qs["model"], "--quiet"]) == 0
+    assert f"the mean of {qs['model']}, {qs['model']}" in capsys.readouterr().out
+
+
 def test_info(qs, capsys):
     import torch
 

@@ -1,18 +1,20 @@
-"""`mlip test MODEL.pt DATA…`: error report of an export on labelled data (through the ASE calculator,
-i.e. the deployed C++ code path), overall, per species and per data group, with an optional parity
-plot."""
+"""`mlip test MODEL.pt DATA… [--committee M2.pt …]`: error report of an export on labelled data (through the
+ASE calculator, i.e. the deployed C++ code path), overall, per species and per data group, with an optional
+parity plot. With `--committee`, what is scored is the committee's mean prediction, which is what
+`MLIPCalculator([...])` and a committee in `pair_style mlip` give as energy, forces and stress."""
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Union
 
 from mlip.metrics import ErrorAccumulator
 
 
-def accumulate_export(model_path: str, frames: Sequence, num_threads: Optional[int] = None,
+def accumulate_export(model_path: Union[str, Sequence[str]], frames: Sequence, num_threads: Optional[int] = None,
                       progress: bool = False) -> ErrorAccumulator:
-    """Predictions of the export at `model_path` against the labels of `frames`, frame by frame."""
+    """Predictions of the export at `model_path` (or the mean of a committee of exports) against the labels
+    of `frames`, frame by frame."""
     from mlip.calculator import MLIPCalculator
     from mlip.graph import species_indices
 
@@ -43,8 +45,9 @@ def accumulate_export(model_path: str, frames: Sequence, num_threads: Optional[i
     return acc
 
 
-def evaluate_export(model_path: str, frames: Sequence, num_threads: Optional[int] = None) -> Dict[str, Any]:
-    """Error summary (see mlip.metrics) of an export on labelled frames."""
+def evaluate_export(model_path: Union[str, Sequence[str]], frames: Sequence,
+                    num_threads: Optional[int] = None) -> Dict[str, Any]:
+    """Error summary (see mlip.metrics) of an export (or a committee's mean) on labelled frames."""
     return accumulate_export(model_path, frames, num_threads).summary()
 
 
@@ -69,17 +72,20 @@ def run(args: argparse.Namespace) -> int:
     frames = []
     for p in args.data:
         frames.extend(read_frames(p, fmt=args.format, type_map=args.type_map))
-    acc = accumulate_export(args.model, frames, args.threads, progress=not (args.quiet or args.json))
+    models = [args.model, *args.committee]
+    name = args.model if len(models) == 1 else f"the mean of {', '.join(models)}"
+    acc = accumulate_export(models if len(models) > 1 else args.model, frames, args.threads,
+                            progress=not (args.quiet or args.json))
     summary = acc.summary()
     groups = acc.group_summaries()
     if args.plot:
         from mlip.plots import parity_figure
 
-        parity_figure(acc, args.plot, title=f"{args.model} on {len(frames)} frames")
+        parity_figure(acc, args.plot, title=f"{name} on {len(frames)} frames")
     if args.json:
         print(json.dumps({**summary, "groups": groups}, indent=1))
     else:
-        print(f"{args.model} on {len(frames)} frames:")
+        print(f"{name} on {len(frames)} frames:")
         print(format_summary(summary))
         if groups:
             print(format_groups(groups))
@@ -94,6 +100,8 @@ def add_parser(sub) -> None:
     p.add_argument("data", nargs="+", help="extxyz, DeePMD npy system(s), mlearn JSON or MLIP .cfg")
     p.add_argument("--format", default=None)
     p.add_argument("--type-map", nargs="+", default=None, help="element of each integer type (.cfg)")
+    p.add_argument("--committee", nargs="+", default=[], metavar="MODEL",
+                   help="more exports of the same species: the committee's mean prediction (with MODEL's) is scored")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--plot", metavar="PNG", default=None,
                    help="write energy/force/stress parity panels (coloured by data group / species)")
