@@ -59,7 +59,7 @@ def test_all_dry_run_without_peers(tmp_path):
 
     defaults = argparse.Namespace(quick=False, threads=1, minutes=None, dtypes=["float64"])
     peer_jobs = [j for j in bm.plan(list(bm.SECTIONS), defaults) if j.peer]
-    assert len(peer_jobs) == 7  # DeePMD-kit water, equivalence, lammps and ase; MACE ase; NequIP ase and water
+    assert len(peer_jobs) == 9  # DeePMD-kit water, equivalence, lammps, ase, mlearn Mo and Si; MACE ase; NequIP ase and water
     assert out.count("SKIP: peers venv not found") == len(peer_jobs)
     assert "python benchmarks/peers.py install" in out
     # every job either shows its command or says it is not available yet
