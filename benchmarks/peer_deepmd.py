@@ -203,6 +203,17 @@ def probe_rate(probe: Dict, probe_steps: int) -> float:
     return times[-1][0] / max(sum(t for _, t in times), 1e-9)
 
 
+def budget_plan(probe: Dict, probe_steps: int, budget: float) -> Dict[str, float]:
+    """From a probe run, the plan of a run that fills `budget` seconds: its rate (steps/s), the start-up
+    seconds, `steps` (97 % of budget x rate), `every` (reports and checkpoints, ~20 per run) and the
+    `hard_stop` (start-up + 1.25x the budget + 60 s) at which the run is stopped."""
+    rate = probe_rate(probe, probe_steps)
+    startup = max(0.0, probe["wall_s"] - probe["train_s"])
+    steps = max(200, int(rate * budget * 0.97))
+    return {"rate": rate, "startup": startup, "steps": steps, "every": max(100, steps // 20),
+            "hard_stop": startup + 1.25 * budget + 60}
+
+
 def freeze(workdir: Path, out: str = "frozen.pb", threads: int = 1) -> Path:
     paths = peers.require("deepmd")
     res = _dp(paths, ["freeze", "-c", ".", "-o", out], workdir, peers.lammps_env(threads=threads), "freeze.log", timeout=1800)
@@ -269,16 +280,14 @@ def water_benchmark(minutes: float, precision: str = "float64", threads: int = 1
     disp = max(5, probe_steps // 8)
     probe = train(root / "probe", systems["train"], systems["valid"], probe_steps, max(1, probe_steps // 200), precision,
                   threads, disp_freq=disp, save_freq=10**9)
-    rate = probe_rate(probe, probe_steps)
-    startup = max(0.0, probe["wall_s"] - probe["train_s"])
-    steps = max(200, int(rate * budget * 0.97))
+    plan = budget_plan(probe, probe_steps, budget)
+    rate, startup, steps, every = plan["rate"], plan["startup"], plan["steps"], plan["every"]
     decay = max(1, steps // 200)
     print(f"probe: {rate:.2f} steps/s (start-up {startup:.0f} s) -> numb_steps {steps}, decay_steps {decay} "
           f"for {minutes} min", flush=True)
 
-    every = max(100, steps // 20)
     run = train(root / "train", systems["train"], systems["valid"], steps, decay, precision, threads,
-                disp_freq=every, save_freq=every, hard_stop=startup + 1.25 * budget + 60, seed=seed)
+                disp_freq=every, save_freq=every, hard_stop=plan["hard_stop"], seed=seed)
     wd = root / "train"
     frozen = freeze(wd, threads=threads)
     res: Dict = {

@@ -42,8 +42,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers  # noqa: E402
-from peer_deepmd import (Skip, _check, _dp, _versions, freeze, n_parameters, probe_rate, run_training,  # noqa: E402
-                         save)
+from common import recipe_path  # noqa: E402
+from peer_deepmd import (SHARED, Skip, _check, _dp, _versions, budget_plan, freeze, n_parameters,  # noqa: E402
+                         run_training, save)
 
 REPO = peers.REPO
 DEFAULT_RECIPE = {"Mo": "mo_dp.yaml", "Si": "si_dp.yaml"}
@@ -53,8 +54,7 @@ def recipe_config(recipe: str, settings: Sequence[str]) -> Dict[str, Any]:
     """The recipe as our trainer reads it (defaults, paths resolved, `--set` items applied)."""
     from mlip.train.config import load_config, parse_settings
 
-    path = Path(recipe) if Path(recipe).is_file() else REPO / "training" / recipe
-    return load_config(str(path), settings=parse_settings(settings) if settings else None)
+    return load_config(str(recipe_path(recipe)), settings=parse_settings(settings) if settings else None)
 
 
 def write_systems(frames: Sequence[Any], root: Path, element: str) -> List[Path]:
@@ -170,7 +170,7 @@ def mlearn_benchmark(element: str, recipe: str, minutes: float, settings: Sequen
     from mlip.train.datasets import prepare_data
 
     peers.require("deepmd")
-    shared = Path(os.environ.get("MLIP_SHARED_DATA", REPO.parent / "shared" / "data")) / "mlearn" / element
+    shared = SHARED / "mlearn" / element
     if not (shared / "training.json").is_file() or not (shared / "test.json").is_file():
         raise Skip(f"mlearn {element} data not found in {shared} (set MLIP_SHARED_DATA)")
     cfg = recipe_config(recipe, settings)
@@ -187,14 +187,13 @@ def mlearn_benchmark(element: str, recipe: str, minutes: float, settings: Sequen
 
     disp = max(5, probe_steps // 8)
     probe = run_training(root / "probe", dp_input(cfg, element, train_sys, val_sys, probe_steps, disp, 10**9), threads)
-    rate = probe_rate(probe, probe_steps)
-    startup = max(0.0, probe["wall_s"] - probe["train_s"])
-    steps = max(200, int(rate * budget * 0.97))
-    print(f"probe: {rate:.2f} steps/s (start-up {startup:.0f} s) -> numb_steps {steps} for {minutes} min", flush=True)
+    plan = budget_plan(probe, probe_steps, budget)
+    rate, steps = plan["rate"], plan["steps"]
+    print(f"probe: {rate:.2f} steps/s (start-up {plan['startup']:.0f} s) -> numb_steps {steps} for {minutes} min",
+          flush=True)
 
-    every = max(100, steps // 20)
-    inp = dp_input(cfg, element, train_sys, val_sys, steps, every, every)
-    run = run_training(root / "train", inp, threads, hard_stop=startup + 1.25 * budget + 60)
+    inp = dp_input(cfg, element, train_sys, val_sys, steps, plan["every"], plan["every"])
+    run = run_training(root / "train", inp, threads, hard_stop=plan["hard_stop"])
     wd = root / "train"
     frozen = freeze(wd, threads=threads)
     t_test = time.time()

@@ -74,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
         frames.extend(read_frames(p, fmt=args.format, type_map=args.type_map))
     models = [args.model, *args.committee]
     name = args.model if len(models) == 1 else f"the mean of {', '.join(models)}"
-    acc = accumulate_export(models if len(models) > 1 else args.model, frames, args.threads,
-                            progress=not (args.quiet or args.json))
+    acc = accumulate_export(models, frames, args.threads, progress=not (args.quiet or args.json))
     summary = acc.summary()
     groups = acc.group_summaries()
     if args.plot:
