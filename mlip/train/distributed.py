@@ -233,6 +233,7 @@ def launch(argv: Sequence[str], nproc: int, output: Optional[str] = None) -> int
     for r in range(nproc):
         env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(nproc), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE=str(nproc),
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        env.setdefault("PYTHONFAULTHANDLER", "1")  # a rank that aborts shows its Python stack
         procs.append(subprocess.Popen([sys.executable, "-m", "mlip", *argv], env=env))
     failed = None
     try:
