@@ -105,6 +105,19 @@ def test_set_changes_one_key_of_the_model_section(tmp_path):
     assert cfg["optimizer"]["lr"]["start"] == 0.01 and cfg["optimizer"]["lr"]["decay_steps"] == 5000
 
 
+def test_set_replaces_or_patches_a_loss_schedule(tmp_path):
+    """Every loss term is a number or {start, limit}: `--set` may give either, whatever the recipe has."""
+    from mlip.train.config import load_config, parse_settings
+
+    recipe = tiny_recipe(tmp_path / "run")
+    recipe["loss"] = {"virial": {"start": 0.1, "limit": 0.5}, "forces": 3.0}
+    path = write_recipe(tmp_path, recipe)
+    cfg = load_config(path, settings=parse_settings(["loss.virial=0", "loss.forces={start: 10, limit: 1}"]))
+    assert cfg["loss"]["virial"] == 0.0 and cfg["loss"]["forces"] == {"start": 10, "limit": 1}
+    cfg = load_config(path, settings=parse_settings(["loss.virial.limit=0.2"]))
+    assert cfg["loss"]["virial"] == {"start": 0.1, "limit": 0.2}
+
+
 def test_al_set_changes_one_key_of_the_train_recipe(tmp_path, capsys):
     from mlip.active.config import load_al_config
     from mlip.train.config import parse_settings

@@ -77,6 +77,7 @@ DEFAULTS: Dict[str, Any] = {
 
 OPTIMIZERS = ("adam", "varpro", "lbfgs")  # adam: mini-batch (trainer.py); varpro, lbfgs: full batch (varpro.py)
 SECTIONS_FREE = {"model", "generate"}  # family-specific keys are checked by the model itself
+LOSS_TERMS = {"energy", "forces", "virial"}  # a number or {start, limit}: replaced whole, or patched key by key
 
 
 def merge_config(base: Dict[str, Any], over: Optional[Dict[str, Any]], path: str = "",
@@ -151,7 +152,7 @@ def parse_settings(items: Optional[Iterable[str]]) -> Dict[str, Any]:
 
 
 def _merge(base: Dict[str, Any], over: Dict[str, Any], path: str) -> Dict[str, Any]:
-    return merge_config(base, over, path, free=SECTIONS_FREE | {"energy", "forces"}, shallow={"lr"})
+    return merge_config(base, over, path, free=SECTIONS_FREE | LOSS_TERMS, shallow={"lr"})
 
 
 def read_yaml_mapping(path: Optional[str]) -> Tuple[Dict[str, Any], str]:
@@ -181,7 +182,7 @@ def load_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] 
     if overrides:
         cfg = _merge(cfg, overrides, "")
     if settings:  # --set model.rcut=4.5 changes one key, also inside the file's model section
-        cfg = merge_config(cfg, settings, "", free=SECTIONS_FREE | {"energy", "forces"}, shallow={"lr"},
+        cfg = merge_config(cfg, settings, "", free=SECTIONS_FREE | LOSS_TERMS, shallow={"lr"},
                            patch=True)
     validate_config(cfg)
     data = cfg["data"]
