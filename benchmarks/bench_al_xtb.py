@@ -1,8 +1,10 @@
 """Active learning against a real quantum-chemistry oracle: liquid water, GFN1-xTB (tblite), the loop of
 training/al_water_xtb.yaml (γ window + D-optimal batches, or the recipe's own `select.strategy`) against the same loop with uniformly random
 selection among the explored snapshots (`select.strategy: random`), same label budget per iteration,
-over several seeds. Force RMSE on an independent xTB MD test set (Langevin MD of 16-molecule boxes at
-350 K) after every iteration, as a function of the number of labels and of the oracle's CPU-seconds.
+over several seeds. Force RMSE after every iteration, as a function of the number of labels and of the
+oracle's CPU-seconds, on two independent xTB MD test sets: the exploration domain (one Langevin trajectory
+per grid point of the recipe's `explore.temperatures` × `explore.strains`, i.e. the conditions the
+potential is trained for; the verdict) and 350 K alone (Langevin MD of 16-molecule boxes near 1 g/cm³).
 Then the wall-clock of labelling the same configurations with `label.executor` local, process and
 dask (2 workers, 1 thread each) on 48 boxes of the recipe's size (32 molecules).
 
@@ -12,8 +14,11 @@ dask (2 workers, 1 thread each) on 48 boxes of the recipe's size (32 molecules).
 Resumable (each loop is `mlip al`; loops already finished in the workdir are read back). Writes
 benchmarks/results/<save-name>.json and .png (default name: bench_al_xtb for the DP recipe,
 bench_al_xtb_<recipe stem> otherwise). Needs `pip install 'mlip[xtb]'`. Kept results: bench_al_xtb.json
-(DP recipe, made with --gamma-lo 1.1), bench_al_xtb_mtp.json (MTP recipe) and bench_al_xtb_mtp_overlap.json
-(MTP recipe, loops run before commit 2f2e229, when `water_box` still let molecules overlap).
+(DP recipe, made with --gamma-lo 1.1), bench_al_xtb_mtp.json (MTP recipe), bench_al_xtb_mtp_overlap.json
+(MTP recipe, loops run before commit 2f2e229, when `water_box` still let molecules overlap) and
+bench_al_xtb_mtp_info.json: these four have the 350 K test set only. bench_al_xtb_mtp_info_domain.json
+(`--recipe training/al_water_xtb_mtp_info.yaml --skip-speed --save-name bench_al_xtb_mtp_info_domain`)
+has both test sets.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -48,6 +54,73 @@ def test_set(path: str, config: Path = CONFIG, n_traj: int = 3, per_traj: int = 
     md_test_set(path, lambda t: water_box(16, density=1.0 + 0.02 * (t - 1), seed=seed + t, rattle=0.03),
                 lambda: make_calculator(xtb_spec(config)), n_traj, per_traj, temperature, 0.5, 200, 40, seed,
                 f"xtb_md_{temperature:g}K")
+
+
+def domain_test_set(workdir: str, config: Path = CONFIG, per_run: int = 3, warm: int = 200,
+                    seed: int = 4048) -> List[str]:
+    """xTB Langevin MD (0.5 fs) over the recipe's exploration grid: for every temperature × strain, one box
+    of the initial set's size at the strained density, `per_run` snapshots 20 fs apart after `warm` steps. One
+    file per grid point (each written when complete, so an interrupted run keeps the finished ones)."""
+    import yaml
+
+    from mlip.datagen import make_calculator, water_box
+
+    cfg = yaml.safe_load(Path(config).read_text())
+    n_mol = int(((cfg.get("init") or {}).get("generate") or {}).get("water", {}).get("n_molecules", 16))
+    explore = cfg["explore"]
+    paths = []
+    for i, temp in enumerate(explore["temperatures"]):
+        for j, eps in enumerate(explore.get("strains") or [0.0]):
+            path = os.path.join(workdir, f"test_xtb_{float(temp):g}K_strain{float(eps):+g}.xyz")
+            s = seed + 10 * i + j
+            md_test_set(path, lambda t, eps=eps, s=s: water_box(n_mol, density=1.0 / (1.0 + float(eps)) ** 3,
+                                                                 seed=s, rattle=0.03),
+                        lambda: make_calculator(cfg["oracle"]), 1, per_run, float(temp), 0.5, warm, 40, s,
+                        f"xtb_md_{float(temp):g}K_strain{float(eps):+g}")
+            paths.append(path)
+    return paths
+
+
+def curves_on(workdir: str, curves: Dict[str, List[dict]], test_files: Sequence[str]) -> Dict[str, List[dict]]:
+    """The same loops' model 0 of every iteration (iter_k/train/model_0.pt) scored on other test files:
+    {run name: [{"iteration", "labels", "force_rmse", "energy_rmse_mev"}, …]}."""
+    from mlip.cli.test import evaluate_export
+    from mlip.data import read_frames
+
+    frames = [f for p in test_files for f in read_frames(p)]
+    out = {}
+    for name, curve in curves.items():
+        out[name] = []
+        for p in curve:
+            model = os.path.join(workdir, name, f"iter_{p['iteration']:03d}", "train", "model_0.pt")
+            s = evaluate_export(model, frames, num_threads=1)
+            out[name].append({"iteration": p["iteration"], "labels": p["labels"], "force_rmse": s["force_rmse"],
+                              "energy_rmse_mev": 1e3 * s["energy_rmse"],
+                              "oracle_cpu_s": p.get("oracle_cpu_s")})
+    return out
+
+
+def verdict(al: List[dict], rand: List[dict]) -> dict:
+    """The labels active learning needs to reach random selection's final force RMSE (None: never)."""
+    target, n_rand = rand[-1]["force_rmse"], rand[-1]["labels"]
+    reached = [p["labels"] for p in al if p["force_rmse"] <= target]
+    n_al = min(reached) if reached else None
+    return {"random_final_force_rmse": target, "random_labels": n_rand, "al_labels_to_reach": n_al,
+            "fraction": (n_al / n_rand) if (n_al is not None and n_rand) else None}
+
+
+def print_pair(a: List[dict], r: List[dict], v: dict) -> None:
+    print(f"{'iter':>4} | {'AL labels':>9} {'AL F':>8} {'AL cpu s':>9} | {'rand labels':>11} {'rand F':>8} "
+          f"{'rand cpu s':>10}")
+    for k in range(max(len(a), len(r))):
+        x, y = (a[k] if k < len(a) else None), (r[k] if k < len(r) else None)
+        fa = f"{x['labels']:>9d} {x['force_rmse']:>8.4f} {x['oracle_cpu_s'] or 0:>9.1f}" if x else " " * 28
+        fr = f"{y['labels']:>11d} {y['force_rmse']:>8.4f} {y['oracle_cpu_s'] or 0:>10.1f}" if y else ""
+        print(f"{k:>4} | {fa} | {fr}")
+    n_al = v["al_labels_to_reach"]
+    print(f"random: {v['random_labels']} labels -> {v['random_final_force_rmse']:.4f} eV/Å; AL reaches it with "
+          f"{n_al if n_al is not None else 'never'} labels"
+          + (f" ({v['fraction']:.0%} of random's)" if v["fraction"] is not None else ""))
 
 
 def oracle_seconds(out: str):
@@ -111,6 +184,8 @@ def main(argv=None) -> int:
     os.makedirs(args.workdir, exist_ok=True)
     test = os.path.join(args.workdir, "test_xtb_350K.xyz")
     test_set(test, recipe, n_traj=1 if args.quick else 3, per_traj=2 if args.quick else 6)
+    domain_files = domain_test_set(args.workdir, recipe, per_run=1 if args.quick else 3,
+                                   warm=20 if args.quick else 200)
     quick = {}
     if args.quick:
         quick = {"iterations": 2, "first_steps": 100, "max_labels_total": 6,
@@ -131,26 +206,16 @@ def main(argv=None) -> int:
         secs = oracle_seconds(os.path.join(args.workdir, name))
         for p in curve:
             p["oracle_cpu_s"] = secs[p["iteration"]] if p["iteration"] < len(secs) else secs[-1]
-    verdicts = {}
-    print(f"\nForce RMSE (eV/Å) on {test} (xTB MD, 350 K) vs labels added to the 10 initial boxes "
-          f"({time.time() - t0:.0f} s)")
-    for seed in args.seeds:
-        a, r = pair(curves, seed)
-        print(f"\nseed {seed}\n{'iter':>4} | {'AL labels':>9} {'AL F':>8} {'AL cpu s':>9} | {'rand labels':>11} "
-              f"{'rand F':>8} {'rand cpu s':>10}")
-        for k in range(max(len(a), len(r))):
-            x, y = (a[k] if k < len(a) else None), (r[k] if k < len(r) else None)
-            fa = f"{x['labels']:>9d} {x['force_rmse']:>8.4f} {x['oracle_cpu_s']:>9.1f}" if x else " " * 28
-            fr = f"{y['labels']:>11d} {y['force_rmse']:>8.4f} {y['oracle_cpu_s']:>10.1f}" if y else ""
-            print(f"{k:>4} | {fa} | {fr}")
-        target, n_rand = r[-1]["force_rmse"], r[-1]["labels"]
-        reached = [p["labels"] for p in a if p["force_rmse"] <= target]
-        n_al = min(reached) if reached else None
-        verdicts[seed] = {"random_final_force_rmse": target, "random_labels": n_rand, "al_labels_to_reach": n_al,
-                          "fraction": (n_al / n_rand) if (n_al is not None and n_rand) else None}
-        print(f"random: {n_rand} labels -> {target:.4f} eV/Å; AL reaches it with "
-              f"{n_al if n_al is not None else 'never'} labels"
-              + (f" ({n_al / n_rand:.0%} of random's)" if n_al is not None and n_rand else ""))
+    domain = curves_on(args.workdir, curves, domain_files)
+    verdicts, verdicts_domain = {}, {}
+    for label, cs, vs in (("the 350 K xTB MD set", curves, verdicts),
+                          (f"the exploration-domain xTB MD set ({len(domain_files)} files)", domain, verdicts_domain)):
+        print(f"\nForce RMSE (eV/Å) on {label} vs labels added to the 10 initial boxes ({time.time() - t0:.0f} s)")
+        for seed in args.seeds:
+            a, r = pair(cs, seed)
+            vs[seed] = verdict(a, r)
+            print(f"\nseed {seed}")
+            print_pair(a, r, vs[seed])
     out_json, out_png = RESULTS / f"{args.save_name}.json", RESULTS / f"{args.save_name}.png"
     old = out_json if out_json.is_file() else RESULTS / "bench_al_xtb.json"
     speed = json.loads(old.read_text()).get("labelling") if args.skip_speed and old.is_file() else None
@@ -159,6 +224,7 @@ def main(argv=None) -> int:
     print(f"labelling speed-up with 2 workers over local: process {speed['speedup_process']:.2f}x, "
           f"dask {speed['speedup_dask']:.2f}x")
     payload = {"test_set": test, "curves": curves, "verdicts": verdicts, "labelling": speed,
+               "domain_test_set": domain_files, "curves_domain": domain, "verdicts_domain": verdicts_domain,
                "al_gamma_lo": args.gamma_lo,
                "config": str(recipe), "quick": args.quick}
     if not args.quick:
@@ -171,7 +237,11 @@ def main(argv=None) -> int:
                     f"liquid water, GFN1-xTB oracle, {FAMILY_NAMES.get(family, family)}: error vs labels and "
                     "oracle CPU time",
                     "force RMSE on 350 K xTB MD (eV/Å)", extra_x=("oracle_cpu_s", "oracle CPU-seconds of the labels"))
-        print(f"wrote {out_json} and {out_png}")
+        plot_curves(domain, out_png.with_name(f"{args.save_name}_domain.png"), len(args.seeds),
+                    f"liquid water, GFN1-xTB oracle, {FAMILY_NAMES.get(family, family)}: error on the exploration "
+                    "domain", "force RMSE on xTB MD over explore T × strain (eV/Å)",
+                    extra_x=("oracle_cpu_s", "oracle CPU-seconds of the labels"))
+        print(f"wrote {out_json}, {out_png} and {args.save_name}_domain.png")
     return 0
 
 
