@@ -126,15 +126,17 @@ def pair(curves: dict, seed: int):
     return curves[al[0]], curves[f"random_s{seed}"]
 
 
-def run_pairs(config: str, seeds, quick: dict, workdir: str, test: str, edit=None, al_select=None) -> dict:
+def run_pairs(config: str, seeds, quick: dict, workdir: str, test: str, edit=None, al_select=None,
+              settings: dict = None) -> dict:
     """For each seed, the loop of `config` with its own selection strategy (dopt or information) and
     with random selection (same label budget): {"<strategy>_s<seed>" | "random_s<seed>": error curve}.
     `edit(cfg)` may change a loaded configuration (e.g. shorter trainings for a smoke run); `al_select`
     overrides `select` keys of the active-learning runs only (e.g. their γ threshold; random selection
-    does not look at γ)."""
+    does not look at γ); `settings` (`mlip.train.config.parse_settings` of `--set` items) apply to both runs, as
+    `mlip al --set` would."""
     from mlip.active.loop import load_al_config, run_loop
 
-    al = load_al_config(config)["select"]["strategy"]
+    al = load_al_config(config, None, settings)["select"]["strategy"]
     if al == "random":
         raise SystemExit(f"{config}: select.strategy is random; the benchmark compares an active strategy with it")
     curves = {}
@@ -145,7 +147,7 @@ def run_pairs(config: str, seeds, quick: dict, workdir: str, test: str, edit=Non
             over.update(output=os.path.join(workdir, name), test=[test], seed=seed)
             over["select"] = {**quick.get("select", {}), **((al_select or {}) if strategy != "random" else {}),
                               "strategy": strategy}
-            cfg = load_al_config(config, over)
+            cfg = load_al_config(config, over, settings)
             if edit is not None:
                 edit(cfg)
             print(f"\n===== {name}: {cfg['output']}", flush=True)

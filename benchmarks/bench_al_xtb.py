@@ -168,11 +168,18 @@ def main(argv=None) -> int:
     ap.add_argument("--gamma-lo", type=float, default=None,
                     help="γ threshold of the AL runs (default: the recipe's select.gamma_lo)")
     ap.add_argument("--speed-labels", type=int, default=48, help="boxes for the executor timing (the recipe's budget)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="one recipe value for both the AL and the random loops, as `mlip al --set`, e.g. "
+                         "train.model.level=20")
     ap.add_argument("--skip-speed", action="store_true",
                     help="keep the executor timing of the previous results file (e.g. on a busy machine, or "
                          "when seeds run as separate processes)")
     args = ap.parse_args(argv)
     import os as _os
+
+    from mlip.train.config import parse_settings
+
+    settings = parse_settings(args.set)
 
     _os.environ.setdefault("OMP_NUM_THREADS", "1")  # the loop's own xTB calls (initial set, test set)
 
@@ -201,7 +208,7 @@ def main(argv=None) -> int:
                 cfg["train"]["training"]["steps"] = 50
 
     curves = run_pairs(str(recipe), args.seeds, quick, args.workdir, test, edit=shorter,
-                       al_select={} if args.gamma_lo is None else {"gamma_lo": args.gamma_lo})
+                       al_select={} if args.gamma_lo is None else {"gamma_lo": args.gamma_lo}, settings=settings)
     for name, curve in curves.items():
         secs = oracle_seconds(os.path.join(args.workdir, name))
         for p in curve:
@@ -225,7 +232,7 @@ def main(argv=None) -> int:
           f"dask {speed['speedup_dask']:.2f}x")
     payload = {"test_set": test, "curves": curves, "verdicts": verdicts, "labelling": speed,
                "domain_test_set": domain_files, "curves_domain": domain, "verdicts_domain": verdicts_domain,
-               "al_gamma_lo": args.gamma_lo,
+               "al_gamma_lo": args.gamma_lo, "settings": args.set,
                "config": str(recipe), "quick": args.quick}
     if not args.quick:
         RESULTS.mkdir(parents=True, exist_ok=True)

@@ -73,6 +73,9 @@ def trained_run(tmp_path_factory):
     ("model=5", "model: must be a mapping, got 5"),
     ("data.generate.n_framez=3", "data.generate.n_framez: unknown key (did you mean n_frames?)"),
     ("training.stepz=3", "training.stepz: unknown configuration key (did you mean steps?)"),
+    ("loss.huber.force=0.1", "loss.huber.force: unknown key (did you mean forces?)"),
+    ("loss.huber.forces=0", "loss.huber.forces: must be a positive number, got 0"),
+    ("loss.huber=0.1", "loss.huber: must be a mapping of loss terms to δ, e.g. {forces: 0.05}, got 0.1"),
 ])
 def test_bad_recipe_value_is_one_line_and_nothing_is_trained(tmp_path, capsys, setting, message):
     recipe = write_recipe(tmp_path, tiny_recipe(tmp_path / "run"))
@@ -116,6 +119,23 @@ def test_set_replaces_or_patches_a_loss_schedule(tmp_path):
     assert cfg["loss"]["virial"] == 0.0 and cfg["loss"]["forces"] == {"start": 10, "limit": 1}
     cfg = load_config(path, settings=parse_settings(["loss.virial.limit=0.2"]))
     assert cfg["loss"]["virial"] == {"start": 0.1, "limit": 0.2}
+
+
+def test_huber_is_patched_key_by_key_and_refused_with_a_full_batch_optimiser(tmp_path, capsys):
+    from mlip.train.config import load_config, parse_settings
+
+    recipe = tiny_recipe(tmp_path / "run")
+    recipe["loss"] = {"huber": {"forces": 0.05}}
+    path = write_recipe(tmp_path, recipe)
+    cfg = load_config(path, settings=parse_settings(["loss.huber.energy=0.002"]))
+    assert cfg["loss"]["huber"] == {"forces": 0.05, "energy": 0.002}
+    assert main(["train", path, "--set", "loss.huber.energy=0.002", "--quiet"]) == 0  # the trainer takes it
+    assert (tmp_path / "run" / "model.pt").is_file()
+    shutil.rmtree(tmp_path / "run")
+    assert main(["train", path, "--set", "optimizer.name=lbfgs"]) == 2
+    assert one_error_line(capsys, "train") == ("loss.huber: only with the mini-batch optimiser (adam); "
+                                               "optimizer.name lbfgs fits squared errors")
+    assert not (tmp_path / "run").exists()
 
 
 def test_al_set_changes_one_key_of_the_train_recipe(tmp_path, capsys):

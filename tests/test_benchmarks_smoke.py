@@ -277,6 +277,18 @@ def test_bench_ab_bad_variant_is_one_line(tmp_path):
     assert "Traceback" not in p.stderr
 
 
+def test_al_bench_settings_reach_both_loops(tmp_path):
+    """bench_al_xtb.py --set: the settings are applied to the recipe the AL and random loops load (here one
+    that makes the AL strategy random, refused before any work)."""
+    import bench_al
+    from mlip.train.config import parse_settings
+
+    with pytest.raises(SystemExit, match="select.strategy is random"):
+        bench_al.run_pairs(str(REPO / "training" / "al_water_xtb_mtp_info.yaml"), [1], {}, str(tmp_path),
+                           str(tmp_path / "test.xyz"), settings=parse_settings(["select.strategy=random"]))
+    assert not any(tmp_path.iterdir())
+
+
 def test_force_errors_by_contact_table_and_report(tmp_path):
     """The bins partition the atoms, each bin's MAE is its atoms' mean, the shares add up to the whole,
     and the report shows the table."""

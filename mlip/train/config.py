@@ -40,7 +40,7 @@ DEFAULTS: Dict[str, Any] = {
     },
     "model": {"family": "deepmd"},
     "loss": {"energy": {"start": 0.02, "limit": 1.0}, "forces": {"start": 1000.0, "limit": 1.0},
-             "virial": 0.0, "virial_per_atom": False},
+             "virial": 0.0, "virial_per_atom": False, "huber": None},
     "optimizer": {
         "name": "adam",
         # exp | cosine | constant | plateau (+ base, factor, patience, threshold): mlip.train.schedules
@@ -78,6 +78,7 @@ DEFAULTS: Dict[str, Any] = {
 OPTIMIZERS = ("adam", "varpro", "lbfgs")  # adam: mini-batch (trainer.py); varpro, lbfgs: full batch (varpro.py)
 SECTIONS_FREE = {"model", "generate"}  # family-specific keys are checked by the model itself
 LOSS_TERMS = {"energy", "forces", "virial"}  # a number or {start, limit}: replaced whole, or patched key by key
+LOSS_FREE = LOSS_TERMS | {"huber"}  # loss.huber: {term: δ}, patched key by key as well
 
 
 def merge_config(base: Dict[str, Any], over: Optional[Dict[str, Any]], path: str = "",
@@ -152,7 +153,7 @@ def parse_settings(items: Optional[Iterable[str]]) -> Dict[str, Any]:
 
 
 def _merge(base: Dict[str, Any], over: Dict[str, Any], path: str) -> Dict[str, Any]:
-    return merge_config(base, over, path, free=SECTIONS_FREE | LOSS_TERMS, shallow={"lr"})
+    return merge_config(base, over, path, free=SECTIONS_FREE | LOSS_FREE, shallow={"lr"})
 
 
 def read_yaml_mapping(path: Optional[str]) -> Tuple[Dict[str, Any], str]:
@@ -182,7 +183,7 @@ def load_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] 
     if overrides:
         cfg = _merge(cfg, overrides, "")
     if settings:  # --set model.rcut=4.5 changes one key, also inside the file's model section
-        cfg = merge_config(cfg, settings, "", free=SECTIONS_FREE | LOSS_TERMS, shallow={"lr"},
+        cfg = merge_config(cfg, settings, "", free=SECTIONS_FREE | LOSS_FREE, shallow={"lr"},
                            patch=True)
     validate_config(cfg)
     data = cfg["data"]
@@ -255,6 +256,21 @@ def _check_schedule(lr: Dict[str, Any], training: Dict[str, Any]) -> None:
                          f"training.schedule_by_time (the budget holds steps/decay_steps stairs), got {lr['decay_steps']}")
 
 
+def _check_huber(cfg: Dict[str, Any]) -> None:
+    """loss.huber: {term: δ > 0} for some of energy/forces/virial, and only with a mini-batch optimiser
+    (varpro solves a linear least-squares problem; `mlip.train.loss`)."""
+    huber = cfg["loss"]["huber"]
+    if huber is None:
+        return
+    if not isinstance(huber, dict):
+        raise ValueError(f"loss.huber: must be a mapping of loss terms to δ, e.g. {{forces: 0.05}}, got {huber!r}")
+    check_keys("loss.huber", huber, sorted(LOSS_TERMS))
+    check_values(huber, {k: POSITIVE for k in LOSS_TERMS}, prefix="loss.huber.")
+    if cfg["optimizer"]["name"] in ("varpro", "lbfgs"):
+        raise ValueError(f"loss.huber: only with the mini-batch optimiser (adam); optimizer.name "
+                         f"{cfg['optimizer']['name']} fits squared errors")
+
+
 def validate_config(cfg: Dict[str, Any]) -> None:
     """Check every key and value of a merged recipe (normalising in place): `RULES`, the loss
     prefactors, `model` against the family's constructor, `data.generate` against
@@ -276,6 +292,7 @@ def validate_config(cfg: Dict[str, Any]) -> None:
             check_values(spec, {"start": _PREFACTOR, "limit": _PREFACTOR}, prefix=f"loss.{key}.")
         elif spec is not None:
             cfg["loss"][key] = _PREFACTOR.check(f"loss.{key}", spec)
+    _check_huber(cfg)
     model = cfg["model"]
     if "family" not in model:
         raise ValueError("model.family is required (deepmd, mtp, nequip)")

@@ -449,7 +449,7 @@ class Trainer:
             return None, None, sum(p.sum() * 0.0 for p in self.model.parameters() if p.requires_grad)
         batch = collate([self.train_graphs[k] for k in mine]).to(self.device)
         pred = predict(self.model, batch, create_graph=True, need_virial=need_virial)
-        terms = loss_terms(pred, batch, bool(self.cfg["loss"]["virial_per_atom"]))
+        terms = loss_terms(pred, batch, bool(self.cfg["loss"]["virial_per_atom"]), self.cfg["loss"]["huber"])
         return batch, pred, total_loss(terms, batch, pe, pf, pv, total_weight=total)
 
     # ------------------------------------------------------------------ full batch (varpro, lbfgs)
