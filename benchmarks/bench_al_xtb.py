@@ -125,10 +125,13 @@ def print_pair(a: List[dict], r: List[dict], v: dict) -> None:
 
 def oracle_seconds(out: str):
     """Cumulative oracle CPU-seconds after each iteration's labels (iteration 0: the initial set is not
-    counted, as in the label axis)."""
+    counted, as in the label axis). An iteration that selected nothing has no label folder and adds 0
+    (it used to end the series there, so every later point read 0)."""
     total, series, k = 0.0, [0.0], 0
-    while os.path.isfile(os.path.join(out, f"iter_{k:03d}", "label", "done.json")):
-        total += json.load(open(os.path.join(out, f"iter_{k:03d}", "label", "done.json"))).get("oracle_cpu_s", 0.0)
+    while os.path.isdir(os.path.join(out, f"iter_{k:03d}")):
+        done = os.path.join(out, f"iter_{k:03d}", "label", "done.json")
+        if os.path.isfile(done):
+            total += json.load(open(done)).get("oracle_cpu_s", 0.0)
         series.append(total)
         k += 1
     return series

@@ -181,6 +181,8 @@ def goal_rows(res: Dict[str, Any]) -> List[List[Any]]:
                and d.get("verdicts")]
     for name, ax in al_runs:  # one row per recipe / data generator and test set (bench_al_xtb.py --recipe, --save-name)
         recipe = os.path.basename(str(ax.get("config", "al_water_xtb.yaml")))
+        if ax.get("settings"):  # bench_al_xtb.py --set
+            recipe += " with " + ", ".join(ax["settings"])
         for where, verdicts in (("350 K test set", ax["verdicts"]),
                                 ("exploration-domain test set", ax.get("verdicts_domain"))):
             if not verdicts:
