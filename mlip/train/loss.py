@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from mlip.graph import Batch
@@ -21,8 +22,7 @@ def _penalty(d: Tensor, delta: Optional[float]) -> Tensor:
     """d² (delta None), else ρ_δ(d): d² inside ±δ, δ(2|d| − δ) outside (continuous slope 2δ)."""
     if delta is None:
         return d.pow(2)
-    a = d.abs()
-    return torch.where(a <= delta, d.pow(2), delta * (2.0 * a - delta))
+    return 2.0 * F.huber_loss(d, torch.zeros_like(d), reduction="none", delta=delta)
 
 
 def loss_terms(pred: Dict[str, Tensor], batch: Batch, virial_per_atom: bool = False,
