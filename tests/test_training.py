@@ -81,6 +81,24 @@ def test_training_reduces_error_and_resumes_exactly(tmp_path):
         assert (tmp_path / "b" / "run" / f).exists()
 
 
+def test_decoupled_weight_decay_shrinks_weights_not_biases(tmp_path):
+    """optimizer.decoupled_weight_decay: AdamW's θ ← θ(1 − lr·wd) on weights, none on biases or dt.
+    With the loss prefactors at zero every gradient is zero, so one step is the decay alone."""
+    from mlip.train.trainer import Trainer
+
+    cfg = cu_config(tmp_path, steps=1)
+    cfg["loss"] = {**cfg["loss"], "energy": 0.0, "forces": 0.0, "virial": 0.0}
+    cfg["optimizer"].update({"weight_decay": 0.1, "decoupled_weight_decay": True, "ema": None,
+                             "lr": {"schedule": "constant", "start": 0.01}})
+    tr = Trainer(cfg)
+    before = {n: p.detach().clone() for n, p in tr.model.named_parameters()}
+    tr.run()
+    after = dict(tr.model.named_parameters())
+    w, b, dt = "fitting.0.layers.1.linear.weight", "fitting.0.layers.1.linear.bias", "fitting.0.layers.1.dt"
+    assert torch.allclose(after[w], before[w] * (1 - 0.01 * 0.1), rtol=1e-6, atol=0)
+    assert torch.equal(after[b], before[b]) and torch.equal(after[dt], before[dt])
+
+
 def test_cli_train_export_test_md(tmp_path):
     from mlip.cli import main
 

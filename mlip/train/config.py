@@ -48,6 +48,9 @@ DEFAULTS: Dict[str, Any] = {
         "clip_grad": None,
         "ema": None,
         "weight_decay": 0.0,
+        # true: AdamW's decay, θ ← θ(1 − lr·wd) apart from the adaptive step (a regulariser whose
+        # strength does not depend on the gradient's scale); false: Adam's L2 term added to the gradient
+        "decoupled_weight_decay": False,
         # varpro / lbfgs (full batch, mlip.train.varpro; null = that optimiser's default)
         "max_iter": None,
         "history": None,
@@ -215,6 +218,7 @@ RULES = {
     "optimizer.clip_grad": optional(POSITIVE),
     "optimizer.ema": optional(Number(low=0, high=1, high_open=True)),
     "optimizer.weight_decay": NONNEG,
+    "optimizer.decoupled_weight_decay": Flag(),
     "optimizer.lr.schedule": Choice(SCHEDULES),
     "optimizer.lr.start": POSITIVE, "optimizer.lr.stop": POSITIVE,
     "optimizer.lr.decay_steps": POSITIVE_INT, "optimizer.lr.warmup_steps": NONNEG_INT,
