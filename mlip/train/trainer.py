@@ -84,12 +84,11 @@ def _decay_groups(model: torch.nn.Module, weight_decay: float) -> List[Dict[str,
     """Adam's parameter groups: weight decay acts on weights (matrices, e3nn-style flattened linear
     weights, radial and readout coefficients), not on the parameters `_NO_DECAY` names. Without decay
     there is one group, as before, so the optimiser state of older checkpoints loads unchanged."""
-    named = list(model.named_parameters())
-    if weight_decay <= 0.0:
-        return [{"params": [p for _, p in named], "weight_decay": 0.0}]
-    keep = [_NO_DECAY.match(n.rsplit(".", 1)[-1]) is not None for n, _ in named]
-    groups = [{"params": [p for (_, p), k in zip(named, keep) if not k], "weight_decay": weight_decay},
-              {"params": [p for (_, p), k in zip(named, keep) if k], "weight_decay": 0.0}]
+    decay: List[torch.Tensor] = []
+    spare: List[torch.Tensor] = []
+    for name, p in model.named_parameters():
+        (spare if weight_decay <= 0.0 or _NO_DECAY.match(name.rsplit(".", 1)[-1]) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": spare, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 
 
